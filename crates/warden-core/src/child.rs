@@ -1,0 +1,263 @@
+//! The actor that runs a supervised worker: it hosts the user's `ractor::Actor` and restarts
+//! it in place.
+//!
+//! warden spawns every worker inside [`Supervised`], a thin ractor actor with the same message
+//! type that calls the user's callbacks. When a handler panics or returns an error, the
+//! wrapper does not let the actor die: it drops the broken state, reports the crash to the
+//! supervisor and waits for its directive. On `Restart` it runs the user's `pre_start` and
+//! `post_start` again inside the same ractor actor, so the `ActorRef`, the mailbox and
+//! every message queued in it survive; only the message being handled is lost. On `Exit` it
+//! stops, and the supervisor starts a new actor (group restarts, shutdown). Catching the
+//! panic here rather than in ractor is also what makes restarts cheap: no spawn, no new
+//! channels.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
+use tokio::sync::oneshot;
+
+use crate::handle::{ChildRef, Slot, SlotControl};
+use crate::path::ActorPath;
+use crate::reason::{panic_message, ExitReason, SHUTDOWN};
+use crate::spec::{StartCtx, Starter};
+use crate::supervisor::{Crash, Directive, SupervisorMsg};
+
+type ArgsFn<A> = Arc<dyn Fn() -> <A as Actor>::Arguments + Send + Sync>;
+
+/// A fault injected by the test kit; delivered on the supervision port so that it overtakes
+/// queued messages, and handled exactly like a panic in a handler.
+#[derive(Debug)]
+pub(crate) struct InjectedPanic(pub String);
+
+impl std::fmt::Display for InjectedPanic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "injected panic: {}", self.0)
+    }
+}
+
+impl std::error::Error for InjectedPanic {}
+
+/// Starts [`Supervised`] actors for one child spec and owns the child's stable handle.
+pub(crate) struct WorkerStarter<A: Actor> {
+    actor: A,
+    args: ArgsFn<A>,
+    slot: Arc<Slot<A::Msg>>,
+}
+
+impl<A: Actor + Clone> WorkerStarter<A> {
+    pub(crate) fn new(actor: A, args: ArgsFn<A>, id: String) -> Self {
+        WorkerStarter { actor, args, slot: Arc::new(Slot::new(id)) }
+    }
+}
+
+fn spawn_error_text(e: SpawnErr) -> String {
+    match e {
+        SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl<A: Actor + Clone> Starter for WorkerStarter<A> {
+    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<ActorCell, String>> {
+        let handler = Supervised {
+            inner: self.actor.clone(),
+            args: self.args.clone(),
+            supervisor: ctx.supervisor.clone(),
+            path: ctx.path.clone(),
+        };
+        let slot = self.slot.clone();
+        Box::pin(async move {
+            slot.set_path(ctx.path.clone());
+            let args = std::panic::catch_unwind(AssertUnwindSafe(|| (handler.args)()))
+                .map_err(|p| format!("argument function panicked: {}", panic_message(p.as_ref())))?;
+            let sup = ctx.supervisor.get_cell();
+            let init = SupervisedArgs { args, incarnation: ctx.incarnation };
+            let (actor, _join) = Actor::spawn_linked(None, handler, init, sup).await.map_err(spawn_error_text)?;
+            slot.install(actor.clone());
+            Ok(actor.get_cell())
+        })
+    }
+
+    fn slot(&self) -> &dyn SlotControl {
+        &*self.slot
+    }
+
+    fn handle_any(&self) -> Box<dyn Any + Send> {
+        Box::new(ChildRef::from_slot(self.slot.clone()))
+    }
+}
+
+/// The ractor actor hosting a user's actor `A`.
+pub(crate) struct Supervised<A: Actor> {
+    inner: A,
+    args: ArgsFn<A>,
+    supervisor: ActorRef<SupervisorMsg>,
+    path: ActorPath,
+}
+
+pub(crate) struct SupervisedArgs<A: Actor> {
+    args: A::Arguments,
+    incarnation: u64,
+}
+
+pub(crate) struct SupervisedState<A: Actor> {
+    /// `None` only between a crash and the end of the restart.
+    inner: Option<A::State>,
+    incarnation: u64,
+}
+
+impl<A: Actor> Supervised<A> {
+    /// Runs the user's `pre_start` and `post_start`, turning errors and panics into text.
+    async fn start_inner(&self, myself: &ActorRef<A::Msg>, args: A::Arguments) -> Result<A::State, String> {
+        let started = AssertUnwindSafe(self.inner.pre_start(myself.clone(), args)).catch_unwind().await;
+        let mut state = match started {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("pre_start failed: {e}")),
+            Err(p) => return Err(format!("pre_start panicked: {}", panic_message(p.as_ref()))),
+        };
+        match AssertUnwindSafe(self.inner.post_start(myself.clone(), &mut state)).catch_unwind().await {
+            Ok(Ok(())) => Ok(state),
+            Ok(Err(e)) => Err(format!("post_start failed: {e}")),
+            Err(p) => Err(format!("post_start panicked: {}", panic_message(p.as_ref()))),
+        }
+    }
+
+    /// The crash protocol: drop the broken state, report, wait for the supervisor's
+    /// directive, restart in place or exit. Never returns an error, so ractor never sees the
+    /// crash.
+    async fn recover(
+        &self,
+        myself: &ActorRef<A::Msg>,
+        st: &mut SupervisedState<A>,
+        mut reason: ExitReason,
+        mut dropped_message: Option<&'static str>,
+    ) -> Result<(), ActorProcessingErr> {
+        // ractor does not run post_stop after a panic; neither do we.
+        st.inner = None;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let crash = Crash {
+                actor: myself.get_id(),
+                incarnation: st.incarnation,
+                reason,
+                dropped_message: dropped_message.take(),
+                reply: tx,
+            };
+            if self.supervisor.cast(SupervisorMsg::ChildCrashed(crash)).is_err() {
+                myself.stop(Some(format!("{SHUTDOWN}: supervisor of {} is gone", self.path)));
+                return Ok(());
+            }
+            match rx.await {
+                Ok(Directive::Restart { incarnation }) => {
+                    let args = match std::panic::catch_unwind(AssertUnwindSafe(|| (self.args)())) {
+                        Ok(a) => a,
+                        Err(p) => {
+                            reason = ExitReason::StartFailed(format!(
+                                "argument function panicked: {}",
+                                panic_message(p.as_ref())
+                            ));
+                            continue;
+                        }
+                    };
+                    match self.start_inner(myself, args).await {
+                        Ok(state) => {
+                            st.inner = Some(state);
+                            st.incarnation = incarnation;
+                            let _ = self
+                                .supervisor
+                                .cast(SupervisorMsg::ChildRecovered { actor: myself.get_id(), incarnation });
+                            return Ok(());
+                        }
+                        Err(e) => reason = ExitReason::StartFailed(e),
+                    }
+                }
+                Ok(Directive::Exit) | Err(_) => {
+                    myself.stop(Some(SHUTDOWN.to_string()));
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+impl<A: Actor> Actor for Supervised<A> {
+    type Msg = A::Msg;
+    type State = SupervisedState<A>;
+    type Arguments = SupervisedArgs<A>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        init: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let pre = AssertUnwindSafe(self.inner.pre_start(myself, init.args)).catch_unwind().await;
+        match pre {
+            Ok(Ok(s)) => Ok(SupervisedState { inner: Some(s), incarnation: init.incarnation }),
+            Ok(Err(e)) => Err(format!("pre_start failed: {e}").into()),
+            Err(p) => Err(format!("pre_start panicked: {}", panic_message(p.as_ref())).into()),
+        }
+    }
+
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        let Some(inner) = st.inner.as_mut() else { return Ok(()) };
+        let reason = match AssertUnwindSafe(self.inner.post_start(myself.clone(), inner)).catch_unwind().await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => ExitReason::StartFailed(format!("post_start failed: {e}")),
+            Err(p) => ExitReason::StartFailed(format!("post_start panicked: {}", panic_message(p.as_ref()))),
+        };
+        self.recover(&myself, st, reason, None).await
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(inner) = st.inner.as_mut() else {
+            // Unreachable: `recover` only returns with a state or after asking ractor to stop,
+            // and a stop overtakes queued messages.
+            tracing::error!(path = %self.path, "message reached a child without state; dropped");
+            return Ok(());
+        };
+        let reason = match AssertUnwindSafe(self.inner.handle(myself.clone(), msg, inner)).catch_unwind().await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => ExitReason::Error(e.to_string()),
+            Err(p) => ExitReason::Panic { message: panic_message(p.as_ref()) },
+        };
+        self.recover(&myself, st, reason, Some(std::any::type_name::<A::Msg>())).await
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(_, err) = &evt {
+            if let Some(injected) = err.downcast_ref::<InjectedPanic>() {
+                let reason = ExitReason::Panic { message: injected.0.clone() };
+                return self.recover(&myself, st, reason, None).await;
+            }
+        }
+        let Some(inner) = st.inner.as_mut() else { return Ok(()) };
+        let reason =
+            match AssertUnwindSafe(self.inner.handle_supervisor_evt(myself.clone(), evt, inner)).catch_unwind().await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => ExitReason::Error(e.to_string()),
+                Err(p) => ExitReason::Panic { message: panic_message(p.as_ref()) },
+            };
+        self.recover(&myself, st, reason, None).await
+    }
+
+    async fn post_stop(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match st.inner.as_mut() {
+            Some(inner) => self.inner.post_stop(myself, inner).await,
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The supervisor's decisions as pure functions over plain data.
+//!
+//! Nothing here touches an actor, a clock or a channel: the supervisor actor asks these
+//! functions what to do and carries the answer out. This is where OTP's rules live:
+//! whether an exit calls for a restart ([`restart_wanted`]), which children a strategy stops
+//! and starts ([`group_plan`]), when restarts are too many ([`IntensityWindow`]), and how long
+//! to wait before the next one ([`BackoffSchedule`]).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tokio::time::Instant;
+
+use crate::reason::ExitReason;
+use crate::spec::{AutoShutdown, Backoff, RestartType, Strategy};
+
+/// Whether a child of restart type `restart` that exited with `reason` is restarted.
+pub fn restart_wanted(restart: RestartType, reason: &ExitReason) -> bool {
+    match restart {
+        RestartType::Permanent => true,
+        RestartType::Transient => !reason.is_normal(),
+        RestartType::Temporary => false,
+    }
+}
+
+/// What the decision functions need to know of a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildView {
+    /// Its restart type.
+    pub restart: RestartType,
+    /// Whether it has a live incarnation now.
+    pub running: bool,
+}
+
+/// The children a restart touches, by index in start order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupPlan {
+    /// Running bystanders to stop, in the order to stop them (reverse start order).
+    pub stop: Vec<usize>,
+    /// Children to start, in start order (the failed child included).
+    pub start: Vec<usize>,
+    /// Temporary bystanders whose specs are forgotten.
+    pub forget: Vec<usize>,
+}
+
+/// The plan for restarting child `failed` under `strategy`, once [`restart_wanted`] said yes.
+///
+/// One-for-one and dynamic touch only the failed child. One-for-all touches every child,
+/// rest-for-one the failed child and those after it: running bystanders are stopped in
+/// reverse order, temporary bystanders are forgotten, and every other member (also one that
+/// was not running) is started again in list order, as OTP does.
+pub fn group_plan(strategy: Strategy, children: &[ChildView], failed: usize) -> GroupPlan {
+    let members = match strategy {
+        Strategy::OneForOne | Strategy::Dynamic { .. } => failed..failed + 1,
+        Strategy::OneForAll => 0..children.len(),
+        Strategy::RestForOne => failed..children.len(),
+    };
+    let mut plan = GroupPlan::default();
+    for i in members.clone().rev() {
+        if i != failed && children[i].running {
+            plan.stop.push(i);
+        }
+    }
+    for i in members {
+        if i != failed && children[i].restart == RestartType::Temporary {
+            plan.forget.push(i);
+        } else {
+            plan.start.push(i);
+        }
+    }
+    plan
+}
+
+/// Whether the supervisor shuts itself down after a significant child exited for good.
+///
+/// `significant_left` counts the significant children that are still running or will be
+/// restarted, after this exit.
+pub fn auto_shutdown_due(rule: AutoShutdown, exited_significant: bool, significant_left: usize) -> bool {
+    match rule {
+        AutoShutdown::Never => false,
+        AutoShutdown::AnySignificant => exited_significant,
+        AutoShutdown::AllSignificant => exited_significant && significant_left == 0,
+    }
+}
+
+/// OTP's restart intensity: more than `intensity` restarts within `period` is too many.
+///
+/// Holds at most `intensity + 1` timestamps.
+#[derive(Debug, Clone)]
+pub struct IntensityWindow {
+    intensity: u32,
+    period: Duration,
+    restarts: VecDeque<Instant>,
+}
+
+impl IntensityWindow {
+    /// A window allowing `intensity` restarts per `period`.
+    pub fn new(intensity: u32, period: Duration) -> Self {
+        IntensityWindow { intensity, period, restarts: VecDeque::with_capacity(intensity as usize + 1) }
+    }
+
+    /// Records a restart at `now`. Returns `false` when this restart makes more than
+    /// `intensity` within the last `period`: the supervisor must give up.
+    pub fn record(&mut self, now: Instant) -> bool {
+        self.expire(now);
+        self.restarts.push_back(now);
+        if self.restarts.len() > self.intensity as usize {
+            // Keep the bound even if the caller goes on recording.
+            while self.restarts.len() > self.intensity as usize + 1 {
+                self.restarts.pop_front();
+            }
+            return self.restarts.len() <= self.intensity as usize;
+        }
+        true
+    }
+
+    /// The restarts counted within the window ending at `now`.
+    pub fn count(&mut self, now: Instant) -> usize {
+        self.expire(now);
+        self.restarts.len()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&t) = self.restarts.front() {
+            if now.saturating_duration_since(t) > self.period {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// The restart delays of one child under a [`Backoff`] policy.
+#[derive(Debug)]
+pub struct BackoffSchedule {
+    policy: Backoff,
+    delays: Option<backon::ExponentialBackoff>,
+    last_failure: Option<Instant>,
+    resets: u64,
+}
+
+impl BackoffSchedule {
+    /// A schedule at its start.
+    pub fn new(policy: Backoff) -> Self {
+        BackoffSchedule { policy, delays: None, last_failure: None, resets: 0 }
+    }
+
+    /// The delay before the restart that follows a failure at `now`.
+    ///
+    /// After `reset_after` without a failure the schedule starts again from `min`. The
+    /// result is never above `max`.
+    pub fn next_delay(&mut self, now: Instant) -> Duration {
+        let quiet = match self.last_failure {
+            Some(t) => now.saturating_duration_since(t) >= self.policy.reset_after,
+            None => true,
+        };
+        self.last_failure = Some(now);
+        if quiet || self.delays.is_none() {
+            self.resets += 1;
+            let mut b = backon::ExponentialBuilder::default()
+                .with_min_delay(self.policy.min)
+                .with_max_delay(self.policy.max)
+                .with_factor(self.policy.factor)
+                .without_max_times();
+            if self.policy.jitter {
+                b = b.with_jitter();
+                if let Some(seed) = self.policy.seed {
+                    b = b.with_jitter_seed(seed.wrapping_add(self.resets));
+                }
+            }
+            self.delays = Some(b.build());
+        }
+        let d = self.delays.as_mut().and_then(|it| it.next()).unwrap_or(self.policy.max);
+        d.min(self.policy.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(restart: RestartType, running: bool) -> ChildView {
+        ChildView { restart, running }
+    }
+
+    #[test]
+    fn restart_types_against_reasons() {
+        use RestartType::*;
+        let reasons = [
+            ExitReason::Normal,
+            ExitReason::Shutdown(None),
+            ExitReason::Shutdown(Some("x".into())),
+            ExitReason::Killed,
+            ExitReason::Panic { message: "p".into() },
+            ExitReason::Error("e".into()),
+            ExitReason::Exit("boom".into()),
+        ];
+        for r in &reasons {
+            assert!(restart_wanted(Permanent, r), "{r}");
+            assert!(!restart_wanted(Temporary, r), "{r}");
+            assert_eq!(restart_wanted(Transient, r), !r.is_normal(), "{r}");
+        }
+    }
+
+    #[test]
+    fn one_for_one_touches_only_the_failed_child() {
+        use RestartType::*;
+        let c = [v(Permanent, true), v(Permanent, false), v(Temporary, true)];
+        let p = group_plan(Strategy::OneForOne, &c, 1);
+        assert_eq!(p, GroupPlan { stop: vec![], start: vec![1], forget: vec![] });
+        let p = group_plan(Strategy::Dynamic { max_children: None }, &c, 0);
+        assert_eq!(p.start, vec![0]);
+    }
+
+    #[test]
+    fn one_for_all_stops_in_reverse_and_starts_in_order() {
+        use RestartType::*;
+        let c = [
+            v(Permanent, true),
+            v(Transient, true),
+            v(Permanent, false), // the failed one
+            v(Temporary, true),
+            v(Permanent, false), // terminated earlier: started again, as in OTP
+        ];
+        let p = group_plan(Strategy::OneForAll, &c, 2);
+        assert_eq!(p.stop, vec![3, 1, 0]);
+        assert_eq!(p.start, vec![0, 1, 2, 4]);
+        assert_eq!(p.forget, vec![3]);
+    }
+
+    #[test]
+    fn rest_for_one_touches_the_failed_child_and_later_ones() {
+        use RestartType::*;
+        let c = [v(Permanent, true), v(Permanent, false), v(Permanent, true), v(Temporary, true)];
+        let p = group_plan(Strategy::RestForOne, &c, 1);
+        assert_eq!(p.stop, vec![3, 2]);
+        assert_eq!(p.start, vec![1, 2]);
+        assert_eq!(p.forget, vec![3]);
+        let p = group_plan(Strategy::RestForOne, &c, 3);
+        assert_eq!(p, GroupPlan { stop: vec![], start: vec![3], forget: vec![] });
+    }
+
+    #[test]
+    fn intensity_allows_exactly_intensity_restarts_per_period() {
+        let t0 = Instant::now();
+        let mut w = IntensityWindow::new(3, Duration::from_secs(5));
+        assert!(w.record(t0));
+        assert!(w.record(t0 + Duration::from_secs(1)));
+        assert!(w.record(t0 + Duration::from_secs(2)));
+        assert!(!w.record(t0 + Duration::from_secs(3)), "fourth in 5 s is one too many");
+    }
+
+    #[test]
+    fn intensity_window_slides() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = IntensityWindow::new(2, s(5));
+        assert!(w.record(t0));
+        assert!(w.record(t0 + s(4)));
+        // t0 is 5 s old: still inside (OTP keeps R >= Now - Period).
+        assert!(!w.record(t0 + s(5)));
+        let mut w = IntensityWindow::new(2, s(5));
+        assert!(w.record(t0));
+        assert!(w.record(t0 + s(4)));
+        // t0 has left the window at t0 + 5.001 s.
+        assert!(w.record(t0 + s(5) + Duration::from_millis(1)));
+        assert_eq!(w.count(t0 + s(5) + Duration::from_millis(1)), 2);
+        assert_eq!(w.count(t0 + s(20)), 0);
+    }
+
+    #[test]
+    fn zero_intensity_refuses_the_first_restart() {
+        let mut w = IntensityWindow::new(0, Duration::from_secs(5));
+        assert!(!w.record(Instant::now()));
+    }
+
+    #[test]
+    fn intensity_log_stays_bounded() {
+        let t0 = Instant::now();
+        let mut w = IntensityWindow::new(2, Duration::from_secs(60));
+        for i in 0..100 {
+            w.record(t0 + Duration::from_millis(i));
+        }
+        assert_eq!(w.count(t0 + Duration::from_millis(100)), 3);
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_resets() {
+        let ms = Duration::from_millis;
+        let policy = Backoff::exponential(ms(10), ms(80)).jitter(false).reset_after(ms(1000));
+        let mut b = BackoffSchedule::new(policy);
+        let t0 = Instant::now();
+        let d: Vec<_> = (0..6).map(|i| b.next_delay(t0 + ms(i))).collect();
+        assert_eq!(d, vec![ms(10), ms(20), ms(40), ms(80), ms(80), ms(80)]);
+        // A quiet second later the schedule starts over.
+        assert_eq!(b.next_delay(t0 + ms(2000)), ms(10));
+    }
+
+    #[test]
+    fn jittered_backoff_stays_within_bounds_and_is_seedable() {
+        let ms = Duration::from_millis;
+        let policy = Backoff::exponential(ms(10), ms(100)).seed(42);
+        let t0 = Instant::now();
+        let run = || {
+            let mut b = BackoffSchedule::new(policy);
+            (0..10).map(|i| b.next_delay(t0 + ms(i))).collect::<Vec<_>>()
+        };
+        let a = run();
+        assert_eq!(a, run(), "same seed, same schedule");
+        assert!(a.iter().all(|d| *d >= ms(10) && *d <= ms(100)), "{a:?}");
+        assert!(a[0] < ms(20), "first delay within [min, 2 min): {:?}", a[0]);
+    }
+
+    #[test]
+    fn auto_shutdown_rules() {
+        use AutoShutdown::*;
+        assert!(!auto_shutdown_due(Never, true, 0));
+        assert!(auto_shutdown_due(AnySignificant, true, 3));
+        assert!(!auto_shutdown_due(AnySignificant, false, 0));
+        assert!(!auto_shutdown_due(AllSignificant, true, 1));
+        assert!(auto_shutdown_due(AllSignificant, true, 0));
+    }
+}

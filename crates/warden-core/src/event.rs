@@ -1,0 +1,181 @@
+//! Typed supervision events: every decision a supervisor takes, published to subscribers.
+//!
+//! A tree shares one [`EventBus`] (a bounded `tokio::sync::broadcast` channel). Each event is
+//! also emitted through `tracing` with structured fields. A subscriber that falls more than
+//! the bus capacity behind loses the oldest events and is told how many (`RecvError::Lagged`);
+//! the supervisor itself never waits for subscribers.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::path::ActorPath;
+use crate::reason::ExitReason;
+
+/// Default number of events a lagging subscriber may fall behind before it loses some.
+pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
+
+/// One supervision decision or observation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SupervisorEvent {
+    /// A child (or supervisor) started; `incarnation` counts its starts from 1.
+    ChildStarted {
+        /// The child's path.
+        path: ActorPath,
+        /// Which start this is, from 1.
+        incarnation: u64,
+    },
+    /// A child exited or crashed.
+    ChildExited {
+        /// The child's path.
+        path: ActorPath,
+        /// Why it exited.
+        reason: ExitReason,
+        /// The incarnation that exited.
+        incarnation: u64,
+        /// The type of the message whose handling failed; that message is dropped.
+        dropped_message: Option<&'static str>,
+    },
+    /// A restart was scheduled after a backoff delay.
+    RestartScheduled {
+        /// The child's path.
+        path: ActorPath,
+        /// How long until the restart.
+        delay: Duration,
+    },
+    /// A child was restarted and its new incarnation is running.
+    ChildRestarted {
+        /// The child's path.
+        path: ActorPath,
+        /// The new incarnation.
+        incarnation: u64,
+        /// `true` when the child was restarted inside its running actor, keeping its mailbox.
+        in_place: bool,
+    },
+    /// A restart attempt failed; another is scheduled unless intensity is exceeded.
+    RestartFailed {
+        /// The child's path.
+        path: ActorPath,
+        /// The cause.
+        error: String,
+    },
+    /// A child was stopped by its supervisor (terminate_child, a group restart or shutdown).
+    ChildTerminated {
+        /// The child's path.
+        path: ActorPath,
+        /// `true` if it had to be killed after its shutdown timeout.
+        killed: bool,
+    },
+    /// Messages that were waiting for a child to restart were dropped because it will not
+    /// restart; they are counted here instead of vanishing.
+    StashDropped {
+        /// The child's path.
+        path: ActorPath,
+        /// How many messages.
+        count: usize,
+    },
+    /// A supervisor saw more restarts than its intensity allows.
+    IntensityExceeded {
+        /// The supervisor's path.
+        path: ActorPath,
+        /// Its intensity.
+        intensity: u32,
+        /// Its period.
+        period: Duration,
+    },
+    /// A supervisor shut down (after its children) and left the decision to its parent.
+    SupervisorShutdown {
+        /// The supervisor's path.
+        path: ActorPath,
+        /// The reason it gives its parent.
+        reason: ExitReason,
+    },
+}
+
+impl SupervisorEvent {
+    /// The path of the actor the event is about.
+    pub fn path(&self) -> &ActorPath {
+        match self {
+            SupervisorEvent::ChildStarted { path, .. }
+            | SupervisorEvent::ChildExited { path, .. }
+            | SupervisorEvent::RestartScheduled { path, .. }
+            | SupervisorEvent::ChildRestarted { path, .. }
+            | SupervisorEvent::RestartFailed { path, .. }
+            | SupervisorEvent::ChildTerminated { path, .. }
+            | SupervisorEvent::StashDropped { path, .. }
+            | SupervisorEvent::IntensityExceeded { path, .. }
+            | SupervisorEvent::SupervisorShutdown { path, .. } => path,
+        }
+    }
+
+    fn trace(&self) {
+        match self {
+            SupervisorEvent::ChildStarted { path, incarnation } => {
+                tracing::debug!(path = %path, incarnation, "child started")
+            }
+            SupervisorEvent::ChildExited { path, reason, incarnation, dropped_message } => {
+                if reason.is_normal() {
+                    tracing::debug!(path = %path, reason = %reason, incarnation, "child exited")
+                } else {
+                    tracing::warn!(path = %path, reason = %reason, reason_kind = reason.kind(),
+                        incarnation, dropped_message = dropped_message.unwrap_or(""), "child failed")
+                }
+            }
+            SupervisorEvent::RestartScheduled { path, delay } => {
+                tracing::info!(path = %path, delay_ms = delay.as_millis() as u64, "restart scheduled")
+            }
+            SupervisorEvent::ChildRestarted { path, incarnation, in_place } => {
+                tracing::info!(path = %path, incarnation, in_place, "child restarted")
+            }
+            SupervisorEvent::RestartFailed { path, error } => {
+                tracing::warn!(path = %path, error = %error, "restart failed")
+            }
+            SupervisorEvent::ChildTerminated { path, killed } => {
+                tracing::debug!(path = %path, killed, "child terminated")
+            }
+            SupervisorEvent::StashDropped { path, count } => {
+                tracing::warn!(path = %path, count, "stashed messages dropped: child will not restart")
+            }
+            SupervisorEvent::IntensityExceeded { path, intensity, period } => {
+                tracing::error!(path = %path, intensity, period_ms = period.as_millis() as u64,
+                    "restart intensity exceeded; shutting down and escalating")
+            }
+            SupervisorEvent::SupervisorShutdown { path, reason } => {
+                tracing::info!(path = %path, reason = %reason, "supervisor shut down")
+            }
+        }
+    }
+}
+
+/// The channel a tree publishes its events on. Cloning shares the channel.
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    tx: broadcast::Sender<SupervisorEvent>,
+}
+
+impl EventBus {
+    /// A bus keeping up to `capacity` events for slow subscribers.
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        EventBus { tx }
+    }
+
+    /// Publishes `event` to every subscriber and to `tracing`; never waits.
+    pub fn publish(&self, event: SupervisorEvent) {
+        event.trace();
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(event);
+        }
+    }
+
+    /// A new subscriber that sees events published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SupervisorEvent> {
+        self.tx.subscribe()
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus::new(DEFAULT_EVENT_CAPACITY)
+    }
+}

@@ -1,0 +1,318 @@
+//! Stable child handles: an address that stays valid across restarts.
+//!
+//! ractor gives every incarnation a new `ActorRef`; a reference stored before a restart goes
+//! stale. A [`ChildRef`] is created with the child's spec and follows the child through every
+//! restart, also when its whole subtree is restarted from specs. What a message sent through
+//! it becomes:
+//!
+//! | child state when sent | what happens |
+//! |---|---|
+//! | running | delivered to the current incarnation's mailbox |
+//! | crashed in a handler, restarting in place | queued in the same mailbox, handled by the new incarnation (the mailbox is kept, as in Akka) |
+//! | being replaced (group restart, exit, kill, backoff wait) | kept in the handle's bounded stash and delivered to the new incarnation first, in order |
+//! | stash full | handed back: [`SendError::StashFull`] |
+//! | not started, terminated, or not restarted | handed back: [`SendError::NotRunning`] |
+//!
+//! Only the message whose handling crashed the child is dropped, and its type is named in
+//! the `ChildExited` event. Messages still queued in the mailbox of an incarnation that is
+//! *stopped or killed* (a bystander of a group restart, a child that exits by itself, a
+//! killed child) are lost with that mailbox, as in OTP; messages stashed for a child that
+//! then is not restarted are dropped and counted in a `StashDropped` event.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ractor::{ActorRef, Message, MessagingErr, RpcReplyPort};
+
+use crate::path::ActorPath;
+use crate::spec::DEFAULT_STASH_CAPACITY;
+
+enum SlotState<M> {
+    NotStarted,
+    Running(ActorRef<M>),
+    Restarting,
+    Stopped,
+}
+
+pub(crate) struct Slot<M> {
+    id: String,
+    path: Mutex<Option<ActorPath>>,
+    state: RwLock<SlotState<M>>,
+    stash: Mutex<VecDeque<M>>,
+    stash_capacity: AtomicUsize,
+}
+
+/// The controls the supervisor needs of a handle, whatever its message type.
+pub(crate) trait SlotControl: Send + Sync {
+    /// The child is being replaced: keep messages until `install`.
+    fn set_restarting(&self);
+    /// The child will not run again: hand messages back from now on. Returns how many
+    /// stashed messages were dropped.
+    fn close(&self) -> usize;
+    fn set_stash_capacity(&self, capacity: usize);
+    fn set_path(&self, path: ActorPath);
+}
+
+impl<M: Message> Slot<M> {
+    pub(crate) fn new(id: String) -> Self {
+        Slot {
+            id,
+            path: Mutex::new(None),
+            state: RwLock::new(SlotState::NotStarted),
+            stash: Mutex::new(VecDeque::new()),
+            stash_capacity: AtomicUsize::new(DEFAULT_STASH_CAPACITY),
+        }
+    }
+
+    /// Makes `actor` the current incarnation and delivers the stash to it first, in order.
+    pub(crate) fn install(&self, actor: ActorRef<M>) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
+        let mut undelivered = 0usize;
+        for m in stash.drain(..) {
+            if actor.send_message(m).is_err() {
+                undelivered += 1;
+            }
+        }
+        if undelivered > 0 {
+            tracing::warn!(child = %self.id, undelivered,
+                "new incarnation stopped before its stash was delivered");
+        }
+        *state = SlotState::Running(actor);
+    }
+
+    fn path(&self) -> ActorPath {
+        self.path.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| ActorPath::root(&self.id))
+    }
+
+    fn send(&self, msg: M) -> Result<(), SendError<M>> {
+        {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            if let SlotState::Running(actor) = &*state {
+                match actor.send_message(msg) {
+                    Ok(()) => return Ok(()),
+                    Err(MessagingErr::SendErr(m)) => return self.send_slow(m),
+                    Err(_) => return Err(SendError::NotRunning { path: self.path(), message: None }),
+                }
+            }
+        }
+        self.send_slow(msg)
+    }
+
+    // The incarnation is gone or being replaced. Taking the write lock orders this sender
+    // with `install`, so a stashed message is never overtaken by a later one.
+    fn send_slow(&self, msg: M) -> Result<(), SendError<M>> {
+        let state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let msg = match &*state {
+            SlotState::Running(actor) => match actor.send_message(msg) {
+                Ok(()) => return Ok(()),
+                Err(MessagingErr::SendErr(m)) => m,
+                Err(_) => return Err(SendError::NotRunning { path: self.path(), message: None }),
+            },
+            SlotState::Restarting => msg,
+            SlotState::NotStarted | SlotState::Stopped => {
+                return Err(SendError::NotRunning { path: self.path(), message: Some(msg) })
+            }
+        };
+        let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
+        let capacity = self.stash_capacity.load(Ordering::Relaxed);
+        if stash.len() >= capacity {
+            return Err(SendError::StashFull { path: self.path(), capacity, message: msg });
+        }
+        stash.push_back(msg);
+        Ok(())
+    }
+
+    fn current(&self) -> Option<ActorRef<M>> {
+        match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
+            SlotState::Running(a) => Some(a.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl<M: Message> SlotControl for Slot<M> {
+    fn set_restarting(&self) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = SlotState::Restarting;
+    }
+
+    fn close(&self) -> usize {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        *state = SlotState::Stopped;
+        let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
+        let n = stash.len();
+        stash.clear();
+        n
+    }
+
+    fn set_stash_capacity(&self, capacity: usize) {
+        self.stash_capacity.store(capacity, Ordering::Relaxed);
+    }
+
+    fn set_path(&self, path: ActorPath) {
+        *self.path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+    }
+}
+
+/// A handle to a supervised child that stays valid across its restarts.
+///
+/// Clone it freely; all clones address the same child. See the [module docs](self) for what
+/// happens to a message in each state of the child.
+pub struct ChildRef<M: Message> {
+    slot: Arc<Slot<M>>,
+}
+
+impl<M: Message> Clone for ChildRef<M> {
+    fn clone(&self) -> Self {
+        ChildRef { slot: self.slot.clone() }
+    }
+}
+
+impl<M: Message> fmt::Debug for ChildRef<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChildRef({})", self.slot.path())
+    }
+}
+
+impl<M: Message> ChildRef<M> {
+    pub(crate) fn from_slot(slot: Arc<Slot<M>>) -> Self {
+        ChildRef { slot }
+    }
+
+    /// The child's path (its id alone until it first starts).
+    pub fn path(&self) -> ActorPath {
+        self.slot.path()
+    }
+
+    /// Sends `msg` without waiting for an answer. `Err` hands the message back with the
+    /// reason it could not be delivered or kept.
+    pub fn cast(&self, msg: M) -> Result<(), SendError<M>> {
+        self.slot.send(msg)
+    }
+
+    /// Sends the message built by `build` around a reply port and waits for the answer, at
+    /// most `timeout` (`None`: without limit). A message kept in the stash waits for the new
+    /// incarnation.
+    pub async fn call<R, F>(&self, build: F, timeout: Option<Duration>) -> Result<R, CallError>
+    where
+        R: Send + 'static,
+        F: FnOnce(RpcReplyPort<R>) -> M,
+    {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let port: RpcReplyPort<R> = tx.into();
+        self.cast(build(port)).map_err(|e| match e {
+            SendError::NotRunning { path, .. } => CallError::NotRunning { path },
+            SendError::StashFull { path, capacity, .. } => CallError::StashFull { path, capacity },
+        })?;
+        let answer = match timeout {
+            Some(t) => match tokio::time::timeout(t, rx).await {
+                Ok(a) => a,
+                Err(_) => return Err(CallError::Timeout { path: self.path(), timeout: t }),
+            },
+            None => rx.await,
+        };
+        answer.map_err(|_| CallError::NoReply { path: self.path() })
+    }
+
+    /// The current incarnation's `ActorRef`, if one is running. It goes stale at the next
+    /// restart; keep the `ChildRef` instead.
+    pub fn actor_ref(&self) -> Option<ActorRef<M>> {
+        self.slot.current()
+    }
+
+    /// Whether an incarnation is installed and its actor is alive.
+    pub fn is_running(&self) -> bool {
+        self.slot
+            .current()
+            .map(|a| matches!(a.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting))
+            .unwrap_or(false)
+    }
+}
+
+/// Why a message could not be delivered; the message is handed back where it still exists.
+pub enum SendError<M> {
+    /// The child is not running and will not run again (or has not started yet).
+    NotRunning {
+        /// The child's path.
+        path: ActorPath,
+        /// The message, handed back (absent only if ractor did not return it).
+        message: Option<M>,
+    },
+    /// The child is restarting and its stash is full.
+    StashFull {
+        /// The child's path.
+        path: ActorPath,
+        /// The stash capacity.
+        capacity: usize,
+        /// The message, handed back.
+        message: M,
+    },
+}
+
+impl<M> SendError<M> {
+    /// The undelivered message.
+    pub fn into_message(self) -> Option<M> {
+        match self {
+            SendError::NotRunning { message, .. } => message,
+            SendError::StashFull { message, .. } => Some(message),
+        }
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NotRunning { path, .. } => {
+                write!(f, "child {path} is not running; the message was not delivered")
+            }
+            SendError::StashFull { path, capacity, .. } => write!(
+                f,
+                "child {path} is restarting and its stash of {capacity} messages is full; the message was not delivered"
+            ),
+        }
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SendError({self})")
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+/// Why a call got no answer.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum CallError {
+    /// The child is not running.
+    #[error("child {path} is not running")]
+    NotRunning {
+        /// The child's path.
+        path: ActorPath,
+    },
+    /// The child is restarting and its stash is full.
+    #[error("child {path} is restarting and its stash of {capacity} messages is full")]
+    StashFull {
+        /// The child's path.
+        path: ActorPath,
+        /// The stash capacity.
+        capacity: usize,
+    },
+    /// No answer within the timeout.
+    #[error("child {path} did not answer within {timeout:?}")]
+    Timeout {
+        /// The child's path.
+        path: ActorPath,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The reply port was dropped: the child crashed while handling the call, or ignored it.
+    #[error("child {path} dropped the call without answering (it crashed or ignored it)")]
+    NoReply {
+        /// The child's path.
+        path: ActorPath,
+    },
+}

@@ -1,0 +1,841 @@
+//! The supervisor actor: a thin shell that carries out the decisions of [`crate::decision`].
+//!
+//! One supervisor is one ractor actor holding plain data: its children in start order,
+//! each with a status, an incarnation count and an optional backoff schedule, and one
+//! restart-intensity window. Every exit path states which rule applies:
+//!
+//! * a child exits (ractor's `ActorTerminated` / `ActorFailed`) or crashes in a handler
+//!   (a `ChildCrashed` report from [`crate::child`]): [`restart_wanted`] decides whether it
+//!   is restarted; if so the restart is recorded in the intensity window (too many: shut
+//!   down and escalate), a backoff delay is taken, and [`group_plan`] says which siblings are
+//!   stopped and started again;
+//! * a restart that fails is retried later through a message to itself, counted again,
+//!   while the child shows as `Restarting` and the runtime API keeps answering;
+//! * on stop, children are stopped one by one in reverse start order by their shutdown
+//!   policies (dynamic children concurrently, under one timer).
+
+mod api;
+
+pub use api::{ChildCounts, ChildInfo, ChildStatus, SupervisorError, SupervisorRef};
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::decision::{auto_shutdown_due, group_plan, restart_wanted, BackoffSchedule, ChildView, IntensityWindow};
+use crate::event::{EventBus, SupervisorEvent};
+use crate::handle::{ChildRef, Slot, SlotControl};
+use crate::path::ActorPath;
+use crate::reason::{ExitReason, SHUTDOWN};
+use crate::spec::{
+    validate_child, ChildSpec, ChildType, RestartType, Shutdown, StartCtx, Starter, Strategy, SupervisorSpec,
+};
+use crate::StartError;
+
+/// How long warden waits for a killed actor to finish. A handler spinning synchronously
+/// cannot be pre-empted by tokio; after this bound the supervisor stops waiting, logs the
+/// actor as abandoned and goes on.
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// A crash reported by a child's host actor; the child waits for the directive.
+#[doc(hidden)]
+pub struct Crash {
+    pub(crate) actor: ActorId,
+    pub(crate) incarnation: u64,
+    pub(crate) reason: ExitReason,
+    pub(crate) dropped_message: Option<&'static str>,
+    pub(crate) reply: oneshot::Sender<Directive>,
+}
+
+/// What a crashed child is told to do.
+#[doc(hidden)]
+pub enum Directive {
+    /// Start again in place as incarnation `incarnation`.
+    Restart { incarnation: u64 },
+    /// Stop; the supervisor replaces or forgets the child.
+    Exit,
+}
+
+/// The messages of a supervisor. Use [`SupervisorRef`] rather than sending these.
+pub enum SupervisorMsg {
+    #[doc(hidden)]
+    ChildCrashed(Crash),
+    #[doc(hidden)]
+    ChildRecovered { actor: ActorId, incarnation: u64 },
+    #[doc(hidden)]
+    Retry,
+    #[doc(hidden)]
+    StartChild(ChildSpec, RpcReplyPort<Result<ChildInfo, SupervisorError>>),
+    #[doc(hidden)]
+    TerminateChild(String, RpcReplyPort<Result<(), SupervisorError>>),
+    #[doc(hidden)]
+    RestartChild(String, RpcReplyPort<Result<ChildInfo, SupervisorError>>),
+    #[doc(hidden)]
+    DeleteChild(String, RpcReplyPort<Result<(), SupervisorError>>),
+    #[doc(hidden)]
+    WhichChildren(RpcReplyPort<Vec<ChildInfo>>),
+    #[doc(hidden)]
+    CountChildren(RpcReplyPort<ChildCounts>),
+}
+
+enum Status {
+    Running {
+        cell: ActorCell,
+    },
+    /// Crashed in a handler; the host actor waits for a directive on `reply` (taken once
+    /// sent). Shown as restarting.
+    Crashed {
+        cell: ActorCell,
+        reply: Option<oneshot::Sender<Directive>>,
+        not_before: Instant,
+    },
+    /// No live actor; to be started at `not_before`.
+    Restarting {
+        not_before: Instant,
+    },
+    Stopped,
+}
+
+struct Child {
+    id: String,
+    spec: ChildSpec,
+    path: ActorPath,
+    status: Status,
+    incarnation: u64,
+    restarts: u64,
+    backoff: Option<BackoffSchedule>,
+}
+
+impl Child {
+    fn cell(&self) -> Option<&ActorCell> {
+        match &self.status {
+            Status::Running { cell } | Status::Crashed { cell, .. } => Some(cell),
+            _ => None,
+        }
+    }
+
+    fn public_status(&self) -> ChildStatus {
+        match self.status {
+            Status::Running { .. } => ChildStatus::Running,
+            Status::Crashed { .. } | Status::Restarting { .. } => ChildStatus::Restarting,
+            Status::Stopped => ChildStatus::Stopped,
+        }
+    }
+
+    fn view(&self) -> ChildView {
+        ChildView { restart: self.spec.restart, running: self.cell().is_some() }
+    }
+}
+
+/// The supervisor actor.
+pub struct Supervisor;
+
+/// The arguments of a supervisor actor.
+pub struct SupervisorInit {
+    spec: SupervisorSpec,
+    path: ActorPath,
+    events: EventBus,
+}
+
+/// The state of a supervisor actor.
+pub struct SupervisorState {
+    path: ActorPath,
+    strategy: Strategy,
+    auto_shutdown: crate::spec::AutoShutdown,
+    intensity: IntensityWindow,
+    intensity_limit: (u32, Duration),
+    children: Vec<Child>,
+    events: EventBus,
+    next_dynamic: u64,
+    exit_reason: Option<ExitReason>,
+}
+
+impl Supervisor {
+    /// Starts a root supervisor named `name` (its path is `/name`) and its children, in
+    /// order. If a child fails to start, those already started are stopped in reverse order
+    /// and the error names the child and the cause.
+    pub async fn start(name: &str, spec: SupervisorSpec) -> Result<SupervisorRef, StartError> {
+        Self::start_with_events(name, spec, EventBus::default()).await
+    }
+
+    /// Like [`Supervisor::start`], publishing on `events` (subscribe before starting to see
+    /// the first `ChildStarted` events).
+    pub async fn start_with_events(
+        name: &str,
+        spec: SupervisorSpec,
+        events: EventBus,
+    ) -> Result<SupervisorRef, StartError> {
+        if name.is_empty() || name.contains('/') {
+            return Err(StartError::Spec(crate::SpecError::BadId(name.to_string())));
+        }
+        spec.validate().map_err(StartError::Spec)?;
+        let path = ActorPath::root(name);
+        let slot = Arc::new(Slot::<SupervisorMsg>::new(name.to_string()));
+        slot.set_path(path.clone());
+        let init = SupervisorInit { spec, path: path.clone(), events: events.clone() };
+        let (actor, _join) = Actor::spawn(None, Supervisor, init)
+            .await
+            .map_err(|e| StartError::Failed { path: path.clone(), cause: spawn_cause(e) })?;
+        slot.install(actor);
+        Ok(SupervisorRef { handle: ChildRef::from_slot(slot), events })
+    }
+}
+
+fn spawn_cause(e: ractor::SpawnErr) -> String {
+    match e {
+        ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Starts nested supervisors for a [`ChildSpec::supervisor`] and owns their stable handle.
+pub(crate) struct SupervisorStarter {
+    spec: SupervisorSpec,
+    slot: Arc<Slot<SupervisorMsg>>,
+    events: std::sync::Mutex<Option<EventBus>>,
+}
+
+impl SupervisorStarter {
+    pub(crate) fn new(spec: SupervisorSpec) -> Self {
+        SupervisorStarter { spec, slot: Arc::new(Slot::new(String::new())), events: std::sync::Mutex::new(None) }
+    }
+}
+
+impl Starter for SupervisorStarter {
+    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<ActorCell, String>> {
+        let spec = self.spec.clone();
+        let slot = self.slot.clone();
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.events.clone());
+        Box::pin(async move {
+            spec.validate().map_err(|e| e.to_string())?;
+            slot.set_path(ctx.path.clone());
+            let init = SupervisorInit { spec, path: ctx.path.clone(), events: ctx.events.clone() };
+            let (actor, _join) =
+                Actor::spawn_linked(None, Supervisor, init, ctx.supervisor.get_cell()).await.map_err(spawn_cause)?;
+            slot.install(actor.clone());
+            Ok(actor.get_cell())
+        })
+    }
+
+    fn slot(&self) -> &dyn SlotControl {
+        &*self.slot
+    }
+
+    fn handle_any(&self) -> Box<dyn Any + Send> {
+        let events = self.events.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+        Box::new(SupervisorRef { handle: ChildRef::from_slot(self.slot.clone()), events })
+    }
+}
+
+impl SupervisorState {
+    fn index_of_actor(&self, actor: ActorId) -> Option<usize> {
+        self.children.iter().position(|c| c.cell().map(|cell| cell.get_id()) == Some(actor))
+    }
+
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.children.iter().position(|c| c.id == id)
+    }
+
+    fn info(&self, c: &Child) -> ChildInfo {
+        let supervisor = (c.spec.child_type == ChildType::Supervisor).then(|| SupervisorRef {
+            handle: c.spec.handle::<SupervisorMsg>().unwrap_or_else(|| unreachable_handle(&c.path)),
+            events: self.events.clone(),
+        });
+        ChildInfo {
+            id: c.id.clone(),
+            path: c.path.clone(),
+            status: c.public_status(),
+            child_type: c.spec.child_type,
+            restart: c.spec.restart,
+            restarts: c.restarts,
+            incarnation: c.incarnation,
+            actor: c.cell().cloned(),
+            supervisor,
+        }
+    }
+
+    fn counts(&self) -> ChildCounts {
+        let mut n = ChildCounts { specs: self.children.len(), ..Default::default() };
+        for c in &self.children {
+            if matches!(c.status, Status::Running { .. }) {
+                n.active += 1;
+            }
+            match c.spec.child_type {
+                ChildType::Worker => n.workers += 1,
+                ChildType::Supervisor => n.supervisors += 1,
+            }
+        }
+        n
+    }
+
+    fn new_child(&mut self, spec: ChildSpec) -> Child {
+        let id = match self.strategy {
+            Strategy::Dynamic { .. } => {
+                self.next_dynamic += 1;
+                format!("{}-{}", spec.id, self.next_dynamic)
+            }
+            _ => spec.id.clone(),
+        };
+        let path = self.path.child(&id);
+        Child {
+            backoff: spec.backoff.map(BackoffSchedule::new),
+            id,
+            spec,
+            path,
+            status: Status::Stopped,
+            incarnation: 0,
+            restarts: 0,
+        }
+    }
+
+    /// Starts child `idx` now. On success it is `Running`.
+    async fn start_at(&mut self, myself: &ActorRef<SupervisorMsg>, idx: usize) -> Result<(), String> {
+        let starter: Arc<dyn Starter> = self.children[idx].spec.starter.clone();
+        let incarnation = self.children[idx].incarnation + 1;
+        let ctx = StartCtx {
+            supervisor: myself.clone(),
+            path: self.children[idx].path.clone(),
+            events: self.events.clone(),
+            incarnation,
+        };
+        let cell = starter.start(ctx).await?;
+        let c = &mut self.children[idx];
+        c.incarnation = incarnation;
+        c.status = Status::Running { cell };
+        Ok(())
+    }
+
+    /// Stops child `idx`'s actor by its shutdown policy and waits for it. Its status is left
+    /// for the caller to set.
+    async fn terminate_at(&mut self, idx: usize) {
+        let c = &mut self.children[idx];
+        let status = std::mem::replace(&mut c.status, Status::Stopped);
+        let (cell, reply) = match status {
+            Status::Running { cell } => (cell, None),
+            Status::Crashed { cell, reply, .. } => (cell, reply),
+            other => {
+                c.status = other;
+                return;
+            }
+        };
+        let killed = stop_actor(&cell, reply, c.spec.shutdown, &c.path).await;
+        self.events.publish(SupervisorEvent::ChildTerminated { path: c.path.clone(), killed });
+    }
+
+    /// The child will not run again: hand messages back, count what was stashed.
+    fn close_slot(&self, idx: usize) {
+        let c = &self.children[idx];
+        let dropped = c.spec.starter.slot().close();
+        if dropped > 0 {
+            self.events.publish(SupervisorEvent::StashDropped { path: c.path.clone(), count: dropped });
+        }
+    }
+
+    fn remove_at(&mut self, idx: usize) {
+        self.close_slot(idx);
+        self.children.remove(idx);
+    }
+
+    fn schedule_retry(&self, myself: &ActorRef<SupervisorMsg>, delay: Duration) {
+        if delay.is_zero() {
+            // Through the mailbox, so that API calls waiting there are answered in between.
+            let _ = myself.cast(SupervisorMsg::Retry);
+        } else {
+            myself.send_after(delay, || SupervisorMsg::Retry);
+        }
+    }
+
+    /// Stops this supervisor: children stop in post_stop; the parent sees `reason`.
+    fn shut_down(&mut self, myself: &ActorRef<SupervisorMsg>, reason: ExitReason) {
+        if self.exit_reason.is_none() {
+            myself.stop(reason.to_stop_reason());
+            self.exit_reason = Some(reason);
+        }
+    }
+
+    /// A restart is due: record it, escalate if too many. Returns the backoff delay, or
+    /// `None` if the supervisor is shutting down.
+    fn admit_restart(&mut self, myself: &ActorRef<SupervisorMsg>, idx: usize, now: Instant) -> Option<Duration> {
+        if !self.intensity.record(now) {
+            let (intensity, period) = self.intensity_limit;
+            self.events.publish(SupervisorEvent::IntensityExceeded { path: self.path.clone(), intensity, period });
+            self.shut_down(myself, ExitReason::Shutdown(Some("reached max restart intensity".into())));
+            return None;
+        }
+        let c = &mut self.children[idx];
+        c.restarts += 1;
+        Some(c.backoff.as_mut().map(|b| b.next_delay(now)).unwrap_or(Duration::ZERO))
+    }
+
+    /// The rules applied when child `idx` exited with `reason`. `reply` is set when the
+    /// child crashed in a handler and its actor waits to be told what to do.
+    async fn on_exit(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        idx: usize,
+        reason: ExitReason,
+        reply: Option<oneshot::Sender<Directive>>,
+    ) {
+        if self.exit_reason.is_some() {
+            if let Some(r) = reply {
+                let _ = r.send(Directive::Exit);
+            }
+            return;
+        }
+        let now = Instant::now();
+        let restart = self.children[idx].spec.restart;
+        if !restart_wanted(restart, &reason) {
+            if let Some(r) = reply {
+                let _ = r.send(Directive::Exit);
+            }
+            self.children[idx].status = Status::Stopped;
+            let significant = self.children[idx].spec.significant;
+            if restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
+                self.remove_at(idx);
+            } else {
+                self.close_slot(idx);
+            }
+            let left =
+                self.children.iter().filter(|c| c.spec.significant && !matches!(c.status, Status::Stopped)).count();
+            if auto_shutdown_due(self.auto_shutdown, significant, left) {
+                self.shut_down(myself, ExitReason::Shutdown(Some("auto_shutdown: significant child exited".into())));
+            }
+            return;
+        }
+        let Some(delay) = self.admit_restart(myself, idx, now) else {
+            if let Some(r) = reply {
+                let _ = r.send(Directive::Exit);
+            }
+            return;
+        };
+        if !delay.is_zero() {
+            self.events.publish(SupervisorEvent::RestartScheduled { path: self.children[idx].path.clone(), delay });
+        }
+        let views: Vec<ChildView> = self.children.iter().map(Child::view).collect();
+        let plan = group_plan(self.strategy, &views, idx);
+        let not_before = now + delay;
+
+        if plan.stop.is_empty() && plan.forget.is_empty() && plan.start == [idx] {
+            let c = &mut self.children[idx];
+            match (reply, c.cell().cloned()) {
+                // Restart in place: the actor, its ActorRef and its mailbox are kept.
+                (Some(reply), Some(cell)) => {
+                    c.status = Status::Crashed { cell, reply: Some(reply), not_before };
+                }
+                (reply, _) => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Directive::Exit);
+                    }
+                    c.spec.starter.slot().set_restarting();
+                    c.status = Status::Restarting { not_before };
+                }
+            }
+            if delay.is_zero() {
+                self.resume_restarts(myself).await;
+            } else {
+                self.schedule_retry(myself, delay);
+            }
+            return;
+        }
+
+        // A group restart: the members are replaced by new actors, in order.
+        let forget: Vec<String> = plan.forget.iter().map(|&i| self.children[i].id.clone()).collect();
+        for &i in plan.start.iter().chain(plan.stop.iter()) {
+            self.children[i].spec.starter.slot().set_restarting();
+        }
+        // The failed child first: it is dead, or waiting in its handler for a directive.
+        self.terminate_at(idx).await;
+        for &i in &plan.stop {
+            self.terminate_at(i).await;
+        }
+        for &i in &plan.start {
+            self.children[i].status = Status::Restarting { not_before };
+        }
+        for id in forget {
+            if let Some(i) = self.index_of(&id) {
+                self.remove_at(i);
+            }
+        }
+        if delay.is_zero() {
+            self.resume_restarts(myself).await;
+        } else {
+            self.schedule_retry(myself, delay);
+        }
+    }
+
+    /// Carries out the restarts that are due, in start order. A failed start is counted
+    /// like any restart and retried later; under one-for-all and rest-for-one the children
+    /// after it wait for it, so that start order holds.
+    async fn resume_restarts(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let ordered = matches!(self.strategy, Strategy::OneForAll | Strategy::RestForOne);
+        let mut i = 0;
+        while i < self.children.len() && self.exit_reason.is_none() {
+            let now = Instant::now();
+            enum Due {
+                InPlace,
+                Start,
+                Wait,
+                Nothing,
+            }
+            let due = match &self.children[i].status {
+                Status::Crashed { reply: Some(_), not_before, .. } if *not_before <= now => Due::InPlace,
+                Status::Restarting { not_before } if *not_before <= now => Due::Start,
+                Status::Restarting { .. } => Due::Wait,
+                _ => Due::Nothing,
+            };
+            match due {
+                Due::InPlace => {
+                    let c = &mut self.children[i];
+                    let incarnation = c.incarnation + 1;
+                    if let Status::Crashed { reply, .. } = &mut c.status {
+                        if let Some(r) = reply.take() {
+                            if r.send(Directive::Restart { incarnation }).is_ok() {
+                                c.incarnation = incarnation;
+                            }
+                        }
+                    }
+                }
+                Due::Start => match self.start_at(myself, i).await {
+                    Ok(()) => {
+                        let c = &self.children[i];
+                        self.events.publish(SupervisorEvent::ChildRestarted {
+                            path: c.path.clone(),
+                            incarnation: c.incarnation,
+                            in_place: false,
+                        });
+                    }
+                    Err(error) => {
+                        self.events
+                            .publish(SupervisorEvent::RestartFailed { path: self.children[i].path.clone(), error });
+                        let Some(delay) = self.admit_restart(myself, i, now) else { return };
+                        self.children[i].status = Status::Restarting { not_before: now + delay };
+                        self.schedule_retry(myself, delay);
+                        if ordered {
+                            return;
+                        }
+                    }
+                },
+                Due::Wait if ordered => return,
+                Due::Wait | Due::Nothing => {}
+            }
+            i += 1;
+        }
+    }
+
+    async fn api_start_child(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        spec: ChildSpec,
+    ) -> Result<ChildInfo, SupervisorError> {
+        validate_child(&spec).map_err(|error| SupervisorError::InvalidSpec { supervisor: self.path.clone(), error })?;
+        if let Strategy::Dynamic { max_children: Some(max) } = self.strategy {
+            if self.children.len() >= max {
+                return Err(SupervisorError::MaxChildren { supervisor: self.path.clone(), max });
+            }
+        }
+        if let Some(existing) = self.children.iter().find(|c| {
+            Arc::ptr_eq(&c.spec.starter, &spec.starter)
+                || (!matches!(self.strategy, Strategy::Dynamic { .. }) && c.id == spec.id)
+        }) {
+            return Err(match existing.cell() {
+                Some(_) => SupervisorError::AlreadyStarted { path: existing.path.clone() },
+                None => SupervisorError::AlreadyPresent { path: existing.path.clone() },
+            });
+        }
+        let child = self.new_child(spec);
+        self.children.push(child);
+        let idx = self.children.len() - 1;
+        match self.start_at(myself, idx).await {
+            Ok(()) => {
+                let c = &self.children[idx];
+                self.events.publish(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
+                Ok(self.info(c))
+            }
+            Err(cause) => {
+                let path = self.children[idx].path.clone();
+                self.remove_at(idx);
+                Err(SupervisorError::StartFailed { path, cause })
+            }
+        }
+    }
+
+    async fn api_terminate_child(&mut self, id: &str) -> Result<(), SupervisorError> {
+        let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
+        self.terminate_at(idx).await;
+        self.children[idx].status = Status::Stopped;
+        let c = &self.children[idx];
+        if c.spec.restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
+            self.remove_at(idx);
+        } else {
+            self.close_slot(idx);
+        }
+        Ok(())
+    }
+
+    async fn api_restart_child(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: &str,
+    ) -> Result<ChildInfo, SupervisorError> {
+        self.refuse_on_dynamic("restart_child")?;
+        let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
+        self.refuse_unless_stopped(idx)?;
+        match self.start_at(myself, idx).await {
+            Ok(()) => {
+                let c = &self.children[idx];
+                self.events.publish(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
+                Ok(self.info(c))
+            }
+            Err(cause) => Err(SupervisorError::StartFailed { path: self.children[idx].path.clone(), cause }),
+        }
+    }
+
+    fn api_delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
+        self.refuse_on_dynamic("delete_child")?;
+        let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
+        self.refuse_unless_stopped(idx)?;
+        self.remove_at(idx);
+        Ok(())
+    }
+
+    fn refuse_on_dynamic(&self, operation: &'static str) -> Result<(), SupervisorError> {
+        match self.strategy {
+            Strategy::Dynamic { .. } => Err(SupervisorError::NotSupported { supervisor: self.path.clone(), operation }),
+            _ => Ok(()),
+        }
+    }
+
+    fn refuse_unless_stopped(&self, idx: usize) -> Result<(), SupervisorError> {
+        let c = &self.children[idx];
+        match c.status {
+            Status::Running { .. } => Err(SupervisorError::Running { path: c.path.clone() }),
+            Status::Crashed { .. } | Status::Restarting { .. } => {
+                Err(SupervisorError::Restarting { path: c.path.clone() })
+            }
+            Status::Stopped => Ok(()),
+        }
+    }
+
+    fn not_found(&self, id: &str) -> SupervisorError {
+        SupervisorError::NotFound { supervisor: self.path.clone(), id: id.to_string() }
+    }
+
+    /// Stops every child: one at a time in reverse start order, or, for a dynamic
+    /// supervisor, all at once under one timer (the longest shutdown timeout among them).
+    async fn stop_all(&mut self) {
+        if matches!(self.strategy, Strategy::Dynamic { .. }) {
+            let mut waits = Vec::new();
+            for c in self.children.iter_mut().rev() {
+                let status = std::mem::replace(&mut c.status, Status::Stopped);
+                let (cell, reply) = match status {
+                    Status::Running { cell } => (cell, None),
+                    Status::Crashed { cell, reply, .. } => (cell, reply),
+                    _ => continue,
+                };
+                let (shutdown, path) = (c.spec.shutdown, c.path.clone());
+                waits.push(async move {
+                    let killed = stop_actor(&cell, reply, shutdown, &path).await;
+                    (path, killed)
+                });
+            }
+            for (path, killed) in futures::future::join_all(waits).await {
+                self.events.publish(SupervisorEvent::ChildTerminated { path, killed });
+            }
+        } else {
+            for i in (0..self.children.len()).rev() {
+                self.terminate_at(i).await;
+            }
+        }
+        for i in 0..self.children.len() {
+            self.close_slot(i);
+        }
+    }
+}
+
+fn unreachable_handle(path: &ActorPath) -> ChildRef<SupervisorMsg> {
+    // A supervisor child's starter is always a SupervisorStarter, whose handle is a
+    // SupervisorRef; this fallback only keeps the code free of panics.
+    tracing::error!(path = %path, "supervisor child without a supervisor handle");
+    let slot = Arc::new(Slot::new(path.name().to_string()));
+    slot.set_path(path.clone());
+    ChildRef::from_slot(slot)
+}
+
+/// Stops one actor by `policy` and waits for it; returns whether it had to be killed.
+async fn stop_actor(
+    cell: &ActorCell,
+    reply: Option<oneshot::Sender<Directive>>,
+    policy: Shutdown,
+    path: &ActorPath,
+) -> bool {
+    // A crashed child waits in its handler: tell it to exit, since a stop request would
+    // only be seen after that handler returns.
+    let asked = match reply {
+        Some(r) => r.send(Directive::Exit).is_ok(),
+        None => false,
+    };
+    let graceful = |timeout: Option<Duration>| async move {
+        if !asked {
+            cell.stop(Some(SHUTDOWN.to_string()));
+        }
+        cell.wait(timeout).await.is_ok()
+    };
+    let stopped = match policy {
+        Shutdown::BrutalKill => false,
+        Shutdown::Timeout(t) => graceful(Some(t)).await,
+        Shutdown::Infinity => graceful(None).await,
+    };
+    if stopped {
+        return false;
+    }
+    if cell.kill_and_wait(Some(KILL_WAIT)).await.is_err() && cell.get_status() != ractor::ActorStatus::Stopped {
+        tracing::error!(path = %path, wait_ms = KILL_WAIT.as_millis() as u64,
+            "child did not stop after kill (a handler blocking its thread?); abandoned");
+    }
+    true
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorInit;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        init: SupervisorInit,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let SupervisorInit { spec, path, events } = init;
+        let mut state = SupervisorState {
+            path,
+            strategy: spec.strategy,
+            auto_shutdown: spec.auto_shutdown,
+            intensity: IntensityWindow::new(spec.intensity, spec.period),
+            intensity_limit: (spec.intensity, spec.period),
+            children: Vec::with_capacity(spec.children.len()),
+            events,
+            next_dynamic: 0,
+            exit_reason: None,
+        };
+        for child in spec.children {
+            let c = state.new_child(child);
+            state.children.push(c);
+            let idx = state.children.len() - 1;
+            if let Err(cause) = state.start_at(&myself, idx).await {
+                let path = state.children[idx].path.clone();
+                state.children.truncate(idx + 1);
+                state.stop_all().await;
+                return Err(Box::new(StartError::Failed { path, cause }));
+            }
+            let c = &state.children[idx];
+            state.events.publish(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::ChildCrashed(crash) => {
+                let Some(idx) = state.index_of_actor(crash.actor) else {
+                    let _ = crash.reply.send(Directive::Exit);
+                    return Ok(());
+                };
+                let c = &state.children[idx];
+                if let ExitReason::StartFailed(error) = &crash.reason {
+                    state.events.publish(SupervisorEvent::RestartFailed { path: c.path.clone(), error: error.clone() });
+                } else {
+                    state.events.publish(SupervisorEvent::ChildExited {
+                        path: c.path.clone(),
+                        reason: crash.reason.clone(),
+                        incarnation: crash.incarnation,
+                        dropped_message: crash.dropped_message,
+                    });
+                }
+                state.on_exit(&myself, idx, crash.reason, Some(crash.reply)).await;
+            }
+            SupervisorMsg::ChildRecovered { actor, incarnation } => {
+                if let Some(idx) = state.index_of_actor(actor) {
+                    let c = &mut state.children[idx];
+                    if let Status::Crashed { cell, reply: None, .. } = &c.status {
+                        c.status = Status::Running { cell: cell.clone() };
+                        state.events.publish(SupervisorEvent::ChildRestarted {
+                            path: c.path.clone(),
+                            incarnation,
+                            in_place: true,
+                        });
+                    }
+                }
+            }
+            SupervisorMsg::Retry => state.resume_restarts(&myself).await,
+            SupervisorMsg::StartChild(spec, reply) => {
+                let r = state.api_start_child(&myself, spec).await;
+                let _ = reply.send(r);
+            }
+            SupervisorMsg::TerminateChild(id, reply) => {
+                let r = state.api_terminate_child(&id).await;
+                let _ = reply.send(r);
+            }
+            SupervisorMsg::RestartChild(id, reply) => {
+                let r = state.api_restart_child(&myself, &id).await;
+                let _ = reply.send(r);
+            }
+            SupervisorMsg::DeleteChild(id, reply) => {
+                let _ = reply.send(state.api_delete_child(&id));
+            }
+            SupervisorMsg::WhichChildren(reply) => {
+                let _ = reply.send(state.children.iter().map(|c| state.info(c)).collect());
+            }
+            SupervisorMsg::CountChildren(reply) => {
+                let _ = reply.send(state.counts());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match evt {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, ExitReason::from_stop_reason(reason.as_deref()))
+            }
+            SupervisionEvent::ActorFailed(cell, err) => (cell, ExitReason::Error(err.to_string())),
+            _ => return Ok(()),
+        };
+        // Exits of actors the supervisor stopped itself, or already replaced, are not found.
+        let Some(idx) = state.index_of_actor(cell.get_id()) else { return Ok(()) };
+        let c = &state.children[idx];
+        state.events.publish(SupervisorEvent::ChildExited {
+            path: c.path.clone(),
+            reason: reason.clone(),
+            incarnation: c.incarnation,
+            dropped_message: None,
+        });
+        state.on_exit(&myself, idx, reason, None).await;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.stop_all().await;
+        let reason = state.exit_reason.clone().unwrap_or(ExitReason::Shutdown(None));
+        state.events.publish(SupervisorEvent::SupervisorShutdown { path: state.path.clone(), reason });
+        Ok(())
+    }
+}

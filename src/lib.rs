@@ -1,0 +1,45 @@
+//! warden: Erlang/OTP-grade fault tolerance for `ractor` actors.
+//!
+//! Write ordinary [`ractor::Actor`]s and declare, in code, the supervision tree that keeps
+//! them alive: OTP's strategies, restart types, intensity limits, escalation and ordered
+//! shutdown, plus restart backoff and child handles that stay valid across restarts.
+//!
+//! This crate is the facade: it re-exports the layers under `crates/` and offers a
+//! [`prelude`]. Today it holds the supervision core ([`warden_core`]); detection,
+//! checkpoints, pools and the cluster layer are planned as further crates (see
+//! `docs/architecture.md`).
+//!
+//! ```
+//! use warden::prelude::*;
+//! # #[derive(Clone)] struct Echo;
+//! # impl ractor::Actor for Echo {
+//! #     type Msg = String; type State = (); type Arguments = ();
+//! #     async fn pre_start(&self, _: ractor::ActorRef<String>, _: ()) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let echo = ChildSpec::worker("echo", Echo, ());
+//! let app = Supervisor::start("app", SupervisorSpec::one_for_one().child(echo)).await?;
+//! assert_eq!(app.count_children().await?.active, 1);
+//! app.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub use ractor;
+pub use warden_core;
+pub use warden_core::{
+    decision, event, handle, path, reason, spec, supervisor, testkit, ActorPath, AutoShutdown, Backoff, CallError,
+    ChildCounts, ChildInfo, ChildRef, ChildSpec, ChildStatus, ChildType, EventBus, ExitReason, RestartType, SendError,
+    Shutdown, SpecError, StartError, Strategy, Supervisor, SupervisorError, SupervisorEvent, SupervisorRef,
+    SupervisorSpec,
+};
+
+/// The names most programs need: `use warden::prelude::*;`.
+pub mod prelude {
+    pub use warden_core::{
+        AutoShutdown, Backoff, ChildRef, ChildSpec, ChildStatus, ExitReason, RestartType, Shutdown, Strategy,
+        Supervisor, SupervisorEvent, SupervisorRef, SupervisorSpec,
+    };
+}
