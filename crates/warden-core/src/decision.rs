@@ -173,7 +173,8 @@ impl BackoffSchedule {
             self.delays = Some(b.build());
         }
         let d = self.delays.as_mut().and_then(|it| it.next()).unwrap_or(self.policy.max);
-        d.min(self.policy.max)
+        // backon multiplies in f32; whole microseconds keep schedules exact and readable.
+        Duration::from_micros(d.min(self.policy.max).as_micros() as u64)
     }
 }
 

@@ -178,9 +178,13 @@ impl Supervisor {
         let slot = Arc::new(Slot::<SupervisorMsg>::new(name.to_string()));
         slot.set_path(path.clone());
         let init = SupervisorInit { spec, path: path.clone(), events: events.clone() };
-        let (actor, _join) = Actor::spawn(None, Supervisor, init)
-            .await
-            .map_err(|e| StartError::Failed { path: path.clone(), cause: spawn_cause(e) })?;
+        let (actor, _join) = Actor::spawn(None, Supervisor, init).await.map_err(|e| match e {
+            ractor::SpawnErr::StartupFailed(inner) => match inner.downcast_ref::<StartError>() {
+                Some(start_error) => start_error.clone(),
+                None => StartError::Failed { path: path.clone(), cause: inner.to_string() },
+            },
+            other => StartError::Failed { path: path.clone(), cause: other.to_string() },
+        })?;
         slot.install(actor);
         Ok(SupervisorRef { handle: ChildRef::from_slot(slot), events })
     }
@@ -197,12 +201,11 @@ fn spawn_cause(e: ractor::SpawnErr) -> String {
 pub(crate) struct SupervisorStarter {
     spec: SupervisorSpec,
     slot: Arc<Slot<SupervisorMsg>>,
-    events: std::sync::Mutex<Option<EventBus>>,
 }
 
 impl SupervisorStarter {
     pub(crate) fn new(spec: SupervisorSpec) -> Self {
-        SupervisorStarter { spec, slot: Arc::new(Slot::new(String::new())), events: std::sync::Mutex::new(None) }
+        SupervisorStarter { spec, slot: Arc::new(Slot::new(String::new())) }
     }
 }
 
@@ -210,7 +213,6 @@ impl Starter for SupervisorStarter {
     fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<ActorCell, String>> {
         let spec = self.spec.clone();
         let slot = self.slot.clone();
-        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.events.clone());
         Box::pin(async move {
             spec.validate().map_err(|e| e.to_string())?;
             slot.set_path(ctx.path.clone());
@@ -227,8 +229,7 @@ impl Starter for SupervisorStarter {
     }
 
     fn handle_any(&self) -> Box<dyn Any + Send> {
-        let events = self.events.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
-        Box::new(SupervisorRef { handle: ChildRef::from_slot(self.slot.clone()), events })
+        Box::new(ChildRef::from_slot(self.slot.clone()))
     }
 }
 
@@ -449,6 +450,15 @@ impl SupervisorState {
             self.children[i].spec.starter.slot().set_restarting();
         }
         // The failed child first: it is dead, or waiting in its handler for a directive.
+        if let Some(reply) = reply {
+            let c = &mut self.children[idx];
+            match c.cell().cloned() {
+                Some(cell) => c.status = Status::Crashed { cell, reply: Some(reply), not_before },
+                None => {
+                    let _ = reply.send(Directive::Exit);
+                }
+            }
+        }
         self.terminate_at(idx).await;
         for &i in &plan.stop {
             self.terminate_at(i).await;
