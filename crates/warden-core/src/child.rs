@@ -77,7 +77,7 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
             let sup = ctx.supervisor.get_cell();
             let init = SupervisedArgs { args, incarnation: ctx.incarnation };
             let (actor, _join) = Actor::spawn_linked(None, handler, init, sup).await.map_err(spawn_error_text)?;
-            slot.install(actor.clone());
+            slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
             Ok(actor.get_cell())
         })
     }

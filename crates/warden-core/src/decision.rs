@@ -174,7 +174,8 @@ impl BackoffSchedule {
         }
         let d = self.delays.as_mut().and_then(|it| it.next()).unwrap_or(self.policy.max);
         // backon multiplies in f32; whole microseconds keep schedules exact and readable.
-        Duration::from_micros(d.min(self.policy.max).as_micros() as u64)
+        let micros = (d.min(self.policy.max).as_nanos() + 500) / 1000;
+        Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX)).min(self.policy.max)
     }
 }
 

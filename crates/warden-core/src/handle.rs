@@ -25,15 +25,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ractor::{ActorRef, Message, MessagingErr, RpcReplyPort};
+use ractor::{ActorCell, ActorRef, ActorStatus, Message, MessagingErr, RpcReplyPort};
 
 use crate::path::ActorPath;
 use crate::spec::DEFAULT_STASH_CAPACITY;
 
 enum SlotState<M> {
     NotStarted,
-    Running(ActorRef<M>),
-    Restarting,
+    /// The incarnation, and the supervisor that will decide about it when it dies
+    /// (`None` for a root supervisor).
+    Running(ActorRef<M>, Option<ActorCell>),
+    /// Being replaced by the supervisor kept here.
+    Restarting(Option<ActorCell>),
     Stopped,
 }
 
@@ -68,7 +71,8 @@ impl<M: Message> Slot<M> {
     }
 
     /// Makes `actor` the current incarnation and delivers the stash to it first, in order.
-    pub(crate) fn install(&self, actor: ActorRef<M>) {
+    /// `supervisor` is the actor that restarts it (`None` for a root).
+    pub(crate) fn install(&self, actor: ActorRef<M>, supervisor: Option<ActorCell>) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
         let mut undelivered = 0usize;
@@ -81,7 +85,7 @@ impl<M: Message> Slot<M> {
             tracing::warn!(child = %self.id, undelivered,
                 "new incarnation stopped before its stash was delivered");
         }
-        *state = SlotState::Running(actor);
+        *state = SlotState::Running(actor, supervisor);
     }
 
     fn path(&self) -> ActorPath {
@@ -89,16 +93,18 @@ impl<M: Message> Slot<M> {
     }
 
     fn send(&self, msg: M) -> Result<(), SendError<M>> {
-        {
+        let msg = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            if let SlotState::Running(actor) = &*state {
-                match actor.send_message(msg) {
+            match &*state {
+                SlotState::Running(actor, _) => match actor.send_message(msg) {
                     Ok(()) => return Ok(()),
-                    Err(MessagingErr::SendErr(m)) => return self.send_slow(m),
+                    Err(MessagingErr::SendErr(m)) => m,
                     Err(_) => return Err(SendError::NotRunning { path: self.path(), message: None }),
-                }
+                },
+                _ => msg,
             }
-        }
+            // The read lock is released here: `send_slow` takes the write lock.
+        };
         self.send_slow(msg)
     }
 
@@ -107,12 +113,18 @@ impl<M: Message> Slot<M> {
     fn send_slow(&self, msg: M) -> Result<(), SendError<M>> {
         let state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let msg = match &*state {
-            SlotState::Running(actor) => match actor.send_message(msg) {
+            SlotState::Running(actor, supervisor) => match actor.send_message(msg) {
                 Ok(()) => return Ok(()),
-                Err(MessagingErr::SendErr(m)) => m,
+                // The incarnation died and its supervisor has not decided yet: keep the
+                // message for a restart, unless no supervisor is left to decide.
+                Err(MessagingErr::SendErr(m)) if supervisor.as_ref().is_some_and(alive) => m,
+                Err(MessagingErr::SendErr(m)) => {
+                    return Err(SendError::NotRunning { path: self.path(), message: Some(m) })
+                }
                 Err(_) => return Err(SendError::NotRunning { path: self.path(), message: None }),
             },
-            SlotState::Restarting => msg,
+            SlotState::Restarting(supervisor) if supervisor.as_ref().is_none_or(alive) => msg,
+            SlotState::Restarting(_) => return Err(SendError::NotRunning { path: self.path(), message: Some(msg) }),
             SlotState::NotStarted | SlotState::Stopped => {
                 return Err(SendError::NotRunning { path: self.path(), message: Some(msg) })
             }
@@ -128,15 +140,24 @@ impl<M: Message> Slot<M> {
 
     fn current(&self) -> Option<ActorRef<M>> {
         match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
-            SlotState::Running(a) => Some(a.clone()),
+            SlotState::Running(a, _) => Some(a.clone()),
             _ => None,
         }
     }
 }
 
+fn alive(cell: &ActorCell) -> bool {
+    cell.get_status() < ActorStatus::Stopping
+}
+
 impl<M: Message> SlotControl for Slot<M> {
     fn set_restarting(&self) {
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = SlotState::Restarting;
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let supervisor = match &*state {
+            SlotState::Running(_, s) | SlotState::Restarting(s) => s.clone(),
+            _ => None,
+        };
+        *state = SlotState::Restarting(supervisor);
     }
 
     fn close(&self) -> usize {

@@ -185,7 +185,7 @@ impl Supervisor {
             },
             other => StartError::Failed { path: path.clone(), cause: other.to_string() },
         })?;
-        slot.install(actor);
+        slot.install(actor, None);
         Ok(SupervisorRef { handle: ChildRef::from_slot(slot), events })
     }
 }
@@ -219,7 +219,7 @@ impl Starter for SupervisorStarter {
             let init = SupervisorInit { spec, path: ctx.path.clone(), events: ctx.events.clone() };
             let (actor, _join) =
                 Actor::spawn_linked(None, Supervisor, init, ctx.supervisor.get_cell()).await.map_err(spawn_cause)?;
-            slot.install(actor.clone());
+            slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
             Ok(actor.get_cell())
         })
     }
