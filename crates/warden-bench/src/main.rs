@@ -1,1 +1,235 @@
-fn main() {}
+//! warden-bench: warden measured next to bare ractor, ractor-supervisor and kameo, in one run.
+//!
+//! Prints a table of figures with each peer's value and warden's ratio to the best peer, or,
+//! with `--json`, one JSON object whose keys are figure names and whose values map each
+//! framework measured to its number. `--quick` keeps a run under two minutes. Methods follow
+//! `../shared/context/performance.md`; results and the command go in `docs/benchmarks.md`.
+
+mod restart;
+mod spawn;
+mod stats;
+mod subjects;
+
+use std::collections::BTreeMap;
+
+use clap::Parser;
+use spawn::Subject;
+use stats::{median, spread};
+
+#[derive(Parser, Debug)]
+#[command(about = "warden next to bare ractor, ractor-supervisor and kameo")]
+struct Cli {
+    /// Fewer repetitions: the whole run stays under two minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Measure only figures whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
+    /// Internal: measure memory per child for one framework in this process and print it.
+    #[arg(long, hide = true, value_enum)]
+    memory_probe: Option<Subject>,
+    /// Internal: children for --memory-probe.
+    #[arg(long, hide = true, default_value_t = 100_000)]
+    children: usize,
+}
+
+/// figure name -> framework -> value
+type Figures = BTreeMap<&'static str, BTreeMap<&'static str, f64>>;
+
+fn name(s: Subject) -> &'static str {
+    match s {
+        Subject::Warden => "warden",
+        Subject::Ractor => "ractor",
+        Subject::RactorSupervisor => "ractor_supervisor",
+        Subject::Kameo => "kameo",
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Plan {
+    restart_iterations: usize,
+    reps: usize,
+    group_children: usize,
+    spawn_n: usize,
+    memory_children: usize,
+    cast_n: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Injected panics are the workload, not news: silence them so printing is not measured.
+    std::panic::set_hook(Box::new(|_| {}));
+    let rt = Rt(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?);
+    if let Some(subject) = cli.memory_probe {
+        let bytes = rt.block_on(spawn::memory_per_child(subject, cli.children))?;
+        println!("{bytes}");
+        return Ok(());
+    }
+    let plan = if cli.quick {
+        Plan {
+            restart_iterations: 500,
+            reps: 3,
+            group_children: 1000,
+            spawn_n: 2000,
+            memory_children: 20_000,
+            cast_n: 200_000,
+        }
+    } else {
+        Plan {
+            restart_iterations: 3000,
+            reps: 7,
+            group_children: 1000,
+            spawn_n: 10_000,
+            memory_children: 100_000,
+            cast_n: 1_000_000,
+        }
+    };
+    let wanted = |fig: &str| cli.only.as_deref().is_none_or(|o| fig.contains(o));
+    let mut figures = Figures::new();
+    let mut spreads: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let started = std::time::Instant::now();
+
+    if wanted("restart_one_for_one") {
+        for subject in [Subject::Warden, Subject::Ractor, Subject::RactorSupervisor, Subject::Kameo] {
+            let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+            for _ in 0..plan.reps {
+                let s = rt.block_on(async move {
+                    match subject {
+                        Subject::Warden => restart::one_for_one_warden(plan.restart_iterations).await,
+                        Subject::Ractor => restart::one_for_one_ractor(plan.restart_iterations).await,
+                        Subject::RactorSupervisor => {
+                            restart::one_for_one_ractor_supervisor(plan.restart_iterations).await
+                        }
+                        Subject::Kameo => restart::one_for_one_kameo(plan.restart_iterations).await,
+                    }
+                })?;
+                p50s.push(s.percentile_us(0.5));
+                p99s.push(s.percentile_us(0.99));
+            }
+            spreads.insert(format!("restart_one_for_one_p50_us/{}", name(subject)), spread(&p50s));
+            spreads.insert(format!("restart_one_for_one_p99_us/{}", name(subject)), spread(&p99s));
+            figures.entry("restart_one_for_one_p50_us").or_default().insert(name(subject), median(p50s));
+            figures.entry("restart_one_for_one_p99_us").or_default().insert(name(subject), median(p99s));
+        }
+    }
+
+    if wanted("one_for_all_1000") {
+        for subject in [Subject::Warden, Subject::RactorSupervisor, Subject::Kameo] {
+            let mut ms = Vec::new();
+            for rep in 0..plan.reps {
+                ms.push(rt.block_on(async move {
+                    match subject {
+                        Subject::Warden => restart::one_for_all_warden(plan.group_children, rep).await,
+                        Subject::RactorSupervisor => {
+                            restart::one_for_all_ractor_supervisor(plan.group_children, rep).await
+                        }
+                        _ => restart::one_for_all_kameo(plan.group_children).await,
+                    }
+                })?);
+            }
+            spreads.insert(format!("one_for_all_1000_ms/{}", name(subject)), spread(&ms));
+            figures.entry("one_for_all_1000_ms").or_default().insert(name(subject), median(ms));
+        }
+    }
+
+    if wanted("spawn_child") {
+        for subject in [Subject::Warden, Subject::Ractor, Subject::RactorSupervisor, Subject::Kameo] {
+            let mut us = Vec::new();
+            for _ in 0..plan.reps {
+                us.push(rt.block_on(spawn::spawn_us(subject, plan.spawn_n))?);
+            }
+            spreads.insert(format!("spawn_child_us/{}", name(subject)), spread(&us));
+            figures.entry("spawn_child_us").or_default().insert(name(subject), median(us));
+        }
+    }
+
+    if wanted("memory_per_child") {
+        let exe = std::env::current_exe()?;
+        for subject in [Subject::Warden, Subject::Ractor, Subject::RactorSupervisor, Subject::Kameo] {
+            let mut bytes = Vec::new();
+            for _ in 0..plan.reps.min(3) {
+                let out = std::process::Command::new(&exe)
+                    .args(["--memory-probe", name(subject).replace('_', "-").as_str()])
+                    .args(["--children", &plan.memory_children.to_string()])
+                    .output()?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "memory probe for {} failed: {}",
+                    name(subject),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                bytes.push(String::from_utf8_lossy(&out.stdout).trim().parse::<f64>()?);
+            }
+            spreads.insert(format!("memory_per_child_bytes/{}", name(subject)), spread(&bytes));
+            figures.entry("memory_per_child_bytes").or_default().insert(name(subject), median(bytes));
+        }
+    }
+
+    if wanted("supervised_cast_ratio") {
+        let (mut sup, mut bare, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.reps.max(5) {
+            let b = rt.block_on(spawn::cast_rate(false, plan.cast_n))?;
+            let s = rt.block_on(spawn::cast_rate(true, plan.cast_n))?;
+            bare.push(b);
+            sup.push(s);
+            ratios.push(s / b);
+        }
+        spreads.insert("supervised_cast_ratio/warden".into(), spread(&ratios));
+        spreads.insert("cast_per_s/ractor".into(), spread(&bare));
+        spreads.insert("cast_per_s/warden".into(), spread(&sup));
+        figures.entry("supervised_cast_ratio").or_default().insert("warden", median(ratios));
+        let cast = figures.entry("cast_per_s").or_default();
+        cast.insert("warden", median(sup));
+        cast.insert("ractor", median(bare));
+    }
+
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        print_table(&figures, &spreads);
+    }
+    eprintln!("warden-bench: {} reps per figure, {:.1} s in all", plan.reps, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Runs each measurement as a task on a runtime worker, as actors' callers usually are: a
+/// future driven by `block_on` on the main thread pays a thread wake-up on every reply.
+struct Rt(tokio::runtime::Runtime);
+
+impl Rt {
+    fn block_on<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        self.0.block_on(async { tokio::spawn(f).await? })
+    }
+}
+
+fn print_table(figures: &Figures, spreads: &BTreeMap<String, (f64, f64)>) {
+    let cols = ["warden", "ractor", "ractor_supervisor", "kameo"];
+    println!(
+        "{:<28} {:>22} {:>22} {:>22} {:>22} {:>14}",
+        "figure (median [min-max])", cols[0], cols[1], cols[2], cols[3], "warden/best"
+    );
+    for (fig, vals) in figures {
+        let mut line = format!("{fig:<28}");
+        for c in cols {
+            let cell = match (vals.get(c), spreads.get(&format!("{fig}/{c}"))) {
+                (Some(v), Some((lo, hi))) => format!("{v:.2} [{lo:.1}-{hi:.1}]"),
+                (Some(v), None) => format!("{v:.2}"),
+                _ => "-".to_string(),
+            };
+            line.push_str(&format!(" {cell:>22}"));
+        }
+        let best_peer = vals.iter().filter(|(k, _)| **k != "warden").map(|(_, v)| *v).fold(f64::NAN, f64::min);
+        let ratio = match vals.get("warden") {
+            Some(w) if best_peer.is_finite() => format!("{:.2}", w / best_peer),
+            _ => "-".into(),
+        };
+        line.push_str(&format!(" {ratio:>14}"));
+        println!("{line}");
+    }
+}

@@ -97,7 +97,7 @@ pub struct IntensityWindow {
 impl IntensityWindow {
     /// A window allowing `intensity` restarts per `period`.
     pub fn new(intensity: u32, period: Duration) -> Self {
-        IntensityWindow { intensity, period, restarts: VecDeque::with_capacity(intensity as usize + 1) }
+        IntensityWindow { intensity, period, restarts: VecDeque::with_capacity((intensity as usize + 1).min(16)) }
     }
 
     /// Records a restart at `now`. Returns `false` when this restart makes more than
