@@ -49,7 +49,7 @@ pub(crate) struct WorkerStarter<A: Actor> {
 }
 
 impl<A: Actor + Clone> WorkerStarter<A> {
-    pub(crate) fn new(actor: A, args: ArgsFn<A>, id: String) -> Self {
+    pub(crate) fn new(actor: A, args: ArgsFn<A>, id: &str) -> Self {
         WorkerStarter { actor, args, slot: Arc::new(Slot::new(id)) }
     }
 }

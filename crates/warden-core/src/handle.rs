@@ -41,8 +41,8 @@ enum SlotState<M> {
 }
 
 pub(crate) struct Slot<M> {
-    id: String,
-    path: Mutex<Option<ActorPath>>,
+    /// The child's path; until its first start, just its id.
+    path: Mutex<ActorPath>,
     state: RwLock<SlotState<M>>,
     stash: Mutex<VecDeque<M>>,
     stash_capacity: AtomicUsize,
@@ -60,10 +60,9 @@ pub(crate) trait SlotControl: Send + Sync {
 }
 
 impl<M: Message> Slot<M> {
-    pub(crate) fn new(id: String) -> Self {
+    pub(crate) fn new(id: &str) -> Self {
         Slot {
-            id,
-            path: Mutex::new(None),
+            path: Mutex::new(ActorPath::unplaced(id)),
             state: RwLock::new(SlotState::NotStarted),
             stash: Mutex::new(VecDeque::new()),
             stash_capacity: AtomicUsize::new(DEFAULT_STASH_CAPACITY),
@@ -82,14 +81,14 @@ impl<M: Message> Slot<M> {
             }
         }
         if undelivered > 0 {
-            tracing::warn!(child = %self.id, undelivered,
+            tracing::warn!(child = %self.path(), undelivered,
                 "new incarnation stopped before its stash was delivered");
         }
         *state = SlotState::Running(actor, supervisor);
     }
 
     fn path(&self) -> ActorPath {
-        self.path.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| ActorPath::root(&self.id))
+        self.path.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn send(&self, msg: M) -> Result<(), SendError<M>> {
@@ -174,7 +173,7 @@ impl<M: Message> SlotControl for Slot<M> {
     }
 
     fn set_path(&self, path: ActorPath) {
-        *self.path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+        *self.path.lock().unwrap_or_else(|e| e.into_inner()) = path;
     }
 }
 

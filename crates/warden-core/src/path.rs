@@ -17,6 +17,12 @@ impl ActorPath {
         ActorPath(Arc::from(format!("/{name}")))
     }
 
+    /// The path of a child `id` that has no place in a tree yet (its spec was not started):
+    /// just the id, without a leading `/`.
+    pub fn unplaced(id: &str) -> Self {
+        ActorPath(Arc::from(id))
+    }
+
     /// The path of a child `id` of the actor at `self`.
     pub fn child(&self, id: &str) -> Self {
         ActorPath(Arc::from(format!("{}/{id}", self.0)))

@@ -164,7 +164,7 @@ pub struct ChildSpec {
     pub(crate) shutdown: Shutdown,
     pub(crate) child_type: ChildType,
     pub(crate) significant: bool,
-    pub(crate) backoff: Option<Backoff>,
+    pub(crate) backoff: Option<Box<Backoff>>,
     pub(crate) starter: Arc<dyn Starter>,
 }
 
@@ -176,7 +176,7 @@ impl std::fmt::Debug for ChildSpec {
             .field("shutdown", &self.shutdown)
             .field("child_type", &self.child_type)
             .field("significant", &self.significant)
-            .field("backoff", &self.backoff)
+            .field("backoff", &self.backoff.as_deref())
             .finish()
     }
 }
@@ -200,7 +200,7 @@ impl ChildSpec {
         F: Fn() -> A::Arguments + Send + Sync + 'static,
     {
         let id = id.into();
-        let starter = crate::child::WorkerStarter::new(actor, Arc::new(args), id.clone());
+        let starter = crate::child::WorkerStarter::new(actor, Arc::new(args), &id);
         ChildSpec {
             id,
             restart: RestartType::Permanent,
@@ -215,7 +215,7 @@ impl ChildSpec {
     /// A nested supervisor child: permanent, shutdown `Infinity`.
     pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> Self {
         let id = id.into();
-        let starter = crate::supervisor::SupervisorStarter::new(spec);
+        let starter = crate::supervisor::SupervisorStarter::new(spec, &id);
         ChildSpec {
             id,
             restart: RestartType::Permanent,
@@ -247,7 +247,7 @@ impl ChildSpec {
 
     /// Delays restarts of this child by `backoff`.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = Some(backoff);
+        self.backoff = Some(Box::new(backoff));
         self
     }
 

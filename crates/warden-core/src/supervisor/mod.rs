@@ -19,6 +19,7 @@ mod api;
 pub use api::{ChildCounts, ChildInfo, ChildStatus, SupervisorError, SupervisorRef};
 
 use std::any::Any;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,16 +103,21 @@ enum Status {
 }
 
 struct Child {
-    id: String,
     spec: ChildSpec,
     path: ActorPath,
     status: Status,
     incarnation: u64,
     restarts: u64,
-    backoff: Option<BackoffSchedule>,
+    /// Boxed: most children have no backoff, and this keeps `Child` small.
+    backoff: Option<Box<BackoffSchedule>>,
 }
 
 impl Child {
+    /// The child's id: the last segment of its path (for dynamic children, the instance id).
+    fn id(&self) -> &str {
+        self.path.name()
+    }
+
     fn cell(&self) -> Option<&ActorCell> {
         match &self.status {
             Status::Running { cell } | Status::Crashed { cell, .. } => Some(cell),
@@ -152,6 +158,9 @@ pub struct SupervisorState {
     children: Vec<Child>,
     events: EventBus,
     next_dynamic: u64,
+    /// The specs of current children, by the address of their shared start function: a
+    /// spec (and so its handle) may back only one child at a time.
+    starters: HashSet<usize>,
     exit_reason: Option<ExitReason>,
 }
 
@@ -175,7 +184,7 @@ impl Supervisor {
         }
         spec.validate().map_err(StartError::Spec)?;
         let path = ActorPath::root(name);
-        let slot = Arc::new(Slot::<SupervisorMsg>::new(name.to_string()));
+        let slot = Arc::new(Slot::<SupervisorMsg>::new(name));
         slot.set_path(path.clone());
         let init = SupervisorInit { spec, path: path.clone(), events: events.clone() };
         let (actor, _join) = Actor::spawn(None, Supervisor, init).await.map_err(|e| match e {
@@ -204,8 +213,8 @@ pub(crate) struct SupervisorStarter {
 }
 
 impl SupervisorStarter {
-    pub(crate) fn new(spec: SupervisorSpec) -> Self {
-        SupervisorStarter { spec, slot: Arc::new(Slot::new(String::new())) }
+    pub(crate) fn new(spec: SupervisorSpec, id: &str) -> Self {
+        SupervisorStarter { spec, slot: Arc::new(Slot::new(id)) }
     }
 }
 
@@ -239,7 +248,7 @@ impl SupervisorState {
     }
 
     fn index_of(&self, id: &str) -> Option<usize> {
-        self.children.iter().position(|c| c.id == id)
+        self.children.iter().position(|c| c.id() == id)
     }
 
     fn info(&self, c: &Child) -> ChildInfo {
@@ -248,7 +257,7 @@ impl SupervisorState {
             events: self.events.clone(),
         });
         ChildInfo {
-            id: c.id.clone(),
+            id: c.id().to_string(),
             path: c.path.clone(),
             status: c.public_status(),
             child_type: c.spec.child_type,
@@ -274,24 +283,25 @@ impl SupervisorState {
         n
     }
 
-    fn new_child(&mut self, spec: ChildSpec) -> Child {
-        let id = match self.strategy {
+    /// Appends a child for `spec` (not started) and returns its index.
+    fn add_child(&mut self, spec: ChildSpec) -> usize {
+        let path = match self.strategy {
             Strategy::Dynamic { .. } => {
                 self.next_dynamic += 1;
-                format!("{}-{}", spec.id, self.next_dynamic)
+                self.path.child(&format!("{}-{}", spec.id, self.next_dynamic))
             }
-            _ => spec.id.clone(),
+            _ => self.path.child(&spec.id),
         };
-        let path = self.path.child(&id);
-        Child {
-            backoff: spec.backoff.map(BackoffSchedule::new),
-            id,
+        self.starters.insert(starter_key(&spec));
+        self.children.push(Child {
+            backoff: spec.backoff.as_deref().map(|b| Box::new(BackoffSchedule::new(*b))),
             spec,
             path,
             status: Status::Stopped,
             incarnation: 0,
             restarts: 0,
-        }
+        });
+        self.children.len() - 1
     }
 
     /// Starts child `idx` now. On success it is `Running`.
@@ -339,7 +349,8 @@ impl SupervisorState {
 
     fn remove_at(&mut self, idx: usize) {
         self.close_slot(idx);
-        self.children.remove(idx);
+        let c = self.children.remove(idx);
+        self.starters.remove(&starter_key(&c.spec));
     }
 
     fn schedule_retry(&self, myself: &ActorRef<SupervisorMsg>, delay: Duration) {
@@ -445,7 +456,7 @@ impl SupervisorState {
         }
 
         // A group restart: the members are replaced by new actors, in order.
-        let forget: Vec<String> = plan.forget.iter().map(|&i| self.children[i].id.clone()).collect();
+        let forget: Vec<String> = plan.forget.iter().map(|&i| self.children[i].id().to_string()).collect();
         for &i in plan.start.iter().chain(plan.stop.iter()) {
             self.children[i].spec.starter.slot().set_restarting();
         }
@@ -548,18 +559,24 @@ impl SupervisorState {
                 return Err(SupervisorError::MaxChildren { supervisor: self.path.clone(), max });
             }
         }
-        if let Some(existing) = self.children.iter().find(|c| {
-            Arc::ptr_eq(&c.spec.starter, &spec.starter)
-                || (!matches!(self.strategy, Strategy::Dynamic { .. }) && c.id == spec.id)
-        }) {
+        let dynamic = matches!(self.strategy, Strategy::Dynamic { .. });
+        let same_spec_running = self.starters.contains(&starter_key(&spec));
+        // Static supervisors are small and keyed by id; dynamic ones may hold very many
+        // children, so they are checked through the set of specs in use only.
+        let existing = if dynamic && !same_spec_running {
+            None
+        } else {
+            self.children
+                .iter()
+                .find(|c| Arc::ptr_eq(&c.spec.starter, &spec.starter) || (!dynamic && c.id() == spec.id))
+        };
+        if let Some(existing) = existing {
             return Err(match existing.cell() {
                 Some(_) => SupervisorError::AlreadyStarted { path: existing.path.clone() },
                 None => SupervisorError::AlreadyPresent { path: existing.path.clone() },
             });
         }
-        let child = self.new_child(spec);
-        self.children.push(child);
-        let idx = self.children.len() - 1;
+        let idx = self.add_child(spec);
         match self.start_at(myself, idx).await {
             Ok(()) => {
                 let c = &self.children[idx];
@@ -667,11 +684,15 @@ impl SupervisorState {
     }
 }
 
+fn starter_key(spec: &ChildSpec) -> usize {
+    Arc::as_ptr(&spec.starter) as *const () as usize
+}
+
 fn unreachable_handle(path: &ActorPath) -> ChildRef<SupervisorMsg> {
     // A supervisor child's starter is always a SupervisorStarter, whose handle is a
     // SupervisorRef; this fallback only keeps the code free of panics.
     tracing::error!(path = %path, "supervisor child without a supervisor handle");
-    let slot = Arc::new(Slot::new(path.name().to_string()));
+    let slot = Arc::new(Slot::new(path.name()));
     slot.set_path(path.clone());
     ChildRef::from_slot(slot)
 }
@@ -730,12 +751,11 @@ impl Actor for Supervisor {
             children: Vec::with_capacity(spec.children.len()),
             events,
             next_dynamic: 0,
+            starters: HashSet::new(),
             exit_reason: None,
         };
         for child in spec.children {
-            let c = state.new_child(child);
-            state.children.push(c);
-            let idx = state.children.len() - 1;
+            let idx = state.add_child(child);
             if let Err(cause) = state.start_at(&myself, idx).await {
                 let path = state.children[idx].path.clone();
                 state.children.truncate(idx + 1);
