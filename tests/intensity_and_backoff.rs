@@ -213,3 +213,31 @@ async fn backoff_delays_grow_and_reset_after_a_quiet_period() {
     assert_eq!(last, Some(ms(100)));
     app.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sibling_failing_to_start_in_a_group_restart_is_retried_in_order() {
+    // OTP's one_for_all_other_child_fails_restart.
+    let log = Log::default();
+    let b = Worker::logging("b", &log);
+    let a = ChildSpec::worker("a", Worker::logging("a", &log), ());
+    let ha = a.handle::<Msg>().unwrap();
+    let spec = SupervisorSpec::one_for_all()
+        .intensity(5, Duration::from_secs(60))
+        .child(a)
+        .child(ChildSpec::worker("b", b.clone(), ()))
+        .child(ChildSpec::worker("c", Worker::logging("c", &log), ()));
+    let app = Supervisor::start("group_retry", spec).await.unwrap();
+    let mut probe = EventProbe::new(&app);
+    log.lock().unwrap().clear();
+    b.fail_starts.store(1, Ordering::SeqCst);
+    ha.cast(Msg::Panic).unwrap();
+    let failed = probe.wait_for(DEADLINE, |e| matches!(e, SupervisorEvent::RestartFailed { .. })).await.unwrap();
+    assert_eq!(failed.path().as_str(), "/group_retry/b");
+    let c_path = warden::ActorPath::root("group_retry").child("c");
+    probe.restarted(&c_path, DEADLINE).await.unwrap();
+    // c waited for b: the start order holds across the retry.
+    assert_eq!(*log.lock().unwrap(), ["stop c", "stop b", "start a", "start b", "start c"]);
+    let kids = app.which_children().await.unwrap();
+    assert!(kids.iter().all(|k| k.status == ChildStatus::Running));
+    app.shutdown().await;
+}

@@ -145,3 +145,16 @@ async fn shutdown_stops_a_nested_tree_depth_first_in_reverse() {
         ["start a", "start x", "start y", "start b", "stop b", "stop y", "stop x", "stop a"]
     );
 }
+
+#[tokio::test]
+async fn a_dynamic_supervisor_scales_to_many_children_and_stops_them_all() {
+    // OTP's scale_start_stop_many_children.
+    let app = Supervisor::start("many", SupervisorSpec::dynamic(None)).await.unwrap();
+    let w = Worker::named("many");
+    for _ in 0..1000 {
+        app.start_child(ChildSpec::worker("w", w.clone(), ())).await.unwrap();
+    }
+    assert_eq!(app.count_children().await.unwrap().active, 1000);
+    app.shutdown().await;
+    assert_eq!(w.stopped.load(Ordering::SeqCst), 1000, "every child ran post_stop");
+}

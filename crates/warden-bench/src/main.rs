@@ -22,6 +22,9 @@ struct Cli {
     /// Fewer repetitions: the whole run stays under two minutes.
     #[arg(long)]
     quick: bool,
+    /// Internal: a tiny run that checks every figure can be taken (used by the tests).
+    #[arg(long, hide = true)]
+    smoke: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -68,7 +71,9 @@ fn main() -> anyhow::Result<()> {
         println!("{bytes}");
         return Ok(());
     }
-    let plan = if cli.quick {
+    let plan = if cli.smoke {
+        Plan { restart_iterations: 20, reps: 1, group_children: 50, spawn_n: 50, memory_children: 2000, cast_n: 2000 }
+    } else if cli.quick {
         Plan {
             restart_iterations: 500,
             reps: 3,

@@ -1,0 +1,23 @@
+//! The bench binary takes every figure and prints the documented JSON shape.
+
+use std::process::Command;
+
+#[test]
+fn every_figure_is_measured_for_warden_and_its_peers() {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_warden-bench")).args(["--smoke", "--json"]).output().expect("bench runs");
+    assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    let peers_of = |fig: &str| -> Vec<String> {
+        let obj = json[fig].as_object().unwrap_or_else(|| panic!("figure {fig} missing in {json}"));
+        assert!(obj.values().all(|v| v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)), "{fig}: {obj:?}");
+        obj.keys().cloned().collect()
+    };
+    let all = ["kameo", "ractor", "ractor_supervisor", "warden"];
+    assert_eq!(peers_of("restart_one_for_one_p50_us"), all);
+    assert_eq!(peers_of("restart_one_for_one_p99_us"), all);
+    assert_eq!(peers_of("spawn_child_us"), all);
+    assert_eq!(peers_of("memory_per_child_bytes"), all);
+    assert_eq!(peers_of("one_for_all_1000_ms"), ["kameo", "ractor_supervisor", "warden"]);
+    assert_eq!(peers_of("supervised_cast_ratio"), ["warden"]);
+}
