@@ -50,7 +50,7 @@ impl Actor for Counter {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("warn").init();
+    tracing_subscriber::fmt().with_env_filter("warn").with_ansi(false).init();
     // Keep panics to one line: warden reports them as events below.
     std::panic::set_hook(Box::new(|info| eprintln!("  (a child panicked: {info})")));
 
@@ -71,6 +71,8 @@ async fn main() -> anyhow::Result<()> {
         handle.cast(CounterMsg::Poison)?;
         handle.cast(CounterMsg::Add(1))?; // queued behind the poison: survives the crash
         let total = handle.call(CounterMsg::Total, Some(Duration::from_secs(5))).await?;
+        // The 10 was in the state that died with the crash; the 1 queued behind the poison
+        // was kept in the mailbox and counted by the new incarnation.
         println!("round {round}: the restarted counter answers through the same handle, total = {total}");
     }
     let kids = app.which_children().await?;

@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use crate::handle::{ChildRef, Slot, SlotControl};
 use crate::path::ActorPath;
-use crate::reason::{panic_message, ExitReason, SHUTDOWN};
+use crate::reason::{panic_message, spawn_cause, ExitReason, SHUTDOWN};
 use crate::spec::{StartCtx, Starter};
 use crate::supervisor::{Crash, Directive, SupervisorMsg};
 
@@ -54,13 +54,6 @@ impl<A: Actor + Clone> WorkerStarter<A> {
     }
 }
 
-fn spawn_error_text(e: SpawnErr) -> String {
-    match e {
-        SpawnErr::StartupFailed(inner) => inner.to_string(),
-        other => other.to_string(),
-    }
-}
-
 impl<A: Actor + Clone> Starter for WorkerStarter<A> {
     fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<ActorCell, String>> {
         let handler = Supervised {
@@ -72,11 +65,10 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
         let slot = self.slot.clone();
         Box::pin(async move {
             slot.set_path(ctx.path.clone());
-            let args = std::panic::catch_unwind(AssertUnwindSafe(|| (handler.args)()))
-                .map_err(|p| format!("argument function panicked: {}", panic_message(p.as_ref())))?;
+            let args = make_args::<A>(&handler.args)?;
             let sup = ctx.supervisor.get_cell();
             let init = SupervisedArgs { args, incarnation: ctx.incarnation };
-            let (actor, _join) = Actor::spawn_linked(None, handler, init, sup).await.map_err(spawn_error_text)?;
+            let (actor, _join) = Actor::spawn_linked(None, handler, init, sup).await.map_err(spawn_cause)?;
             slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
             Ok(actor.get_cell())
         })
@@ -110,20 +102,52 @@ pub(crate) struct SupervisedState<A: Actor> {
     incarnation: u64,
 }
 
+/// A user callback that failed: its error text or its panic message.
+enum Fault {
+    Error(String),
+    Panic(String),
+}
+
+impl Fault {
+    /// The exit reason of a handler that failed this way.
+    fn into_reason(self) -> ExitReason {
+        match self {
+            Fault::Error(e) => ExitReason::Error(e),
+            Fault::Panic(message) => ExitReason::Panic { message },
+        }
+    }
+
+    /// A start failure in `stage` (`pre_start`, `post_start`, ...).
+    fn start_failed(self, stage: &str) -> String {
+        match self {
+            Fault::Error(e) => format!("{stage} failed: {e}"),
+            Fault::Panic(p) => format!("{stage} panicked: {p}"),
+        }
+    }
+}
+
+/// Runs a user callback, turning both its error and its panic into a [`Fault`].
+async fn guarded<T>(f: impl std::future::Future<Output = Result<T, ActorProcessingErr>>) -> Result<T, Fault> {
+    match AssertUnwindSafe(f).catch_unwind().await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Fault::Error(e.to_string())),
+        Err(p) => Err(Fault::Panic(panic_message(p.as_ref()))),
+    }
+}
+
+/// Calls the user's argument function, which may panic.
+fn make_args<A: Actor>(args: &ArgsFn<A>) -> Result<A::Arguments, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| args()))
+        .map_err(|p| format!("argument function panicked: {}", panic_message(p.as_ref())))
+}
+
 impl<A: Actor> Supervised<A> {
     /// Runs the user's `pre_start` and `post_start`, turning errors and panics into text.
     async fn start_inner(&self, myself: &ActorRef<A::Msg>, args: A::Arguments) -> Result<A::State, String> {
-        let started = AssertUnwindSafe(self.inner.pre_start(myself.clone(), args)).catch_unwind().await;
-        let mut state = match started {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("pre_start failed: {e}")),
-            Err(p) => return Err(format!("pre_start panicked: {}", panic_message(p.as_ref()))),
-        };
-        match AssertUnwindSafe(self.inner.post_start(myself.clone(), &mut state)).catch_unwind().await {
-            Ok(Ok(())) => Ok(state),
-            Ok(Err(e)) => Err(format!("post_start failed: {e}")),
-            Err(p) => Err(format!("post_start panicked: {}", panic_message(p.as_ref()))),
-        }
+        let mut state =
+            guarded(self.inner.pre_start(myself.clone(), args)).await.map_err(|f| f.start_failed("pre_start"))?;
+        guarded(self.inner.post_start(myself.clone(), &mut state)).await.map_err(|f| f.start_failed("post_start"))?;
+        Ok(state)
     }
 
     /// The crash protocol: drop the broken state, report, wait for the supervisor's
@@ -153,17 +177,11 @@ impl<A: Actor> Supervised<A> {
             }
             match rx.await {
                 Ok(Directive::Restart { incarnation }) => {
-                    let args = match std::panic::catch_unwind(AssertUnwindSafe(|| (self.args)())) {
-                        Ok(a) => a,
-                        Err(p) => {
-                            reason = ExitReason::StartFailed(format!(
-                                "argument function panicked: {}",
-                                panic_message(p.as_ref())
-                            ));
-                            continue;
-                        }
+                    let started = match make_args::<A>(&self.args) {
+                        Ok(args) => self.start_inner(myself, args).await,
+                        Err(e) => Err(e),
                     };
-                    match self.start_inner(myself, args).await {
+                    match started {
                         Ok(state) => {
                             st.inner = Some(state);
                             st.incarnation = incarnation;
@@ -194,22 +212,16 @@ impl<A: Actor> Actor for Supervised<A> {
         myself: ActorRef<Self::Msg>,
         init: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let pre = AssertUnwindSafe(self.inner.pre_start(myself, init.args)).catch_unwind().await;
-        match pre {
-            Ok(Ok(s)) => Ok(SupervisedState { inner: Some(s), incarnation: init.incarnation }),
-            Ok(Err(e)) => Err(format!("pre_start failed: {e}").into()),
-            Err(p) => Err(format!("pre_start panicked: {}", panic_message(p.as_ref())).into()),
-        }
+        let inner = guarded(self.inner.pre_start(myself, init.args)).await.map_err(|f| f.start_failed("pre_start"))?;
+        Ok(SupervisedState { inner: Some(inner), incarnation: init.incarnation })
     }
 
     async fn post_start(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         let Some(inner) = st.inner.as_mut() else { return Ok(()) };
-        let reason = match AssertUnwindSafe(self.inner.post_start(myself.clone(), inner)).catch_unwind().await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => ExitReason::StartFailed(format!("post_start failed: {e}")),
-            Err(p) => ExitReason::StartFailed(format!("post_start panicked: {}", panic_message(p.as_ref()))),
-        };
-        self.recover(&myself, st, reason, None).await
+        match guarded(self.inner.post_start(myself.clone(), inner)).await {
+            Ok(()) => Ok(()),
+            Err(f) => self.recover(&myself, st, ExitReason::StartFailed(f.start_failed("post_start")), None).await,
+        }
     }
 
     async fn handle(
@@ -224,12 +236,10 @@ impl<A: Actor> Actor for Supervised<A> {
             tracing::error!(path = %self.path, "message reached a child without state; dropped");
             return Ok(());
         };
-        let reason = match AssertUnwindSafe(self.inner.handle(myself.clone(), msg, inner)).catch_unwind().await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => ExitReason::Error(e.to_string()),
-            Err(p) => ExitReason::Panic { message: panic_message(p.as_ref()) },
-        };
-        self.recover(&myself, st, reason, Some(std::any::type_name::<A::Msg>())).await
+        match guarded(self.inner.handle(myself.clone(), msg, inner)).await {
+            Ok(()) => Ok(()),
+            Err(f) => self.recover(&myself, st, f.into_reason(), Some(std::any::type_name::<A::Msg>())).await,
+        }
     }
 
     async fn handle_supervisor_evt(
@@ -245,13 +255,10 @@ impl<A: Actor> Actor for Supervised<A> {
             }
         }
         let Some(inner) = st.inner.as_mut() else { return Ok(()) };
-        let reason =
-            match AssertUnwindSafe(self.inner.handle_supervisor_evt(myself.clone(), evt, inner)).catch_unwind().await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => ExitReason::Error(e.to_string()),
-                Err(p) => ExitReason::Panic { message: panic_message(p.as_ref()) },
-            };
-        self.recover(&myself, st, reason, None).await
+        match guarded(self.inner.handle_supervisor_evt(myself.clone(), evt, inner)).await {
+            Ok(()) => Ok(()),
+            Err(f) => self.recover(&myself, st, f.into_reason(), None).await,
+        }
     }
 
     async fn post_stop(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {

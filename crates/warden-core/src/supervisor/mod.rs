@@ -32,7 +32,7 @@ use crate::decision::{auto_shutdown_due, group_plan, restart_wanted, BackoffSche
 use crate::event::{EventBus, SupervisorEvent};
 use crate::handle::{ChildRef, Slot, SlotControl};
 use crate::path::ActorPath;
-use crate::reason::{ExitReason, SHUTDOWN};
+use crate::reason::{spawn_cause, ExitReason, SHUTDOWN};
 use crate::spec::{
     validate_child, ChildSpec, ChildType, RestartType, Shutdown, StartCtx, Starter, Strategy, SupervisorSpec,
 };
@@ -196,13 +196,6 @@ impl Supervisor {
         })?;
         slot.install(actor, None);
         Ok(SupervisorRef { handle: ChildRef::from_slot(slot), events })
-    }
-}
-
-fn spawn_cause(e: ractor::SpawnErr) -> String {
-    match e {
-        ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-        other => other.to_string(),
     }
 }
 
