@@ -121,17 +121,26 @@ pub async fn one_for_one_ractor(iterations: usize) -> anyhow::Result<Samples> {
     Ok(s)
 }
 
-fn rs_child(name: String) -> ractor_supervisor::ChildSpec {
+/// A permanent ractor-supervisor child running `actor`, registered under `name` (that crate
+/// requires registered names).
+pub fn rs_spec<A: Actor<Arguments = ()> + Clone>(name: String, actor: A) -> ractor_supervisor::ChildSpec {
     ractor_supervisor::ChildSpec {
         id: name,
         restart: ractor_supervisor::Restart::Permanent,
-        spawn_fn: ractor_supervisor::SpawnFn::new(|cell, id| async move {
-            let (r, _) = ractor_supervisor::Supervisor::spawn_linked(id, GenActor, (), cell).await?;
-            Ok(r.get_cell())
+        spawn_fn: ractor_supervisor::SpawnFn::new(move |cell, id| {
+            let actor = actor.clone();
+            async move {
+                let (r, _) = Actor::spawn_linked(Some(id), actor, (), cell).await?;
+                Ok(r.get_cell())
+            }
         }),
         backoff_fn: None,
         reset_after: None,
     }
+}
+
+fn rs_child(name: String) -> ractor_supervisor::ChildSpec {
+    rs_spec(name, GenActor)
 }
 
 async fn rs_gen(name: &str) -> Option<u64> {

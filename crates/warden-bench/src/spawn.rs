@@ -45,24 +45,9 @@ pub async fn spawn_us(subject: Subject, n: usize) -> anyhow::Result<f64> {
             }
         }
         Subject::RactorSupervisor => {
-            let args = ractor_supervisor::DynamicSupervisorOptions {
-                max_children: None,
-                max_restarts: 1000,
-                max_window: Duration::from_secs(1),
-                reset_after: None,
-            };
-            let (sup, _) = ractor_supervisor::DynamicSupervisor::spawn("bench-rs-spawn".into(), args).await?;
+            let sup = rs_dynamic_supervisor("bench-rs-spawn").await?;
             for i in 0..n {
-                let spec = ractor_supervisor::ChildSpec {
-                    id: format!("bench-rs-spawn-{i}"),
-                    restart: ractor_supervisor::Restart::Permanent,
-                    spawn_fn: ractor_supervisor::SpawnFn::new(|cell, id| async move {
-                        let (r, _) = ractor_supervisor::DynamicSupervisor::spawn_linked(id, Idle, (), cell).await?;
-                        Ok(r.get_cell())
-                    }),
-                    backoff_fn: None,
-                    reset_after: None,
-                };
+                let spec = crate::restart::rs_spec(format!("bench-rs-spawn-{i}"), Idle);
                 let t = Instant::now();
                 ractor_supervisor::DynamicSupervisor::spawn_child(sup.clone(), spec)
                     .await
@@ -87,6 +72,18 @@ pub async fn spawn_us(subject: Subject, n: usize) -> anyhow::Result<f64> {
         }
     }
     Ok(s.percentile_us(0.5))
+}
+
+async fn rs_dynamic_supervisor(
+    name: &str,
+) -> anyhow::Result<ractor::ActorRef<ractor_supervisor::DynamicSupervisorMsg>> {
+    let options = ractor_supervisor::DynamicSupervisorOptions {
+        max_children: None,
+        max_restarts: 1000,
+        max_window: Duration::from_secs(1),
+        reset_after: None,
+    };
+    Ok(ractor_supervisor::DynamicSupervisor::spawn(name.into(), options).await?.0)
 }
 
 fn rss_bytes() -> anyhow::Result<u64> {
@@ -120,24 +117,9 @@ pub async fn memory_per_child(subject: Subject, n: usize) -> anyhow::Result<f64>
             }
         }
         Subject::RactorSupervisor => {
-            let args = ractor_supervisor::DynamicSupervisorOptions {
-                max_children: None,
-                max_restarts: 1000,
-                max_window: Duration::from_secs(1),
-                reset_after: None,
-            };
-            let (sup, _) = ractor_supervisor::DynamicSupervisor::spawn("bench-rs-mem".into(), args).await?;
+            let sup = rs_dynamic_supervisor("bench-rs-mem").await?;
             for i in 0..n {
-                let spec = ractor_supervisor::ChildSpec {
-                    id: format!("bench-rs-mem-{i}"),
-                    restart: ractor_supervisor::Restart::Permanent,
-                    spawn_fn: ractor_supervisor::SpawnFn::new(|cell, id| async move {
-                        let (r, _) = ractor_supervisor::DynamicSupervisor::spawn_linked(id, Idle, (), cell).await?;
-                        Ok(r.get_cell())
-                    }),
-                    backoff_fn: None,
-                    reset_after: None,
-                };
+                let spec = crate::restart::rs_spec(format!("bench-rs-mem-{i}"), Idle);
                 ractor_supervisor::DynamicSupervisor::spawn_child(sup.clone(), spec)
                     .await
                     .map_err(|e| anyhow::anyhow!("ractor-supervisor spawn_child: {e}"))?;
