@@ -421,11 +421,18 @@ impl SupervisorState {
         if !delay.is_zero() {
             self.events.publish(SupervisorEvent::RestartScheduled { path: self.children[idx].path.clone(), delay });
         }
-        let views: Vec<ChildView> = self.children.iter().map(Child::view).collect();
-        let plan = group_plan(self.strategy, &views, idx);
+        // One-for-one and dynamic touch only this child: no need to look at the others (a
+        // dynamic supervisor may hold very many).
+        let plan = match self.strategy {
+            Strategy::OneForOne | Strategy::Dynamic { .. } => None,
+            _ => {
+                let views: Vec<ChildView> = self.children.iter().map(Child::view).collect();
+                Some(group_plan(self.strategy, &views, idx))
+            }
+        };
         let not_before = now + delay;
 
-        if plan.stop.is_empty() && plan.forget.is_empty() && plan.start == [idx] {
+        if plan.as_ref().is_none_or(|p| p.stop.is_empty() && p.forget.is_empty() && p.start == [idx]) {
             let c = &mut self.children[idx];
             match (reply, c.cell().cloned()) {
                 // Restart in place: the actor, its ActorRef and its mailbox are kept.
@@ -441,12 +448,13 @@ impl SupervisorState {
                 }
             }
             if delay.is_zero() {
-                self.resume_restarts(myself).await;
+                self.restart_if_due(myself, idx).await;
             } else {
                 self.schedule_retry(myself, delay);
             }
             return;
         }
+        let plan = plan.unwrap_or_default();
 
         // A group restart: the members are replaced by new actors, in order.
         let forget: Vec<String> = plan.forget.iter().map(|&i| self.children[i].id().to_string()).collect();
@@ -489,55 +497,51 @@ impl SupervisorState {
         let ordered = matches!(self.strategy, Strategy::OneForAll | Strategy::RestForOne);
         let mut i = 0;
         while i < self.children.len() && self.exit_reason.is_none() {
-            let now = Instant::now();
-            enum Due {
-                InPlace,
-                Start,
-                Wait,
-                Nothing,
-            }
-            let due = match &self.children[i].status {
-                Status::Crashed { reply: Some(_), not_before, .. } if *not_before <= now => Due::InPlace,
-                Status::Restarting { not_before } if *not_before <= now => Due::Start,
-                Status::Restarting { .. } => Due::Wait,
-                _ => Due::Nothing,
-            };
-            match due {
-                Due::InPlace => {
-                    let c = &mut self.children[i];
-                    let incarnation = c.incarnation + 1;
-                    if let Status::Crashed { reply, .. } = &mut c.status {
-                        if let Some(r) = reply.take() {
-                            if r.send(Directive::Restart { incarnation }).is_ok() {
-                                c.incarnation = incarnation;
-                            }
-                        }
-                    }
-                }
-                Due::Start => match self.start_at(myself, i).await {
-                    Ok(()) => {
-                        let c = &self.children[i];
-                        self.events.publish(SupervisorEvent::ChildRestarted {
-                            path: c.path.clone(),
-                            incarnation: c.incarnation,
-                            in_place: false,
-                        });
-                    }
-                    Err(error) => {
-                        self.events
-                            .publish(SupervisorEvent::RestartFailed { path: self.children[i].path.clone(), error });
-                        let Some(delay) = self.admit_restart(myself, i, now) else { return };
-                        self.children[i].status = Status::Restarting { not_before: now + delay };
-                        self.schedule_retry(myself, delay);
-                        if ordered {
-                            return;
-                        }
-                    }
-                },
-                Due::Wait if ordered => return,
-                Due::Wait | Due::Nothing => {}
+            match self.restart_if_due(myself, i).await {
+                Due::Done | Due::NotRestarting => {}
+                Due::Waiting | Due::Failed if ordered => return,
+                Due::Waiting | Due::Failed => {}
             }
             i += 1;
+        }
+    }
+
+    /// Restarts child `i` if its restart is due: answers a crashed child waiting in place, or
+    /// starts a new actor. A failed start is counted and rescheduled.
+    async fn restart_if_due(&mut self, myself: &ActorRef<SupervisorMsg>, i: usize) -> Due {
+        let now = Instant::now();
+        let c = &mut self.children[i];
+        match &mut c.status {
+            Status::Crashed { reply, not_before, .. } if reply.is_some() && *not_before <= now => {
+                let incarnation = c.incarnation + 1;
+                if let Some(r) = reply.take() {
+                    if r.send(Directive::Restart { incarnation }).is_ok() {
+                        c.incarnation = incarnation;
+                    }
+                }
+                Due::Done
+            }
+            Status::Restarting { not_before } if *not_before <= now => match self.start_at(myself, i).await {
+                Ok(()) => {
+                    let c = &self.children[i];
+                    self.events.publish(SupervisorEvent::ChildRestarted {
+                        path: c.path.clone(),
+                        incarnation: c.incarnation,
+                        in_place: false,
+                    });
+                    Due::Done
+                }
+                Err(error) => {
+                    self.events.publish(SupervisorEvent::RestartFailed { path: self.children[i].path.clone(), error });
+                    if let Some(delay) = self.admit_restart(myself, i, now) {
+                        self.children[i].status = Status::Restarting { not_before: now + delay };
+                        self.schedule_retry(myself, delay);
+                    }
+                    Due::Failed
+                }
+            },
+            Status::Restarting { .. } | Status::Crashed { reply: Some(_), .. } => Due::Waiting,
+            _ => Due::NotRestarting,
         }
     }
 
@@ -675,6 +679,18 @@ impl SupervisorState {
             self.close_slot(i);
         }
     }
+}
+
+/// Where a child stands with respect to a restart.
+enum Due {
+    /// Restarted (or told to restart in place) just now.
+    Done,
+    /// A restart is scheduled for later.
+    Waiting,
+    /// The restart failed and was rescheduled (or the supervisor gave up).
+    Failed,
+    /// The child is not being restarted.
+    NotRestarting,
 }
 
 fn starter_key(spec: &ChildSpec) -> usize {
