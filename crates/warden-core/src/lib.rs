@@ -43,6 +43,7 @@
 pub mod child;
 pub mod decision;
 pub mod event;
+pub mod failure_detector;
 pub mod handle;
 pub mod path;
 pub mod reason;
