@@ -25,6 +25,7 @@ use crate::path::ActorPath;
 use crate::reason::{panic_message, spawn_cause, ExitReason, SHUTDOWN};
 use crate::spec::{StartCtx, Starter};
 use crate::supervisor::{Crash, Directive, SupervisorMsg};
+use crate::watchdog::{self, Beat, WatchGuard};
 
 type ArgsFn<A> = Arc<dyn Fn() -> <A as Actor>::Arguments + Send + Sync>;
 
@@ -67,7 +68,7 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
             slot.set_path(ctx.path.clone());
             let args = make_args::<A>(&handler.args)?;
             let sup = ctx.supervisor.get_cell();
-            let init = SupervisedArgs { args, incarnation: ctx.incarnation };
+            let init = SupervisedArgs { args, incarnation: ctx.incarnation, deadline: ctx.deadline };
             let (actor, _join) = Actor::spawn_linked(None, handler, init, sup).await.map_err(spawn_cause)?;
             slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
             Ok(actor.get_cell())
@@ -94,12 +95,17 @@ pub(crate) struct Supervised<A: Actor> {
 pub(crate) struct SupervisedArgs<A: Actor> {
     args: A::Arguments,
     incarnation: u64,
+    deadline: Option<std::time::Duration>,
 }
 
 pub(crate) struct SupervisedState<A: Actor> {
     /// `None` only between a crash and the end of the restart.
     inner: Option<A::State>,
     incarnation: u64,
+    /// Set when the child has a deadline: marked busy while a handler runs.
+    beat: Option<Arc<Beat>>,
+    /// Unregisters from the watchdog when the actor ends.
+    _watch: Option<WatchGuard>,
 }
 
 /// A user callback that failed: its error text or its panic message.
@@ -212,8 +218,23 @@ impl<A: Actor> Actor for Supervised<A> {
         myself: ActorRef<Self::Msg>,
         init: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let id = myself.get_id();
         let inner = guarded(self.inner.pre_start(myself, init.args)).await.map_err(|f| f.start_failed("pre_start"))?;
-        Ok(SupervisedState { inner: Some(inner), incarnation: init.incarnation })
+        let (beat, watch) = match init.deadline {
+            Some(deadline) => {
+                let beat = Arc::new(Beat::default());
+                let guard = watchdog::watch(
+                    id,
+                    beat.clone(),
+                    deadline,
+                    self.supervisor.clone(),
+                    std::any::type_name::<A::Msg>(),
+                );
+                (Some(beat), guard)
+            }
+            None => (None, None),
+        };
+        Ok(SupervisedState { inner: Some(inner), incarnation: init.incarnation, beat, _watch: watch })
     }
 
     async fn post_start(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -236,7 +257,14 @@ impl<A: Actor> Actor for Supervised<A> {
             tracing::error!(path = %self.path, "message reached a child without state; dropped");
             return Ok(());
         };
-        match guarded(self.inner.handle(myself.clone(), msg, inner)).await {
+        if let Some(b) = &st.beat {
+            b.enter();
+        }
+        let handled = guarded(self.inner.handle(myself.clone(), msg, inner)).await;
+        if let Some(b) = &st.beat {
+            b.exit();
+        }
+        match handled {
             Ok(()) => Ok(()),
             Err(f) => self.recover(&myself, st, f.into_reason(), Some(std::any::type_name::<A::Msg>())).await,
         }

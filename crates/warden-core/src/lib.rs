@@ -50,6 +50,7 @@ pub mod reason;
 pub mod spec;
 pub mod supervisor;
 pub mod testkit;
+mod watchdog;
 
 pub use event::{EventBus, SupervisorEvent};
 pub use handle::{CallError, ChildRef, SendError};

@@ -33,6 +33,14 @@ pub enum ExitReason {
     Exit(String),
     /// The child failed to start (its `pre_start` returned an error or panicked).
     StartFailed(String),
+    /// A handler ran past the child's deadline; the child was killed.
+    Hung {
+        /// How long the handler had been running when the watchdog reported it (at least the
+        /// deadline).
+        stuck_for: std::time::Duration,
+        /// The type of the message being handled.
+        message_type: &'static str,
+    },
 }
 
 impl ExitReason {
@@ -68,7 +76,7 @@ impl ExitReason {
     }
 
     /// A short, stable label for the kind of reason (`normal`, `shutdown`, `killed`, `panic`,
-    /// `error`, `exit`, `start_failed`), for logs and metrics.
+    /// `error`, `exit`, `start_failed`, `hung`), for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             ExitReason::Normal => "normal",
@@ -78,6 +86,7 @@ impl ExitReason {
             ExitReason::Error(_) => "error",
             ExitReason::Exit(_) => "exit",
             ExitReason::StartFailed(_) => "start_failed",
+            ExitReason::Hung { .. } => "hung",
         }
     }
 }
@@ -93,6 +102,9 @@ impl fmt::Display for ExitReason {
             ExitReason::Error(e) => write!(f, "error: {e}"),
             ExitReason::Exit(r) => write!(f, "exit: {r}"),
             ExitReason::StartFailed(e) => write!(f, "start failed: {e}"),
+            ExitReason::Hung { stuck_for, message_type } => {
+                write!(f, "hung: a handler of {message_type} ran for {stuck_for:?}, past its deadline")
+            }
         }
     }
 }
@@ -130,6 +142,7 @@ mod tests {
         assert!(!ExitReason::Panic { message: "p".into() }.is_normal());
         assert!(!ExitReason::Error("e".into()).is_normal());
         assert!(!ExitReason::Exit("boom".into()).is_normal());
+        assert!(!ExitReason::Hung { stuck_for: std::time::Duration::from_secs(1), message_type: "M" }.is_normal());
     }
 
     #[test]

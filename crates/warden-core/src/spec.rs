@@ -135,6 +135,8 @@ impl Backoff {
 #[derive(Clone)]
 pub(crate) struct StartCtx {
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// The hang deadline of the child's handlers, if it has one.
+    pub deadline: Option<Duration>,
     pub path: ActorPath,
     pub events: EventBus,
     pub incarnation: u64,
@@ -165,6 +167,7 @@ pub struct ChildSpec {
     pub(crate) child_type: ChildType,
     pub(crate) significant: bool,
     pub(crate) backoff: Option<Box<Backoff>>,
+    pub(crate) deadline: Option<Duration>,
     pub(crate) starter: Arc<dyn Starter>,
 }
 
@@ -177,6 +180,7 @@ impl std::fmt::Debug for ChildSpec {
             .field("child_type", &self.child_type)
             .field("significant", &self.significant)
             .field("backoff", &self.backoff.as_deref())
+            .field("deadline", &self.deadline)
             .finish()
     }
 }
@@ -208,6 +212,7 @@ impl ChildSpec {
             child_type: ChildType::Worker,
             significant: false,
             backoff: None,
+            deadline: None,
             starter: Arc::new(starter),
         }
     }
@@ -223,6 +228,7 @@ impl ChildSpec {
             child_type: ChildType::Supervisor,
             significant: false,
             backoff: None,
+            deadline: None,
             starter: Arc::new(starter),
         }
     }
@@ -248,6 +254,16 @@ impl ChildSpec {
     /// Delays restarts of this child by `backoff`.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = Some(Box::new(backoff));
+        self
+    }
+
+    /// Gives the child a liveness deadline: a handler that runs longer than `deadline` (stuck
+    /// on an await that never completes, deadlocked with another actor, or looping) is
+    /// reported as hung, the child is killed and handled by its supervisor like any failure.
+    /// An idle child is never hung. Workers only; see the watchdog notes in
+    /// `docs/detection.md` for what a synchronous loop costs.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
         self
     }
 

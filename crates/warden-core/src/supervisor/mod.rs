@@ -69,6 +69,8 @@ pub enum SupervisorMsg {
     #[doc(hidden)]
     ChildRecovered { actor: ActorId, incarnation: u64 },
     #[doc(hidden)]
+    ChildHung { actor: ActorId, stuck_for: Duration, message_type: &'static str },
+    #[doc(hidden)]
     Retry,
     #[doc(hidden)]
     StartChild(ChildSpec, RpcReplyPort<Result<ChildInfo, SupervisorError>>),
@@ -303,6 +305,7 @@ impl SupervisorState {
         let incarnation = self.children[idx].incarnation + 1;
         let ctx = StartCtx {
             supervisor: myself.clone(),
+            deadline: self.children[idx].spec.deadline,
             path: self.children[idx].path.clone(),
             events: self.events.clone(),
             incarnation,
@@ -814,6 +817,24 @@ impl Actor for Supervisor {
                         });
                     }
                 }
+            }
+            SupervisorMsg::ChildHung { actor, stuck_for, message_type } => {
+                // Only a running child can hang; a crashed one is already being handled.
+                let Some(idx) = state.index_of_actor(actor) else { return Ok(()) };
+                let Status::Running { cell } = &state.children[idx].status else { return Ok(()) };
+                // Kill without waiting: a handler spinning synchronously cannot be pre-empted,
+                // and the supervisor must not block on it. The new incarnation starts now.
+                cell.kill();
+                let c = &mut state.children[idx];
+                c.status = Status::Restarting { not_before: Instant::now() };
+                let reason = ExitReason::Hung { stuck_for, message_type };
+                state.events.publish(SupervisorEvent::ChildExited {
+                    path: c.path.clone(),
+                    reason: reason.clone(),
+                    incarnation: c.incarnation,
+                    dropped_message: Some(message_type),
+                });
+                state.on_exit(&myself, idx, reason, None).await;
             }
             SupervisorMsg::Retry => state.resume_restarts(&myself).await,
             SupervisorMsg::StartChild(spec, reply) => {
