@@ -59,6 +59,7 @@ struct Plan {
     spawn_n: usize,
     memory_children: usize,
     cast_n: usize,
+    hangs: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,7 +73,15 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let plan = if cli.smoke {
-        Plan { restart_iterations: 20, reps: 1, group_children: 50, spawn_n: 50, memory_children: 2000, cast_n: 2000 }
+        Plan {
+            restart_iterations: 20,
+            reps: 1,
+            group_children: 50,
+            spawn_n: 50,
+            memory_children: 2000,
+            cast_n: 2000,
+            hangs: 3,
+        }
     } else if cli.quick {
         Plan {
             restart_iterations: 500,
@@ -81,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             spawn_n: 2000,
             memory_children: 20_000,
             cast_n: 200_000,
+            hangs: 30,
         }
     } else {
         Plan {
@@ -90,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             spawn_n: 10_000,
             memory_children: 100_000,
             cast_n: 1_000_000,
+            hangs: 100,
         }
     };
     let wanted = |fig: &str| cli.only.as_deref().is_none_or(|o| fig.contains(o));
@@ -173,22 +184,45 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    if wanted("supervised_cast_ratio") {
-        let (mut sup, mut bare, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    if wanted("cast_ratio") {
+        // Bare, supervised and watched alternate; each ratio is taken within its triple.
+        let (mut bare, mut sup, mut watched) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut sup_ratio, mut watched_ratio) = (Vec::new(), Vec::new());
         for _ in 0..plan.reps.max(5) {
-            let b = rt.block_on(spawn::cast_rate(false, plan.cast_n))?;
-            let s = rt.block_on(spawn::cast_rate(true, plan.cast_n))?;
+            let b = rt.block_on(spawn::cast_rate(spawn::CastSubject::Bare, plan.cast_n))?;
+            let s = rt.block_on(spawn::cast_rate(spawn::CastSubject::Supervised, plan.cast_n))?;
+            let w = rt.block_on(spawn::cast_rate(spawn::CastSubject::Watched, plan.cast_n))?;
             bare.push(b);
             sup.push(s);
-            ratios.push(s / b);
+            watched.push(w);
+            sup_ratio.push(s / b);
+            watched_ratio.push(w / b);
         }
-        spreads.insert("supervised_cast_ratio/warden".into(), spread(&ratios));
+        spreads.insert("supervised_cast_ratio/warden".into(), spread(&sup_ratio));
+        spreads.insert("heartbeat_cast_ratio/warden".into(), spread(&watched_ratio));
         spreads.insert("cast_per_s/ractor".into(), spread(&bare));
         spreads.insert("cast_per_s/warden".into(), spread(&sup));
-        figures.entry("supervised_cast_ratio").or_default().insert("warden", median(ratios));
+        figures.entry("supervised_cast_ratio").or_default().insert("warden", median(sup_ratio));
+        figures.entry("heartbeat_cast_ratio").or_default().insert("warden", median(watched_ratio));
         let cast = figures.entry("cast_per_s").or_default();
         cast.insert("warden", median(sup));
         cast.insert("ractor", median(bare));
+    }
+
+    if wanted("hang_detection") {
+        let deadline = std::time::Duration::from_millis(if cli.smoke { 20 } else { 100 });
+        let ratios = rt.block_on(restart::hang_detection_ratios(deadline, plan.hangs))?;
+        let mut s = stats::Samples::new();
+        for r in &ratios {
+            // Samples are kept in nanoseconds; ratios as parts per million.
+            s.record(std::time::Duration::from_nanos((r * 1_000_000.0) as u64));
+        }
+        let p99 = s.percentile_us(0.99) / 1000.0;
+        if std::env::var_os("WARDEN_BENCH_DEBUG").is_some() {
+            eprintln!("hang ratios: {ratios:.2?}");
+        }
+        spreads.insert("hang_detection_ratio_p99/warden".into(), spread(&ratios));
+        figures.entry("hang_detection_ratio_p99").or_default().insert("warden", p99);
     }
 
     if cli.json {

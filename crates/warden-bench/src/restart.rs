@@ -300,3 +300,37 @@ pub async fn one_for_all_kameo(n: usize) -> anyhow::Result<f64> {
     parent.wait_for_shutdown().await;
     Ok(ms)
 }
+
+/// Hangs of a watched child: for each, the time from sending a message whose handler never
+/// returns until the `ChildExited { Hung }` event, divided by the deadline.
+pub async fn hang_detection_ratios(deadline: Duration, hangs: usize) -> anyhow::Result<Vec<f64>> {
+    let spec = ChildSpec::worker("hangs", GenActor, ()).deadline(deadline);
+    let h = spec.handle::<GenMsg>().ok_or_else(|| anyhow::anyhow!("handle type"))?;
+    let app = Supervisor::start(
+        "bench-hang",
+        SupervisorSpec::one_for_one().intensity(BIG_INTENSITY, Duration::from_secs(1)).child(spec),
+    )
+    .await?;
+    let mut events = app.subscribe();
+    let mut ratios = Vec::with_capacity(hangs);
+    for _ in 0..hangs {
+        // The child is idle (it answered), so the stuck handler starts at once.
+        warden_gen(&h).await.ok_or_else(|| anyhow::anyhow!("watched child silent"))?;
+        let t = Instant::now();
+        let _ = h.cast(GenMsg::Stuck);
+        loop {
+            match tokio::time::timeout(deadline * 20, events.recv()).await {
+                Ok(Ok(warden_core::SupervisorEvent::ChildExited {
+                    reason: warden_core::ExitReason::Hung { .. },
+                    ..
+                })) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => anyhow::bail!("event bus: {e}"),
+                Err(_) => anyhow::bail!("no hang reported within 20x the deadline"),
+            }
+        }
+        ratios.push(t.elapsed().as_secs_f64() / deadline.as_secs_f64());
+    }
+    app.shutdown().await;
+    Ok(ratios)
+}

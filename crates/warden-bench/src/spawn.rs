@@ -140,10 +140,24 @@ pub async fn memory_per_child(subject: Subject, n: usize) -> anyhow::Result<f64>
     Ok(after.saturating_sub(before) as f64 / n as f64)
 }
 
-/// Casts per second: `n` casts then one call, through a warden handle or a bare ActorRef.
-pub async fn cast_rate(supervised: bool, n: usize) -> anyhow::Result<f64> {
-    if supervised {
-        let spec = ChildSpec::worker("cast", GenActor, ());
+/// How a cast-throughput subject is set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CastSubject {
+    /// An unsupervised ractor actor, through its `ActorRef`.
+    Bare,
+    /// A warden child, through its `ChildRef`.
+    Supervised,
+    /// A warden child with a hang deadline (watched by the watchdog), through its `ChildRef`.
+    Watched,
+}
+
+/// Casts per second: `n` casts then one call.
+pub async fn cast_rate(subject: CastSubject, n: usize) -> anyhow::Result<f64> {
+    if subject != CastSubject::Bare {
+        let mut spec = ChildSpec::worker("cast", GenActor, ());
+        if subject == CastSubject::Watched {
+            spec = spec.deadline(Duration::from_secs(1));
+        }
         let h = spec.handle::<GenMsg>().ok_or_else(|| anyhow::anyhow!("handle type"))?;
         let app = Supervisor::start("bench-cast", SupervisorSpec::one_for_one().child(spec)).await?;
         let t = Instant::now();

@@ -20,6 +20,8 @@ pub enum GenMsg {
     Gen(RpcReplyPort<u64>),
     Poison,
     Ping,
+    /// Awaits forever: a hung handler.
+    Stuck,
 }
 
 #[derive(Clone)]
@@ -41,6 +43,7 @@ impl ractor::Actor for GenActor {
             }
             GenMsg::Poison => panic!("poison"),
             GenMsg::Ping => st.1 += 1,
+            GenMsg::Stuck => std::future::pending::<()>().await,
         }
         Ok(())
     }

@@ -20,4 +20,6 @@ fn every_figure_is_measured_for_warden_and_its_peers() {
     assert_eq!(peers_of("memory_per_child_bytes"), all);
     assert_eq!(peers_of("one_for_all_1000_ms"), ["kameo", "ractor_supervisor", "warden"]);
     assert_eq!(peers_of("supervised_cast_ratio"), ["warden"]);
+    assert_eq!(peers_of("heartbeat_cast_ratio"), ["warden"]);
+    assert_eq!(peers_of("hang_detection_ratio_p99"), ["warden"]);
 }

@@ -127,8 +127,11 @@ fn run(rx: Receiver<Command>) {
         let wait = next.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(Command::Add(w)) => {
-                // A quarter of the shortest deadline keeps detection within 1.25x of it.
-                tick = tick.min((w.deadline.deadline / 4).clamp(MIN_TICK, MAX_TICK));
+                // An eighth of the shortest deadline keeps detection within 1.125x of it
+                // (a handler is first seen at most one tick after it starts, and reported at
+                // the first tick past the deadline after that).
+                tick = tick.min((w.deadline.deadline / 8).clamp(MIN_TICK, MAX_TICK));
+                next = next.min(Instant::now() + tick);
                 watches.push(*w);
             }
             Ok(Command::Remove(actor)) => watches.retain(|w| w.actor != actor),
