@@ -51,8 +51,8 @@ impl Actor for Counter {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").with_ansi(false).init();
-    // Keep panics to one line: warden reports them as events below.
-    std::panic::set_hook(Box::new(|info| eprintln!("  (a child panicked: {info})")));
+    // Panics inside warden-hosted handlers are not printed raw: each failure becomes one
+    // structured crash report (the WARN/ERROR lines below, and `app.crash_reports()`).
 
     let counter = ChildSpec::worker("counter", Counter, ());
     let handle = counter.handle::<CounterMsg>().expect("the counter takes CounterMsg");
@@ -77,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let kids = app.which_children().await?;
     println!("which_children: {} restarted {} times, status {:?}", kids[0].path, kids[0].restarts, kids[0].status);
+    if let Some(last) = app.crash_reports().last() {
+        println!("last crash report: {} at {:?}, decision {:?}", last.reason, last.panic_location, last.decision);
+    }
     app.shutdown().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     printer.abort();

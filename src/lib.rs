@@ -30,10 +30,10 @@
 pub use ractor;
 pub use warden_core;
 pub use warden_core::{
-    decision, event, handle, path, reason, spec, supervisor, testkit, ActorPath, AutoShutdown, Backoff, CallError,
-    ChildCounts, ChildInfo, ChildRef, ChildSpec, ChildStatus, ChildType, EventBus, ExitReason, RestartType, SendError,
-    Shutdown, SpecError, StartError, Strategy, Supervisor, SupervisorError, SupervisorEvent, SupervisorRef,
-    SupervisorSpec,
+    decision, event, failure_detector, handle, panic_capture, path, reason, report, spec, supervisor, testkit,
+    ActorPath, AutoShutdown, Backoff, CallError, ChildCounts, ChildInfo, ChildRef, ChildSpec, ChildStatus, ChildType,
+    CrashReport, Decision, EventBus, ExitReason, FlightRecorder, RestartType, SendError, Shutdown, SpecError,
+    StartError, Strategy, Supervisor, SupervisorError, SupervisorEvent, SupervisorRef, SupervisorSpec,
 };
 
 /// The names most programs need: `use warden::prelude::*;`.

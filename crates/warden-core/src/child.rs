@@ -21,6 +21,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use crate::handle::{ChildRef, Slot, SlotControl};
+use crate::panic_capture::{self, Captured, InHandler};
 use crate::path::ActorPath;
 use crate::reason::{panic_message, spawn_cause, ExitReason, SHUTDOWN};
 use crate::spec::{StartCtx, Starter};
@@ -108,18 +109,18 @@ pub(crate) struct SupervisedState<A: Actor> {
     _watch: Option<WatchGuard>,
 }
 
-/// A user callback that failed: its error text or its panic message.
+/// A user callback that failed: its error text, or its panic message and where it happened.
 enum Fault {
     Error(String),
-    Panic(String),
+    Panic(String, Option<Captured>),
 }
 
 impl Fault {
-    /// The exit reason of a handler that failed this way.
-    fn into_reason(self) -> ExitReason {
+    /// The exit reason of a handler that failed this way, and the panic's record.
+    fn into_reason(self) -> (ExitReason, Option<Captured>) {
         match self {
-            Fault::Error(e) => ExitReason::Error(e),
-            Fault::Panic(message) => ExitReason::Panic { message },
+            Fault::Error(e) => (ExitReason::Error(e), None),
+            Fault::Panic(message, captured) => (ExitReason::Panic { message }, captured),
         }
     }
 
@@ -127,17 +128,19 @@ impl Fault {
     fn start_failed(self, stage: &str) -> String {
         match self {
             Fault::Error(e) => format!("{stage} failed: {e}"),
-            Fault::Panic(p) => format!("{stage} panicked: {p}"),
+            Fault::Panic(p, Some(Captured { location: Some(at), .. })) => format!("{stage} panicked at {at}: {p}"),
+            Fault::Panic(p, _) => format!("{stage} panicked: {p}"),
         }
     }
 }
 
-/// Runs a user callback, turning both its error and its panic into a [`Fault`].
+/// Runs a user callback, turning both its error and its panic into a [`Fault`]. Panics are
+/// recorded (location, backtrace on request) by warden's panic hook instead of printed.
 async fn guarded<T>(f: impl std::future::Future<Output = Result<T, ActorProcessingErr>>) -> Result<T, Fault> {
-    match AssertUnwindSafe(f).catch_unwind().await {
+    match AssertUnwindSafe(InHandler::new(f)).catch_unwind().await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Fault::Error(e.to_string())),
-        Err(p) => Err(Fault::Panic(panic_message(p.as_ref()))),
+        Err(p) => Err(Fault::Panic(panic_message(p.as_ref()), panic_capture::take())),
     }
 }
 
@@ -165,6 +168,7 @@ impl<A: Actor> Supervised<A> {
         st: &mut SupervisedState<A>,
         mut reason: ExitReason,
         mut dropped_message: Option<&'static str>,
+        mut captured: Option<Captured>,
     ) -> Result<(), ActorProcessingErr> {
         // ractor does not run post_stop after a panic; neither do we.
         st.inner = None;
@@ -175,6 +179,7 @@ impl<A: Actor> Supervised<A> {
                 incarnation: st.incarnation,
                 reason,
                 dropped_message: dropped_message.take(),
+                captured: captured.take(),
                 reply: tx,
             };
             if self.supervisor.cast(SupervisorMsg::ChildCrashed(crash)).is_err() {
@@ -241,7 +246,9 @@ impl<A: Actor> Actor for Supervised<A> {
         let Some(inner) = st.inner.as_mut() else { return Ok(()) };
         match guarded(self.inner.post_start(myself.clone(), inner)).await {
             Ok(()) => Ok(()),
-            Err(f) => self.recover(&myself, st, ExitReason::StartFailed(f.start_failed("post_start")), None).await,
+            Err(f) => {
+                self.recover(&myself, st, ExitReason::StartFailed(f.start_failed("post_start")), None, None).await
+            }
         }
     }
 
@@ -266,7 +273,10 @@ impl<A: Actor> Actor for Supervised<A> {
         }
         match handled {
             Ok(()) => Ok(()),
-            Err(f) => self.recover(&myself, st, f.into_reason(), Some(std::any::type_name::<A::Msg>())).await,
+            Err(f) => {
+                let (reason, captured) = f.into_reason();
+                self.recover(&myself, st, reason, Some(std::any::type_name::<A::Msg>()), captured).await
+            }
         }
     }
 
@@ -279,13 +289,16 @@ impl<A: Actor> Actor for Supervised<A> {
         if let SupervisionEvent::ActorFailed(_, err) = &evt {
             if let Some(injected) = err.downcast_ref::<InjectedPanic>() {
                 let reason = ExitReason::Panic { message: injected.0.clone() };
-                return self.recover(&myself, st, reason, None).await;
+                return self.recover(&myself, st, reason, None, None).await;
             }
         }
         let Some(inner) = st.inner.as_mut() else { return Ok(()) };
         match guarded(self.inner.handle_supervisor_evt(myself.clone(), evt, inner)).await {
             Ok(()) => Ok(()),
-            Err(f) => self.recover(&myself, st, f.into_reason(), None).await,
+            Err(f) => {
+                let (reason, captured) = f.into_reason();
+                self.recover(&myself, st, reason, None, captured).await
+            }
         }
     }
 

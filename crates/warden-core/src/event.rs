@@ -114,12 +114,9 @@ impl SupervisorEvent {
                 tracing::debug!(path = %path, incarnation, "child started")
             }
             SupervisorEvent::ChildExited { path, reason, incarnation, dropped_message } => {
-                if reason.is_normal() {
-                    tracing::debug!(path = %path, reason = %reason, incarnation, "child exited")
-                } else {
-                    tracing::warn!(path = %path, reason = %reason, reason_kind = reason.kind(),
-                        incarnation, dropped_message = dropped_message.unwrap_or(""), "child failed")
-                }
+                // A failure's one log record is its crash report (target `warden::crash`).
+                tracing::debug!(path = %path, reason = %reason, reason_kind = reason.kind(), incarnation,
+                    dropped_message = dropped_message.unwrap_or(""), "child exited")
             }
             SupervisorEvent::RestartScheduled { path, delay } => {
                 tracing::info!(path = %path, delay_ms = delay.as_millis() as u64, "restart scheduled")
@@ -147,17 +144,36 @@ impl SupervisorEvent {
     }
 }
 
-/// The channel a tree publishes its events on. Cloning shares the channel.
+/// The channel a tree publishes its events on, and the tree's flight recorder of crash
+/// reports. Cloning shares both.
 #[derive(Clone, Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<SupervisorEvent>,
+    recorder: std::sync::Arc<crate::report::FlightRecorder>,
 }
 
 impl EventBus {
-    /// A bus keeping up to `capacity` events for slow subscribers.
+    /// A bus keeping up to `capacity` events for slow subscribers, with a flight recorder of
+    /// the default size.
     pub fn new(capacity: usize) -> Self {
+        Self::with_recorder(capacity, crate::report::DEFAULT_FLIGHT_RECORDER_CAPACITY)
+    }
+
+    /// A bus keeping up to `capacity` events and the last `reports` crash reports.
+    pub fn with_recorder(capacity: usize, reports: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        EventBus { tx }
+        EventBus { tx, recorder: std::sync::Arc::new(crate::report::FlightRecorder::new(reports)) }
+    }
+
+    /// The tree's flight recorder.
+    pub fn recorder(&self) -> &crate::report::FlightRecorder {
+        &self.recorder
+    }
+
+    /// Emits `report` through `tracing` and keeps it in the flight recorder.
+    pub(crate) fn record(&self, report: crate::report::CrashReport) {
+        report.trace();
+        self.recorder.push(report);
     }
 
     /// Publishes `event` to every subscriber and to `tracing`; never waits.

@@ -45,8 +45,10 @@ pub mod decision;
 pub mod event;
 pub mod failure_detector;
 pub mod handle;
+pub mod panic_capture;
 pub mod path;
 pub mod reason;
+pub mod report;
 pub mod spec;
 pub mod supervisor;
 pub mod testkit;
@@ -56,6 +58,7 @@ pub use event::{EventBus, SupervisorEvent};
 pub use handle::{CallError, ChildRef, SendError};
 pub use path::ActorPath;
 pub use reason::ExitReason;
+pub use report::{CrashReport, Decision, FlightRecorder};
 pub use spec::{AutoShutdown, Backoff, ChildSpec, ChildType, RestartType, Shutdown, Strategy, SupervisorSpec};
 pub use supervisor::{ChildCounts, ChildInfo, ChildStatus, Supervisor, SupervisorError, SupervisorMsg, SupervisorRef};
 

@@ -165,6 +165,12 @@ impl SupervisorRef {
         self.events.subscribe()
     }
 
+    /// The latest crash reports of the whole tree, oldest first (see
+    /// [`FlightRecorder`](crate::FlightRecorder); export with `events().recorder().to_json()`).
+    pub fn crash_reports(&self) -> Vec<crate::CrashReport> {
+        self.events.recorder().reports()
+    }
+
     /// The tree's event bus.
     pub fn events(&self) -> &EventBus {
         &self.events

@@ -31,8 +31,10 @@ use tokio::time::Instant;
 use crate::decision::{auto_shutdown_due, group_plan, restart_wanted, BackoffSchedule, ChildView, IntensityWindow};
 use crate::event::{EventBus, SupervisorEvent};
 use crate::handle::{ChildRef, Slot, SlotControl};
+use crate::panic_capture::Captured;
 use crate::path::ActorPath;
 use crate::reason::{spawn_cause, ExitReason, SHUTDOWN};
+use crate::report::{self, CrashReport, Decision};
 use crate::spec::{
     validate_child, ChildSpec, ChildType, RestartType, Shutdown, StartCtx, Starter, Strategy, SupervisorSpec,
 };
@@ -50,6 +52,7 @@ pub struct Crash {
     pub(crate) incarnation: u64,
     pub(crate) reason: ExitReason,
     pub(crate) dropped_message: Option<&'static str>,
+    pub(crate) captured: Option<Captured>,
     pub(crate) reply: oneshot::Sender<Directive>,
 }
 
@@ -185,6 +188,7 @@ impl Supervisor {
             return Err(StartError::Spec(crate::SpecError::BadId(name.to_string())));
         }
         spec.validate().map_err(StartError::Spec)?;
+        crate::panic_capture::install();
         let path = ActorPath::root(name);
         let slot = Arc::new(Slot::<SupervisorMsg>::new(name));
         slot.set_path(path.clone());
@@ -388,12 +392,12 @@ impl SupervisorState {
         idx: usize,
         reason: ExitReason,
         reply: Option<oneshot::Sender<Directive>>,
-    ) {
+    ) -> Decision {
         if self.exit_reason.is_some() {
             if let Some(r) = reply {
                 let _ = r.send(Directive::Exit);
             }
-            return;
+            return Decision::ShuttingDown;
         }
         let now = Instant::now();
         let restart = self.children[idx].spec.restart;
@@ -413,14 +417,15 @@ impl SupervisorState {
             if auto_shutdown_due(self.auto_shutdown, significant, left) {
                 self.shut_down(myself, ExitReason::Shutdown(Some("auto_shutdown: significant child exited".into())));
             }
-            return;
+            return Decision::NotRestarted;
         }
         let Some(delay) = self.admit_restart(myself, idx, now) else {
             if let Some(r) = reply {
                 let _ = r.send(Directive::Exit);
             }
-            return;
+            return Decision::Escalate;
         };
+        let decision = Decision::Restart { delay_ms: delay.as_millis() as u64 };
         if !delay.is_zero() {
             self.events.publish(SupervisorEvent::RestartScheduled { path: self.children[idx].path.clone(), delay });
         }
@@ -455,7 +460,7 @@ impl SupervisorState {
             } else {
                 self.schedule_retry(myself, delay);
             }
-            return;
+            return decision;
         }
         let plan = plan.unwrap_or_default();
 
@@ -491,6 +496,47 @@ impl SupervisorState {
         } else {
             self.schedule_retry(myself, delay);
         }
+        decision
+    }
+
+    /// What a crash report says of child `idx`, taken before the supervisor acts on it.
+    fn facts(&self, idx: usize, message_type: Option<&'static str>, captured: Option<Captured>) -> FailureFacts {
+        let c = &self.children[idx];
+        FailureFacts {
+            path: c.path.clone(),
+            spec: (c.spec.child_type, c.spec.restart, c.spec.shutdown),
+            incarnation: c.incarnation,
+            message_type,
+            captured: captured.unwrap_or_default(),
+        }
+    }
+
+    /// Emits and keeps the crash report of a failure (abnormal exits only).
+    fn record_failure(&mut self, facts: FailureFacts, reason: &ExitReason, decision: Decision) {
+        if reason.is_normal() {
+            return;
+        }
+        let (child_type, restart, shutdown) = facts.spec;
+        let report = CrashReport {
+            at_unix_ms: report::unix_ms_now(),
+            ancestors: facts.path.ancestors().iter().map(|a| a.to_string()).collect(),
+            child_id: facts.path.name().to_string(),
+            path: facts.path.to_string(),
+            child_type: report::child_type_name(child_type),
+            restart: report::restart_name(restart),
+            shutdown: report::shutdown_name(shutdown),
+            incarnation: facts.incarnation,
+            reason_kind: reason.kind(),
+            reason: reason.to_string(),
+            panic_location: facts.captured.location,
+            message_type: facts.message_type,
+            mailbox_len: None,
+            restarts_in_window: self.intensity.count(Instant::now()),
+            intensity: self.intensity_limit.0,
+            decision,
+            backtrace: facts.captured.backtrace,
+        };
+        self.events.record(report);
     }
 
     /// Carries out the restarts that are due, in start order. A failed start is counted
@@ -684,6 +730,16 @@ impl SupervisorState {
     }
 }
 
+/// What a crash report needs of a child, taken before the supervisor acts (the child may be
+/// forgotten by then).
+struct FailureFacts {
+    path: ActorPath,
+    spec: (ChildType, RestartType, Shutdown),
+    incarnation: u64,
+    message_type: Option<&'static str>,
+    captured: Captured,
+}
+
 /// Where a child stands with respect to a restart.
 enum Due {
     /// Restarted (or told to restart in place) just now.
@@ -803,7 +859,10 @@ impl Actor for Supervisor {
                         dropped_message: crash.dropped_message,
                     });
                 }
-                state.on_exit(&myself, idx, crash.reason, Some(crash.reply)).await;
+                let facts = state.facts(idx, crash.dropped_message, crash.captured);
+                let reason = crash.reason;
+                let decision = state.on_exit(&myself, idx, reason.clone(), Some(crash.reply)).await;
+                state.record_failure(facts, &reason, decision);
             }
             SupervisorMsg::ChildRecovered { actor, incarnation } => {
                 if let Some(idx) = state.index_of_actor(actor) {
@@ -825,6 +884,7 @@ impl Actor for Supervisor {
                 // Kill without waiting: a handler spinning synchronously cannot be pre-empted,
                 // and the supervisor must not block on it. The new incarnation starts now.
                 cell.kill();
+                let facts = state.facts(idx, Some(message_type), None);
                 let c = &mut state.children[idx];
                 c.status = Status::Restarting { not_before: Instant::now() };
                 let reason = ExitReason::Hung { stuck_for, message_type };
@@ -834,7 +894,8 @@ impl Actor for Supervisor {
                     incarnation: c.incarnation,
                     dropped_message: Some(message_type),
                 });
-                state.on_exit(&myself, idx, reason, None).await;
+                let decision = state.on_exit(&myself, idx, reason.clone(), None).await;
+                state.record_failure(facts, &reason, decision);
             }
             SupervisorMsg::Retry => state.resume_restarts(&myself).await,
             SupervisorMsg::StartChild(spec, reply) => {
@@ -884,7 +945,9 @@ impl Actor for Supervisor {
             incarnation: c.incarnation,
             dropped_message: None,
         });
-        state.on_exit(&myself, idx, reason, None).await;
+        let facts = state.facts(idx, None, None);
+        let decision = state.on_exit(&myself, idx, reason.clone(), None).await;
+        state.record_failure(facts, &reason, decision);
         Ok(())
     }
 
