@@ -150,6 +150,7 @@ impl SupervisorEvent {
 pub struct EventBus {
     tx: broadcast::Sender<SupervisorEvent>,
     recorder: std::sync::Arc<crate::report::FlightRecorder>,
+    stats: std::sync::Arc<crate::stats::StatsRegistry>,
 }
 
 impl EventBus {
@@ -162,7 +163,16 @@ impl EventBus {
     /// A bus keeping up to `capacity` events and the last `reports` crash reports.
     pub fn with_recorder(capacity: usize, reports: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        EventBus { tx, recorder: std::sync::Arc::new(crate::report::FlightRecorder::new(reports)) }
+        EventBus {
+            tx,
+            recorder: std::sync::Arc::new(crate::report::FlightRecorder::new(reports)),
+            stats: std::sync::Arc::default(),
+        }
+    }
+
+    /// The tree's reliability figures (MTBF, MTTR, availability, failure rate) per path.
+    pub fn stats(&self) -> &crate::stats::StatsRegistry {
+        &self.stats
     }
 
     /// The tree's flight recorder.

@@ -50,6 +50,7 @@ pub mod path;
 pub mod reason;
 pub mod report;
 pub mod spec;
+pub mod stats;
 pub mod supervisor;
 pub mod testkit;
 mod watchdog;

@@ -171,6 +171,16 @@ impl SupervisorRef {
         self.events.recorder().reports()
     }
 
+    /// Reliability figures of one actor path (see [`stats`](crate::stats) for definitions).
+    pub fn stats(&self, path: &str) -> Option<crate::stats::StatsSnapshot> {
+        self.events.stats().path(path)
+    }
+
+    /// Reliability figures of every path at or under `path`, summed.
+    pub fn subtree_stats(&self, path: &str) -> crate::stats::StatsSnapshot {
+        self.events.stats().subtree(path)
+    }
+
     /// The tree's event bus.
     pub fn events(&self) -> &EventBus {
         &self.events

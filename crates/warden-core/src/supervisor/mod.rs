@@ -242,6 +242,74 @@ impl Starter for SupervisorStarter {
 }
 
 impl SupervisorState {
+    /// Publishes `event`, and counts it in the tree's reliability figures and in the
+    /// `warden_*` metrics. Dynamic children are counted under their spec's path
+    /// (`/sup/conn`, not `/sup/conn-17`) so that the number of series stays bounded.
+    fn observe(&self, event: SupervisorEvent) {
+        let now = Instant::now();
+        let label = |path: &ActorPath| -> String {
+            match (self.strategy, path.as_str().rsplit_once('-')) {
+                (Strategy::Dynamic { .. }, Some((spec_path, n))) if n.bytes().all(|b| b.is_ascii_digit()) => {
+                    spec_path.to_string()
+                }
+                _ => path.to_string(),
+            }
+        };
+        let stats = self.events.stats();
+        match &event {
+            SupervisorEvent::ChildStarted { path, .. } => stats.update(&label(path), |r| {
+                r.ready(now);
+            }),
+            SupervisorEvent::ChildRestarted { path, .. } => {
+                let path = label(path);
+                metrics::counter!("warden_restarts_total", "path" => path.clone()).increment(1);
+                let mut repaired = None;
+                stats.update(&path, |r| repaired = r.ready(now));
+                if let Some(d) = repaired {
+                    metrics::histogram!("warden_recovery_seconds", "path" => path).record(d.as_secs_f64());
+                }
+            }
+            SupervisorEvent::ChildExited { path, reason, .. } => {
+                let path = label(path);
+                if reason.is_normal() {
+                    stats.update(&path, |r| r.stopped(now));
+                } else {
+                    let kind = reason.kind();
+                    metrics::counter!("warden_failures_total", "path" => path.clone(), "reason" => kind).increment(1);
+                    if kind == "hung" {
+                        metrics::counter!("warden_hangs_total", "path" => path.clone()).increment(1);
+                    }
+                    stats.update(&path, |r| r.failed(now));
+                }
+            }
+            SupervisorEvent::RestartFailed { path, .. } => {
+                let path = label(path);
+                metrics::counter!("warden_failures_total", "path" => path.clone(), "reason" => "start_failed")
+                    .increment(1);
+                stats.update(&path, |r| r.failed(now));
+            }
+            SupervisorEvent::ChildTerminated { path, .. } => stats.update(&label(path), |r| r.stopped(now)),
+            _ => {}
+        }
+        self.events.publish(event);
+    }
+
+    /// Sets the `warden_children` gauges of this supervisor (running, restarting, stopped).
+    fn gauge_children(&self) {
+        let (mut running, mut restarting, mut stopped) = (0u32, 0u32, 0u32);
+        for c in &self.children {
+            match c.public_status() {
+                ChildStatus::Running => running += 1,
+                ChildStatus::Restarting => restarting += 1,
+                ChildStatus::Stopped => stopped += 1,
+            }
+        }
+        let sup = self.path.to_string();
+        metrics::gauge!("warden_children", "supervisor" => sup.clone(), "state" => "running").set(running);
+        metrics::gauge!("warden_children", "supervisor" => sup.clone(), "state" => "restarting").set(restarting);
+        metrics::gauge!("warden_children", "supervisor" => sup, "state" => "stopped").set(stopped);
+    }
+
     fn index_of_actor(&self, actor: ActorId) -> Option<usize> {
         self.children.iter().position(|c| c.cell().map(|cell| cell.get_id()) == Some(actor))
     }
@@ -334,8 +402,9 @@ impl SupervisorState {
                 return;
             }
         };
-        let killed = stop_actor(&cell, reply, c.spec.shutdown, &c.path).await;
-        self.events.publish(SupervisorEvent::ChildTerminated { path: c.path.clone(), killed });
+        let path = c.path.clone();
+        let killed = stop_actor(&cell, reply, c.spec.shutdown, &path).await;
+        self.observe(SupervisorEvent::ChildTerminated { path, killed });
     }
 
     /// The child will not run again: hand messages back, count what was stashed.
@@ -343,7 +412,7 @@ impl SupervisorState {
         let c = &self.children[idx];
         let dropped = c.spec.starter.slot().close();
         if dropped > 0 {
-            self.events.publish(SupervisorEvent::StashDropped { path: c.path.clone(), count: dropped });
+            self.observe(SupervisorEvent::StashDropped { path: c.path.clone(), count: dropped });
         }
     }
 
@@ -375,7 +444,7 @@ impl SupervisorState {
     fn admit_restart(&mut self, myself: &ActorRef<SupervisorMsg>, idx: usize, now: Instant) -> Option<Duration> {
         if !self.intensity.record(now) {
             let (intensity, period) = self.intensity_limit;
-            self.events.publish(SupervisorEvent::IntensityExceeded { path: self.path.clone(), intensity, period });
+            self.observe(SupervisorEvent::IntensityExceeded { path: self.path.clone(), intensity, period });
             self.shut_down(myself, ExitReason::Shutdown(Some("reached max restart intensity".into())));
             return None;
         }
@@ -427,7 +496,7 @@ impl SupervisorState {
         };
         let decision = Decision::Restart { delay_ms: delay.as_millis() as u64 };
         if !delay.is_zero() {
-            self.events.publish(SupervisorEvent::RestartScheduled { path: self.children[idx].path.clone(), delay });
+            self.observe(SupervisorEvent::RestartScheduled { path: self.children[idx].path.clone(), delay });
         }
         // One-for-one and dynamic touch only this child: no need to look at the others (a
         // dynamic supervisor may hold very many).
@@ -573,7 +642,7 @@ impl SupervisorState {
             Status::Restarting { not_before } if *not_before <= now => match self.start_at(myself, i).await {
                 Ok(()) => {
                     let c = &self.children[i];
-                    self.events.publish(SupervisorEvent::ChildRestarted {
+                    self.observe(SupervisorEvent::ChildRestarted {
                         path: c.path.clone(),
                         incarnation: c.incarnation,
                         in_place: false,
@@ -581,7 +650,7 @@ impl SupervisorState {
                     Due::Done
                 }
                 Err(error) => {
-                    self.events.publish(SupervisorEvent::RestartFailed { path: self.children[i].path.clone(), error });
+                    self.observe(SupervisorEvent::RestartFailed { path: self.children[i].path.clone(), error });
                     if let Some(delay) = self.admit_restart(myself, i, now) {
                         self.children[i].status = Status::Restarting { not_before: now + delay };
                         self.schedule_retry(myself, delay);
@@ -626,7 +695,7 @@ impl SupervisorState {
         match self.start_at(myself, idx).await {
             Ok(()) => {
                 let c = &self.children[idx];
-                self.events.publish(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
+                self.observe(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
                 Ok(self.info(c))
             }
             Err(cause) => {
@@ -661,7 +730,7 @@ impl SupervisorState {
         match self.start_at(myself, idx).await {
             Ok(()) => {
                 let c = &self.children[idx];
-                self.events.publish(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
+                self.observe(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
                 Ok(self.info(c))
             }
             Err(cause) => Err(SupervisorError::StartFailed { path: self.children[idx].path.clone(), cause }),
@@ -717,7 +786,7 @@ impl SupervisorState {
                 });
             }
             for (path, killed) in futures::future::join_all(waits).await {
-                self.events.publish(SupervisorEvent::ChildTerminated { path, killed });
+                self.observe(SupervisorEvent::ChildTerminated { path, killed });
             }
         } else {
             for i in (0..self.children.len()).rev() {
@@ -831,8 +900,9 @@ impl Actor for Supervisor {
                 return Err(Box::new(StartError::Failed { path, cause }));
             }
             let c = &state.children[idx];
-            state.events.publish(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
+            state.observe(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
         }
+        state.gauge_children();
         Ok(state)
     }
 
@@ -850,9 +920,9 @@ impl Actor for Supervisor {
                 };
                 let c = &state.children[idx];
                 if let ExitReason::StartFailed(error) = &crash.reason {
-                    state.events.publish(SupervisorEvent::RestartFailed { path: c.path.clone(), error: error.clone() });
+                    state.observe(SupervisorEvent::RestartFailed { path: c.path.clone(), error: error.clone() });
                 } else {
-                    state.events.publish(SupervisorEvent::ChildExited {
+                    state.observe(SupervisorEvent::ChildExited {
                         path: c.path.clone(),
                         reason: crash.reason.clone(),
                         incarnation: crash.incarnation,
@@ -869,11 +939,8 @@ impl Actor for Supervisor {
                     let c = &mut state.children[idx];
                     if let Status::Crashed { cell, reply: None, .. } = &c.status {
                         c.status = Status::Running { cell: cell.clone() };
-                        state.events.publish(SupervisorEvent::ChildRestarted {
-                            path: c.path.clone(),
-                            incarnation,
-                            in_place: true,
-                        });
+                        let path = c.path.clone();
+                        state.observe(SupervisorEvent::ChildRestarted { path, incarnation, in_place: true });
                     }
                 }
             }
@@ -888,10 +955,11 @@ impl Actor for Supervisor {
                 let c = &mut state.children[idx];
                 c.status = Status::Restarting { not_before: Instant::now() };
                 let reason = ExitReason::Hung { stuck_for, message_type };
-                state.events.publish(SupervisorEvent::ChildExited {
-                    path: c.path.clone(),
+                let (path, incarnation) = (c.path.clone(), c.incarnation);
+                state.observe(SupervisorEvent::ChildExited {
+                    path,
                     reason: reason.clone(),
-                    incarnation: c.incarnation,
+                    incarnation,
                     dropped_message: Some(message_type),
                 });
                 let decision = state.on_exit(&myself, idx, reason.clone(), None).await;
@@ -915,11 +983,14 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::WhichChildren(reply) => {
                 let _ = reply.send(state.children.iter().map(|c| state.info(c)).collect());
+                return Ok(());
             }
             SupervisorMsg::CountChildren(reply) => {
                 let _ = reply.send(state.counts());
+                return Ok(());
             }
         }
+        state.gauge_children();
         Ok(())
     }
 
@@ -939,7 +1010,7 @@ impl Actor for Supervisor {
         // Exits of actors the supervisor stopped itself, or already replaced, are not found.
         let Some(idx) = state.index_of_actor(cell.get_id()) else { return Ok(()) };
         let c = &state.children[idx];
-        state.events.publish(SupervisorEvent::ChildExited {
+        state.observe(SupervisorEvent::ChildExited {
             path: c.path.clone(),
             reason: reason.clone(),
             incarnation: c.incarnation,
@@ -948,6 +1019,7 @@ impl Actor for Supervisor {
         let facts = state.facts(idx, None, None);
         let decision = state.on_exit(&myself, idx, reason.clone(), None).await;
         state.record_failure(facts, &reason, decision);
+        state.gauge_children();
         Ok(())
     }
 
@@ -958,7 +1030,7 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         state.stop_all().await;
         let reason = state.exit_reason.clone().unwrap_or(ExitReason::Shutdown(None));
-        state.events.publish(SupervisorEvent::SupervisorShutdown { path: state.path.clone(), reason });
+        state.observe(SupervisorEvent::SupervisorShutdown { path: state.path.clone(), reason });
         Ok(())
     }
 }
