@@ -10,11 +10,10 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use warden::prelude::*;
 use warden::testkit::EventProbe;
 
-fn find<'a>(
-    snapshot: &'a [(String, Vec<(String, String)>, DebugValue)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<&'a DebugValue> {
+/// A metric's name, labels and value.
+type Series = (String, Vec<(String, String)>, DebugValue);
+
+fn find<'a>(snapshot: &'a [Series], name: &str, labels: &[(&str, &str)]) -> Option<&'a DebugValue> {
     snapshot
         .iter()
         .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
@@ -40,7 +39,7 @@ async fn failures_restarts_children_and_recovery_time_are_exported() {
     // One more call so that the supervisor has handled everything up to here.
     app.count_children().await.unwrap();
 
-    let snap: Vec<(String, Vec<(String, String)>, DebugValue)> = snapshotter
+    let snap: Vec<Series> = snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
