@@ -932,6 +932,10 @@ impl Actor for Supervisor {
                 let facts = state.facts(idx, crash.dropped_message, crash.captured);
                 let reason = crash.reason;
                 let decision = state.on_exit(&myself, idx, reason.clone(), Some(crash.reply)).await;
+                // Let the restarted child run before the bookkeeping below: tokio runs a task
+                // woken by this one on this worker, after this handler, so the report and the
+                // metrics would otherwise sit on the restart's critical path.
+                tokio::task::yield_now().await;
                 state.record_failure(facts, &reason, decision);
             }
             SupervisorMsg::ChildRecovered { actor, incarnation } => {
