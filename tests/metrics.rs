@@ -36,7 +36,9 @@ async fn failures_restarts_children_and_recovery_time_are_exported() {
     probe.restarted(&hw.path(), DEADLINE).await.unwrap();
     hw.cast(Msg::Fail).unwrap();
     probe.restarted(&hw.path(), DEADLINE).await.unwrap();
-    // One more call so that the supervisor has handled everything up to here.
+    // The children gauges are refreshed at most every 100 ms: wait for the last refresh, then
+    // one call so that the supervisor has handled everything up to here.
+    tokio::time::sleep(warden::supervisor::GAUGE_PERIOD * 3).await;
     app.count_children().await.unwrap();
 
     let snap: Vec<Series> = snapshotter
@@ -63,9 +65,11 @@ async fn failures_restarts_children_and_recovery_time_are_exported() {
         Some(DebugValue::Histogram(v)) => assert_eq!(v.len(), 2),
         other => panic!("recovery histogram: {other:?}"),
     }
-    match find(&snap, "warden_children", &[("supervisor", "/m"), ("state", "running")]) {
-        Some(DebugValue::Gauge(g)) => assert_eq!(g.into_inner(), 1.0),
-        other => panic!("children gauge: {other:?}"),
+    for (state, want) in [("running", 1.0), ("restarting", 0.0), ("stopped", 0.0)] {
+        match find(&snap, "warden_children", &[("supervisor", "/m"), ("state", state)]) {
+            Some(DebugValue::Gauge(g)) => assert_eq!(g.into_inner(), want, "{state}"),
+            other => panic!("children gauge {state}: {other:?}"),
+        }
     }
     app.shutdown().await;
 }

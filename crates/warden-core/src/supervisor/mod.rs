@@ -45,6 +45,9 @@ use crate::StartError;
 /// actor as abandoned and goes on.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
 
+/// The `warden_children` gauges are refreshed at most this often.
+pub const GAUGE_PERIOD: Duration = Duration::from_millis(100);
+
 /// A crash reported by a child's host actor; the child waits for the directive.
 #[doc(hidden)]
 pub struct Crash {
@@ -75,6 +78,8 @@ pub enum SupervisorMsg {
     ChildHung { actor: ActorId, stuck_for: Duration, message_type: &'static str },
     #[doc(hidden)]
     Retry,
+    #[doc(hidden)]
+    RefreshGauges,
     #[doc(hidden)]
     StartChild(ChildSpec, RpcReplyPort<Result<ChildInfo, SupervisorError>>),
     #[doc(hidden)]
@@ -166,6 +171,9 @@ pub struct SupervisorState {
     /// The specs of current children, by the address of their shared start function: a
     /// spec (and so its handle) may back only one child at a time.
     starters: HashSet<usize>,
+    /// When the `warden_children` gauges were last set, and whether a refresh is scheduled.
+    gauges_at: Option<Instant>,
+    gauge_refresh_pending: bool,
     exit_reason: Option<ExitReason>,
 }
 
@@ -294,8 +302,23 @@ impl SupervisorState {
         self.events.publish(event);
     }
 
-    /// Sets the `warden_children` gauges of this supervisor (running, restarting, stopped).
-    fn gauge_children(&self) {
+    /// Refreshes the `warden_children` gauges (running, restarting, stopped). Counting is
+    /// O(children), so it runs at most once per [`GAUGE_PERIOD`]; a change inside the period is
+    /// picked up by one scheduled refresh at its end.
+    fn gauge_children(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let now = Instant::now();
+        if self.gauges_at.is_some_and(|t| now.saturating_duration_since(t) < GAUGE_PERIOD) {
+            if !self.gauge_refresh_pending {
+                self.gauge_refresh_pending = true;
+                myself.send_after(GAUGE_PERIOD, || SupervisorMsg::RefreshGauges);
+            }
+            return;
+        }
+        self.gauges_at = Some(now);
+        self.set_gauges();
+    }
+
+    fn set_gauges(&self) {
         let (mut running, mut restarting, mut stopped) = (0u32, 0u32, 0u32);
         for c in &self.children {
             match c.public_status() {
@@ -889,6 +912,8 @@ impl Actor for Supervisor {
             events,
             next_dynamic: 0,
             starters: HashSet::new(),
+            gauges_at: None,
+            gauge_refresh_pending: false,
             exit_reason: None,
         };
         for child in spec.children {
@@ -902,7 +927,7 @@ impl Actor for Supervisor {
             let c = &state.children[idx];
             state.observe(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
         }
-        state.gauge_children();
+        state.gauge_children(&myself);
         Ok(state)
     }
 
@@ -970,6 +995,12 @@ impl Actor for Supervisor {
                 state.record_failure(facts, &reason, decision);
             }
             SupervisorMsg::Retry => state.resume_restarts(&myself).await,
+            SupervisorMsg::RefreshGauges => {
+                state.gauge_refresh_pending = false;
+                state.gauges_at = Some(Instant::now());
+                state.set_gauges();
+                return Ok(());
+            }
             SupervisorMsg::StartChild(spec, reply) => {
                 let r = state.api_start_child(&myself, spec).await;
                 let _ = reply.send(r);
@@ -994,7 +1025,7 @@ impl Actor for Supervisor {
                 return Ok(());
             }
         }
-        state.gauge_children();
+        state.gauge_children(&myself);
         Ok(())
     }
 
@@ -1023,7 +1054,7 @@ impl Actor for Supervisor {
         let facts = state.facts(idx, None, None);
         let decision = state.on_exit(&myself, idx, reason.clone(), None).await;
         state.record_failure(facts, &reason, decision);
-        state.gauge_children();
+        state.gauge_children(&myself);
         Ok(())
     }
 
