@@ -103,10 +103,15 @@ pub(crate) struct SupervisedState<A: Actor> {
     /// `None` only between a crash and the end of the restart.
     inner: Option<A::State>,
     incarnation: u64,
-    /// Set when the child has a deadline: marked busy while a handler runs.
-    beat: Option<Arc<Beat>>,
-    /// Unregisters from the watchdog when the actor ends.
-    _watch: Option<WatchGuard>,
+    /// Set when the child has a deadline (boxed: most children have none).
+    watched: Option<Box<Watched>>,
+}
+
+/// A watched child's beat, marked busy while a handler runs, and its registration, which
+/// unregisters from the watchdog when the actor ends.
+pub(crate) struct Watched {
+    beat: Arc<Beat>,
+    _guard: Option<WatchGuard>,
 }
 
 /// A user callback that failed: its error text, or its panic message and where it happened.
@@ -161,7 +166,9 @@ impl<A: Actor> Supervised<A> {
 
     /// The crash protocol: drop the broken state, report, wait for the supervisor's
     /// directive, restart in place or exit. Never returns an error, so ractor never sees the
-    /// crash.
+    /// crash. Callers box this future: it is large, and ractor keeps every actor's processing
+    /// loop in one allocation sized for its largest state, which would otherwise cost every
+    /// child a few hundred bytes for a path taken only on a crash.
     async fn recover(
         &self,
         myself: &ActorRef<A::Msg>,
@@ -225,21 +232,13 @@ impl<A: Actor> Actor for Supervised<A> {
     ) -> Result<Self::State, ActorProcessingErr> {
         let id = myself.get_id();
         let inner = guarded(self.inner.pre_start(myself, init.args)).await.map_err(|f| f.start_failed("pre_start"))?;
-        let (beat, watch) = match init.deadline {
-            Some(deadline) => {
-                let beat = Arc::new(Beat::default());
-                let guard = watchdog::watch(
-                    id,
-                    beat.clone(),
-                    deadline,
-                    self.supervisor.clone(),
-                    std::any::type_name::<A::Msg>(),
-                );
-                (Some(beat), guard)
-            }
-            None => (None, None),
-        };
-        Ok(SupervisedState { inner: Some(inner), incarnation: init.incarnation, beat, _watch: watch })
+        let watched = init.deadline.map(|deadline| {
+            let beat = Arc::new(Beat::default());
+            let message_type = std::any::type_name::<A::Msg>();
+            let guard = watchdog::watch(id, beat.clone(), deadline, self.supervisor.clone(), message_type);
+            Box::new(Watched { beat, _guard: guard })
+        });
+        Ok(SupervisedState { inner: Some(inner), incarnation: init.incarnation, watched })
     }
 
     async fn post_start(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -247,7 +246,8 @@ impl<A: Actor> Actor for Supervised<A> {
         match guarded(self.inner.post_start(myself.clone(), inner)).await {
             Ok(()) => Ok(()),
             Err(f) => {
-                self.recover(&myself, st, ExitReason::StartFailed(f.start_failed("post_start")), None, None).await
+                Box::pin(self.recover(&myself, st, ExitReason::StartFailed(f.start_failed("post_start")), None, None))
+                    .await
             }
         }
     }
@@ -264,18 +264,18 @@ impl<A: Actor> Actor for Supervised<A> {
             tracing::error!(path = %self.path, "message reached a child without state; dropped");
             return Ok(());
         };
-        if let Some(b) = &st.beat {
-            b.enter();
+        if let Some(w) = &st.watched {
+            w.beat.enter();
         }
         let handled = guarded(self.inner.handle(myself.clone(), msg, inner)).await;
-        if let Some(b) = &st.beat {
-            b.exit();
+        if let Some(w) = &st.watched {
+            w.beat.exit();
         }
         match handled {
             Ok(()) => Ok(()),
             Err(f) => {
                 let (reason, captured) = f.into_reason();
-                self.recover(&myself, st, reason, Some(std::any::type_name::<A::Msg>()), captured).await
+                Box::pin(self.recover(&myself, st, reason, Some(std::any::type_name::<A::Msg>()), captured)).await
             }
         }
     }
@@ -289,7 +289,7 @@ impl<A: Actor> Actor for Supervised<A> {
         if let SupervisionEvent::ActorFailed(_, err) = &evt {
             if let Some(injected) = err.downcast_ref::<InjectedPanic>() {
                 let reason = ExitReason::Panic { message: injected.0.clone() };
-                return self.recover(&myself, st, reason, None, None).await;
+                return Box::pin(self.recover(&myself, st, reason, None, None)).await;
             }
         }
         let Some(inner) = st.inner.as_mut() else { return Ok(()) };
@@ -297,7 +297,7 @@ impl<A: Actor> Actor for Supervised<A> {
             Ok(()) => Ok(()),
             Err(f) => {
                 let (reason, captured) = f.into_reason();
-                self.recover(&myself, st, reason, None, captured).await
+                Box::pin(self.recover(&myself, st, reason, None, captured)).await
             }
         }
     }
