@@ -171,6 +171,8 @@ pub struct SupervisorState {
     /// The specs of current children, by the address of their shared start function: a
     /// spec (and so its handle) may back only one child at a time.
     starters: HashSet<usize>,
+    /// Events noted by `observe`, counted by `settle` (at most a handler's worth).
+    tallies: Vec<(Instant, ActorPath, Tally)>,
     /// When the `warden_children` gauges were last set, and whether a refresh is scheduled.
     gauges_at: Option<Instant>,
     gauge_refresh_pending: bool,
@@ -250,56 +252,60 @@ impl Starter for SupervisorStarter {
 }
 
 impl SupervisorState {
-    /// Publishes `event`, and counts it in the tree's reliability figures and in the
-    /// `warden_*` metrics. Dynamic children are counted under their spec's path
-    /// (`/sup/conn`, not `/sup/conn-17`) so that the number of series stays bounded.
-    fn observe(&self, event: SupervisorEvent) {
-        let now = Instant::now();
-        let label = |path: &ActorPath| -> String {
-            match (self.strategy, path.as_str().rsplit_once('-')) {
+    /// Publishes `event` now, and notes it for the tree's reliability figures and the
+    /// `warden_*` metrics, which [`SupervisorState::settle`] counts once the handler's urgent
+    /// work (answering a crashed child) is done.
+    fn observe(&mut self, event: SupervisorEvent) {
+        let what = match &event {
+            SupervisorEvent::ChildStarted { .. } => Some(Tally::Started),
+            SupervisorEvent::ChildRestarted { .. } => Some(Tally::Restarted),
+            SupervisorEvent::ChildExited { reason, .. } if reason.is_normal() => Some(Tally::Stopped),
+            SupervisorEvent::ChildExited { reason, .. } => Some(Tally::Failed(reason.kind())),
+            SupervisorEvent::RestartFailed { .. } => Some(Tally::Failed("start_failed")),
+            SupervisorEvent::ChildTerminated { .. } => Some(Tally::Stopped),
+            _ => None,
+        };
+        if let Some(what) = what {
+            self.tallies.push((Instant::now(), event.path().clone(), what));
+        }
+        self.events.publish(event);
+    }
+
+    /// Counts the noted events in the reliability figures and the metrics. Dynamic children
+    /// are counted under their spec's path (`/sup/conn`, not `/sup/conn-17`) so that the
+    /// number of series stays bounded.
+    fn settle(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let stats = self.events.stats();
+        for (at, path, what) in self.tallies.drain(..) {
+            let path = match (self.strategy, path.as_str().rsplit_once('-')) {
                 (Strategy::Dynamic { .. }, Some((spec_path, n))) if n.bytes().all(|b| b.is_ascii_digit()) => {
                     spec_path.to_string()
                 }
                 _ => path.to_string(),
-            }
-        };
-        let stats = self.events.stats();
-        match &event {
-            SupervisorEvent::ChildStarted { path, .. } => stats.update(&label(path), |r| {
-                r.ready(now);
-            }),
-            SupervisorEvent::ChildRestarted { path, .. } => {
-                let path = label(path);
-                metrics::counter!("warden_restarts_total", "path" => path.clone()).increment(1);
-                let mut repaired = None;
-                stats.update(&path, |r| repaired = r.ready(now));
-                if let Some(d) = repaired {
-                    metrics::histogram!("warden_recovery_seconds", "path" => path).record(d.as_secs_f64());
+            };
+            match what {
+                Tally::Started => stats.update(&path, |r| {
+                    r.ready(at);
+                }),
+                Tally::Restarted => {
+                    metrics::counter!("warden_restarts_total", "path" => path.clone()).increment(1);
+                    let mut repaired = None;
+                    stats.update(&path, |r| repaired = r.ready(at));
+                    if let Some(d) = repaired {
+                        metrics::histogram!("warden_recovery_seconds", "path" => path).record(d.as_secs_f64());
+                    }
                 }
-            }
-            SupervisorEvent::ChildExited { path, reason, .. } => {
-                let path = label(path);
-                if reason.is_normal() {
-                    stats.update(&path, |r| r.stopped(now));
-                } else {
-                    let kind = reason.kind();
+                Tally::Failed(kind) => {
                     metrics::counter!("warden_failures_total", "path" => path.clone(), "reason" => kind).increment(1);
                     if kind == "hung" {
                         metrics::counter!("warden_hangs_total", "path" => path.clone()).increment(1);
                     }
-                    stats.update(&path, |r| r.failed(now));
+                    stats.update(&path, |r| r.failed(at));
                 }
+                Tally::Stopped => stats.update(&path, |r| r.stopped(at)),
             }
-            SupervisorEvent::RestartFailed { path, .. } => {
-                let path = label(path);
-                metrics::counter!("warden_failures_total", "path" => path.clone(), "reason" => "start_failed")
-                    .increment(1);
-                stats.update(&path, |r| r.failed(now));
-            }
-            SupervisorEvent::ChildTerminated { path, .. } => stats.update(&label(path), |r| r.stopped(now)),
-            _ => {}
         }
-        self.events.publish(event);
+        self.gauge_children(myself);
     }
 
     /// Refreshes the `warden_children` gauges (running, restarting, stopped). Counting is
@@ -435,7 +441,7 @@ impl SupervisorState {
         let c = &self.children[idx];
         let dropped = c.spec.starter.slot().close();
         if dropped > 0 {
-            self.observe(SupervisorEvent::StashDropped { path: c.path.clone(), count: dropped });
+            self.events.publish(SupervisorEvent::StashDropped { path: c.path.clone(), count: dropped });
         }
     }
 
@@ -717,9 +723,9 @@ impl SupervisorState {
         let idx = self.add_child(spec);
         match self.start_at(myself, idx).await {
             Ok(()) => {
-                let c = &self.children[idx];
-                self.observe(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
-                Ok(self.info(c))
+                let (path, incarnation) = (self.children[idx].path.clone(), self.children[idx].incarnation);
+                self.observe(SupervisorEvent::ChildStarted { path, incarnation });
+                Ok(self.info(&self.children[idx]))
             }
             Err(cause) => {
                 let path = self.children[idx].path.clone();
@@ -752,9 +758,9 @@ impl SupervisorState {
         self.refuse_unless_stopped(idx)?;
         match self.start_at(myself, idx).await {
             Ok(()) => {
-                let c = &self.children[idx];
-                self.observe(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
-                Ok(self.info(c))
+                let (path, incarnation) = (self.children[idx].path.clone(), self.children[idx].incarnation);
+                self.observe(SupervisorEvent::ChildStarted { path, incarnation });
+                Ok(self.info(&self.children[idx]))
             }
             Err(cause) => Err(SupervisorError::StartFailed { path: self.children[idx].path.clone(), cause }),
         }
@@ -820,6 +826,15 @@ impl SupervisorState {
             self.close_slot(i);
         }
     }
+}
+
+/// What an observed event counts for.
+#[derive(Debug, Clone, Copy)]
+enum Tally {
+    Started,
+    Restarted,
+    Failed(&'static str),
+    Stopped,
 }
 
 /// What a crash report needs of a child, taken before the supervisor acts (the child may be
@@ -912,6 +927,7 @@ impl Actor for Supervisor {
             events,
             next_dynamic: 0,
             starters: HashSet::new(),
+            tallies: Vec::new(),
             gauges_at: None,
             gauge_refresh_pending: false,
             exit_reason: None,
@@ -927,7 +943,7 @@ impl Actor for Supervisor {
             let c = &state.children[idx];
             state.observe(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
         }
-        state.gauge_children(&myself);
+        state.settle(&myself);
         Ok(state)
     }
 
@@ -1025,7 +1041,7 @@ impl Actor for Supervisor {
                 return Ok(());
             }
         }
-        state.gauge_children(&myself);
+        state.settle(&myself);
         Ok(())
     }
 
@@ -1054,16 +1070,17 @@ impl Actor for Supervisor {
         let facts = state.facts(idx, None, None);
         let decision = state.on_exit(&myself, idx, reason.clone(), None).await;
         state.record_failure(facts, &reason, decision);
-        state.gauge_children(&myself);
+        state.settle(&myself);
         Ok(())
     }
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<SupervisorMsg>,
+        myself: ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         state.stop_all().await;
+        state.settle(&myself);
         let reason = state.exit_reason.clone().unwrap_or(ExitReason::Shutdown(None));
         state.observe(SupervisorEvent::SupervisorShutdown { path: state.path.clone(), reason });
         Ok(())
