@@ -134,6 +134,11 @@ fn figures(failures: u64, repairs: u64, up: Duration, down: Duration, recent: us
     }
 }
 
+/// The most distinct paths a tree's registry tallies separately.
+pub const MAX_PATHS: usize = 10_000;
+/// Where paths past [`MAX_PATHS`] are tallied together.
+pub const OVERFLOW_PATH: &str = "(overflow)";
+
 /// The tallies of every path of a tree.
 #[derive(Debug, Default)]
 pub struct StatsRegistry {
@@ -143,10 +148,19 @@ pub struct StatsRegistry {
 impl StatsRegistry {
     pub(crate) fn update(&self, path: &str, f: impl FnOnce(&mut Reliability)) {
         let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
-        match paths.get_mut(path) {
-            Some(r) => f(r),
-            None => f(paths.entry(path.to_string()).or_default()),
+        if let Some(r) = paths.get_mut(path) {
+            return f(r);
         }
+        // Bounded: past MAX_PATHS distinct paths (dynamic children given unique spec ids, say),
+        // new paths are tallied together under OVERFLOW_PATH.
+        let key = if paths.len() < MAX_PATHS { path } else { OVERFLOW_PATH };
+        if key == OVERFLOW_PATH && !paths.contains_key(OVERFLOW_PATH) {
+            tracing::warn!(
+                max_paths = MAX_PATHS,
+                "reliability figures: too many distinct paths; new ones are tallied under {OVERFLOW_PATH}"
+            );
+        }
+        f(paths.entry(key.to_string()).or_default())
     }
 
     /// The figures of one path.
@@ -253,6 +267,17 @@ mod tests {
         assert_eq!(reg.subtree("/").failures, 0, "prefix must be a path");
         assert_eq!(reg.subtree("/a/x").failures, 1);
         assert_eq!(reg.all().len(), 3);
+    }
+
+    #[test]
+    fn the_registry_is_bounded() {
+        let reg = StatsRegistry::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_PATHS + 5 {
+            reg.update(&format!("/t/c{i}"), |r| r.failed(t0));
+        }
+        assert_eq!(reg.all().len(), MAX_PATHS + 1);
+        assert_eq!(reg.path(OVERFLOW_PATH).map(|s| s.failures), Some(5));
     }
 
     #[test]
