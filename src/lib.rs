@@ -5,9 +5,9 @@
 //! shutdown, plus restart backoff and child handles that stay valid across restarts.
 //!
 //! This crate is the facade: it re-exports the layers under `crates/` and offers a
-//! [`prelude`]. Today it holds the supervision core ([`warden_core`]); detection,
-//! checkpoints, pools and the cluster layer are planned as further crates (see
-//! `docs/architecture.md`).
+//! [`prelude`]. Today it holds the supervision core with detection and localisation
+//! ([`warden_core`]) and the observation layer ([`observe`]); checkpoints, pools and the
+//! cluster layer are planned as further crates (see `docs/architecture.md`).
 //!
 //! ```
 //! use warden::prelude::*;
@@ -35,6 +35,9 @@ pub use warden_core::{
     CrashReport, Decision, EventBus, ExitReason, FlightRecorder, RestartType, SendError, Shutdown, SpecError,
     StartError, Strategy, Supervisor, SupervisorError, SupervisorEvent, SupervisorRef, SupervisorSpec,
 };
+/// The observation layer: Prometheus exposition of the `warden_*` metrics and a loopback
+/// `/metrics` endpoint.
+pub use warden_observe as observe;
 
 /// The names most programs need: `use warden::prelude::*;`.
 pub mod prelude {
