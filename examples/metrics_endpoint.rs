@@ -25,7 +25,7 @@ impl Actor for Flaky {
         Ok(())
     }
     async fn handle(&self, _: ActorRef<u32>, n: u32, _: &mut ()) -> Result<(), ActorProcessingErr> {
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             return Err(format!("request {n} failed").into());
         }
         Ok(())
