@@ -30,10 +30,11 @@
 pub use ractor;
 pub use warden_core;
 pub use warden_core::{
-    decision, event, failure_detector, handle, panic_capture, path, reason, report, spec, supervisor, testkit,
-    ActorPath, AutoShutdown, Backoff, CallError, ChildCounts, ChildInfo, ChildRef, ChildSpec, ChildStatus, ChildType,
-    CrashReport, Decision, EventBus, ExitReason, FlightRecorder, RestartType, SendError, Shutdown, SpecError,
-    StartError, Strategy, Supervisor, SupervisorError, SupervisorEvent, SupervisorRef, SupervisorSpec,
+    decision, event, failure_detector, handle, heartbeat, panic_capture, path, reason, report, spec, supervisor,
+    testkit, ActorPath, AutoShutdown, Backoff, CallError, ChildCounts, ChildInfo, ChildRef, ChildSpec, ChildStatus,
+    ChildType, CrashReport, Decision, EventBus, ExitReason, FlightRecorder, RestartType, SendError, Shutdown,
+    SpecError, StartError, Strategy, Supervisor, SupervisorError, SupervisorEvent, SupervisorRef, SupervisorSpec,
+    MISSED_HEARTBEAT,
 };
 /// The observation layer: Prometheus exposition of the `warden_*` metrics and a loopback
 /// `/metrics` endpoint.

@@ -172,3 +172,76 @@ async fn an_idle_or_quick_actor_is_never_reported() {
     assert_eq!(app.which_children().await.unwrap()[0].restarts, 0);
     app.shutdown().await;
 }
+
+enum TickMsg {
+    Tick,
+    Silence,
+    Who(RpcReplyPort<u64>),
+}
+
+#[derive(Clone, Default)]
+struct Ticker {
+    starts: Arc<AtomicU64>,
+}
+
+impl Actor for Ticker {
+    type Msg = TickMsg;
+    /// (incarnation, silent)
+    type State = (u64, bool);
+    type Arguments = ();
+    async fn pre_start(&self, me: ActorRef<TickMsg>, _: ()) -> Result<(u64, bool), ActorProcessingErr> {
+        me.send_interval(Duration::from_millis(50), || TickMsg::Tick);
+        Ok((self.starts.fetch_add(1, Ordering::SeqCst) + 1, false))
+    }
+    async fn handle(
+        &self,
+        me: ActorRef<TickMsg>,
+        msg: TickMsg,
+        st: &mut (u64, bool),
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TickMsg::Tick if !st.1 => assert!(warden::heartbeat(&me), "this child keeps a heartbeat"),
+            TickMsg::Tick => {}
+            TickMsg::Silence => st.1 = true,
+            TickMsg::Who(r) => {
+                let _ = r.send(st.0);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_that_stops_calling_in_misses_its_heartbeat_and_is_restarted() {
+    let interval = Duration::from_millis(400);
+    let spec = ChildSpec::worker("poller", Ticker::default(), ()).heartbeat(interval);
+    let h = spec.handle::<TickMsg>().unwrap();
+    let app = Supervisor::start("heartbeat", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
+    let mut probe = EventProbe::new(&app);
+    // Calling in every 50 ms: never reported, though idle between ticks and well past 400 ms.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(probe.drain().iter().all(|e| hung_path(e).is_none()), "{:?}", probe.seen());
+    let t0 = Instant::now();
+    h.cast(TickMsg::Silence).unwrap();
+    let e = probe.wait_for(DEADLINE, |e| hung_path(e).is_some()).await.unwrap();
+    // The last call-in came at most one tick (50 ms, plus scheduling) before the silence; the
+    // report comes at least one interval after that call-in.
+    assert!(t0.elapsed() >= interval - Duration::from_millis(100), "not before the interval: {:?}", t0.elapsed());
+    assert!(
+        matches!(e, SupervisorEvent::ChildExited { reason: ExitReason::Hung { message_type, .. }, .. } if message_type == warden::MISSED_HEARTBEAT),
+        "{e:?}"
+    );
+    probe.restarted(&h.path(), DEADLINE).await.unwrap();
+    assert_eq!(h.call(TickMsg::Who, Some(DEADLINE)).await.unwrap(), 2);
+    // The new incarnation calls in again: no further report.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(probe.drain().iter().filter(|e| hung_path(e).is_some()).count(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn heartbeat_reports_whether_the_caller_keeps_one() {
+    let (unwatched, _) = Actor::spawn(None, Sticky::default(), ()).await.unwrap();
+    assert!(!warden::heartbeat(&unwatched));
+    unwatched.stop(None);
+}

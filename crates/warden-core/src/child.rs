@@ -69,7 +69,8 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
             slot.set_path(ctx.path.clone());
             let args = make_args::<A>(&handler.args)?;
             let sup = ctx.supervisor.get_cell();
-            let init = SupervisedArgs { args, incarnation: ctx.incarnation, deadline: ctx.deadline };
+            let init =
+                SupervisedArgs { args, incarnation: ctx.incarnation, deadline: ctx.deadline, heartbeat: ctx.heartbeat };
             let (actor, _join) = Actor::spawn_linked(None, handler, init, sup).await.map_err(spawn_cause)?;
             slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
             Ok(actor.get_cell())
@@ -97,6 +98,7 @@ pub(crate) struct SupervisedArgs<A: Actor> {
     args: A::Arguments,
     incarnation: u64,
     deadline: Option<std::time::Duration>,
+    heartbeat: Option<std::time::Duration>,
 }
 
 pub(crate) struct SupervisedState<A: Actor> {
@@ -107,11 +109,11 @@ pub(crate) struct SupervisedState<A: Actor> {
     watched: Option<Box<Watched>>,
 }
 
-/// A watched child's beat, marked busy while a handler runs, and its registration, which
-/// unregisters from the watchdog when the actor ends.
+/// A watched child's handler beat (marked busy while a handler runs, if it has a deadline)
+/// and its registrations, which unregister from the watchdog when the actor ends.
 pub(crate) struct Watched {
-    beat: Arc<Beat>,
-    _guard: Option<WatchGuard>,
+    beat: Option<Arc<Beat>>,
+    _guards: [Option<WatchGuard>; 2],
 }
 
 /// A user callback that failed: its error text, or its panic message and where it happened.
@@ -232,11 +234,19 @@ impl<A: Actor> Actor for Supervised<A> {
     ) -> Result<Self::State, ActorProcessingErr> {
         let id = myself.get_id();
         let inner = guarded(self.inner.pre_start(myself, init.args)).await.map_err(|f| f.start_failed("pre_start"))?;
-        let watched = init.deadline.map(|deadline| {
-            let beat = Arc::new(Beat::default());
-            let message_type = std::any::type_name::<A::Msg>();
-            let guard = watchdog::watch(id, beat.clone(), deadline, self.supervisor.clone(), message_type);
-            Box::new(Watched { beat, _guard: guard })
+        let watched = (init.deadline.is_some() || init.heartbeat.is_some()).then(|| {
+            let (beat, handler_guard) = match init.deadline {
+                Some(deadline) => {
+                    let beat = Arc::new(Beat::default());
+                    let message_type = std::any::type_name::<A::Msg>();
+                    let guard = watchdog::watch(id, beat.clone(), deadline, self.supervisor.clone(), message_type);
+                    (Some(beat), guard)
+                }
+                None => (None, None),
+            };
+            let heartbeat_guard =
+                init.heartbeat.and_then(|interval| watchdog::watch_heartbeat(id, interval, self.supervisor.clone()));
+            Box::new(Watched { beat, _guards: [handler_guard, heartbeat_guard] })
         });
         Ok(SupervisedState { inner: Some(inner), incarnation: init.incarnation, watched })
     }
@@ -264,12 +274,13 @@ impl<A: Actor> Actor for Supervised<A> {
             tracing::error!(path = %self.path, "message reached a child without state; dropped");
             return Ok(());
         };
-        if let Some(w) = &st.watched {
-            w.beat.enter();
+        let beat = st.watched.as_ref().and_then(|w| w.beat.as_ref());
+        if let Some(b) = beat {
+            b.enter();
         }
         let handled = guarded(self.inner.handle(myself.clone(), msg, inner)).await;
-        if let Some(w) = &st.watched {
-            w.beat.exit();
+        if let Some(b) = st.watched.as_ref().and_then(|w| w.beat.as_ref()) {
+            b.exit();
         }
         match handled {
             Ok(()) => Ok(()),

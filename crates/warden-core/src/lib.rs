@@ -62,6 +62,7 @@ pub use reason::ExitReason;
 pub use report::{CrashReport, Decision, FlightRecorder};
 pub use spec::{AutoShutdown, Backoff, ChildSpec, ChildType, RestartType, Shutdown, Strategy, SupervisorSpec};
 pub use supervisor::{ChildCounts, ChildInfo, ChildStatus, Supervisor, SupervisorError, SupervisorMsg, SupervisorRef};
+pub use watchdog::{heartbeat, MISSED_HEARTBEAT};
 
 /// A specification that cannot be started; names what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

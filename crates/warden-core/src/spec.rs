@@ -137,6 +137,8 @@ pub(crate) struct StartCtx {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// The hang deadline of the child's handlers, if it has one.
     pub deadline: Option<Duration>,
+    /// The interval within which the child must call in, if it must.
+    pub heartbeat: Option<Duration>,
     pub path: ActorPath,
     pub events: EventBus,
     pub incarnation: u64,
@@ -168,6 +170,7 @@ pub struct ChildSpec {
     pub(crate) significant: bool,
     pub(crate) backoff: Option<Box<Backoff>>,
     pub(crate) deadline: Option<Duration>,
+    pub(crate) heartbeat: Option<Duration>,
     pub(crate) starter: Arc<dyn Starter>,
 }
 
@@ -181,6 +184,7 @@ impl std::fmt::Debug for ChildSpec {
             .field("significant", &self.significant)
             .field("backoff", &self.backoff.as_deref())
             .field("deadline", &self.deadline)
+            .field("heartbeat", &self.heartbeat)
             .finish()
     }
 }
@@ -213,6 +217,7 @@ impl ChildSpec {
             significant: false,
             backoff: None,
             deadline: None,
+            heartbeat: None,
             starter: Arc::new(starter),
         }
     }
@@ -229,6 +234,7 @@ impl ChildSpec {
             significant: false,
             backoff: None,
             deadline: None,
+            heartbeat: None,
             starter: Arc::new(starter),
         }
     }
@@ -264,6 +270,16 @@ impl ChildSpec {
     /// `docs/detection.md` for what a synchronous loop costs.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Requires the child to call [`heartbeat`](crate::heartbeat) at least every `interval`
+    /// (an application-level heartbeat, for actors whose liveness is not about one handler:
+    /// a poller, a consumer of an external stream). A child that misses it is reported hung
+    /// (`ExitReason::Hung` with message type `"(missed heartbeat)"`), killed and restarted.
+    /// Workers only.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = Some(interval);
         self
     }
 

@@ -18,8 +18,9 @@
 //!
 //! An idle actor is never hung: only a handler in progress counts.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -41,6 +42,18 @@ pub(crate) struct Beat {
 }
 
 impl Beat {
+    /// A beat for an application-level heartbeat: always "in progress", its count moved by
+    /// each call-in, so that the handler rule reads "no call-in for longer than the interval".
+    pub(crate) fn calling_in() -> Self {
+        Beat { word: AtomicU64::new(1) }
+    }
+
+    /// The actor called in.
+    #[inline]
+    pub(crate) fn call_in(&self) {
+        self.word.fetch_add(2, Ordering::Relaxed);
+    }
+
     /// A handler starts.
     #[inline]
     pub(crate) fn enter(&self) {
@@ -83,7 +96,44 @@ pub(crate) struct WatchGuard {
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         let _ = self.tx.try_send(Command::Remove(self.actor));
+        heartbeats().lock().unwrap_or_else(|e| e.into_inner()).remove(&self.actor);
     }
+}
+
+/// The heartbeat beats of the actors that must call in, by actor.
+fn heartbeats() -> &'static Mutex<HashMap<ActorId, Arc<Beat>>> {
+    static MAP: OnceLock<Mutex<HashMap<ActorId, Arc<Beat>>>> = OnceLock::new();
+    MAP.get_or_init(Mutex::default)
+}
+
+/// What a missed application-level heartbeat is reported as, in place of a message type.
+pub const MISSED_HEARTBEAT: &str = "(missed heartbeat)";
+
+/// Calls in for an actor whose spec asks for an application-level heartbeat
+/// ([`ChildSpec::heartbeat`](crate::ChildSpec::heartbeat)): an actor that does not call in
+/// within its interval is reported hung, killed and restarted. Returns `false` if the actor
+/// has no heartbeat to keep (a call-in costs a lock and a map lookup; call it every interval
+/// or so, not per message).
+pub fn heartbeat<M: ractor::Message>(myself: &ActorRef<M>) -> bool {
+    match heartbeats().lock().unwrap_or_else(|e| e.into_inner()).get(&myself.get_id()) {
+        Some(beat) => {
+            beat.call_in();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Registers an application-level heartbeat for `actor`: it must call [`heartbeat`] at least
+/// every `interval`.
+pub(crate) fn watch_heartbeat(
+    actor: ActorId,
+    interval: Duration,
+    supervisor: ActorRef<SupervisorMsg>,
+) -> Option<WatchGuard> {
+    let beat = Arc::new(Beat::calling_in());
+    heartbeats().lock().unwrap_or_else(|e| e.into_inner()).insert(actor, beat.clone());
+    watch(actor, beat, interval, supervisor, MISSED_HEARTBEAT)
 }
 
 fn commands() -> &'static Sender<Command> {

@@ -407,6 +407,7 @@ impl SupervisorState {
         let ctx = StartCtx {
             supervisor: myself.clone(),
             deadline: self.children[idx].spec.deadline,
+            heartbeat: self.children[idx].spec.heartbeat,
             path: self.children[idx].path.clone(),
             events: self.events.clone(),
             incarnation,
