@@ -38,6 +38,7 @@ async fn a_panic_produces_a_complete_report() {
     assert_eq!(r.intensity, 3);
     assert_eq!(r.decision, Decision::Restart { delay_ms: 0 });
     assert!(r.backtrace.is_none(), "backtraces are opt-in");
+    assert!(r.message.is_none(), "message renderings are opt-in");
     app.shutdown().await;
 }
 
@@ -94,5 +95,46 @@ async fn normal_exits_are_not_crashes_and_the_recorder_is_bounded() {
     assert_eq!(events.recorder().dropped(), 1);
     let json: serde_json::Value = serde_json::from_str(&events.recorder().to_json()).unwrap();
     assert_eq!(json.as_array().map(|a| a.len()), Some(2));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_opted_in_child_reports_the_failing_message_rendered() {
+    #[derive(Debug)]
+    enum Cmd {
+        Charge { account: u32, cents: u64 },
+    }
+    #[derive(Clone)]
+    struct Billing;
+    impl ractor::Actor for Billing {
+        type Msg = Cmd;
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ractor::ActorRef<Cmd>, _: ()) -> Result<(), ractor::ActorProcessingErr> {
+            Ok(())
+        }
+        async fn handle(
+            &self,
+            _: ractor::ActorRef<Cmd>,
+            cmd: Cmd,
+            _: &mut (),
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            let Cmd::Charge { account, cents } = cmd;
+            if cents == 0 {
+                return Err(format!("nothing to charge on account {account}").into());
+            }
+            Ok(())
+        }
+    }
+    let spec = ChildSpec::worker_debug("billing", Billing, ());
+    let h = spec.handle::<Cmd>().unwrap();
+    let app = Supervisor::start("rendered", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
+    let mut probe = EventProbe::new(&app);
+    h.cast(Cmd::Charge { account: 7, cents: 250 }).unwrap();
+    h.cast(Cmd::Charge { account: 9, cents: 0 }).unwrap();
+    probe.restarted(&h.path(), DEADLINE).await.unwrap();
+    let reports = app.crash_reports();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].message.as_deref(), Some("Charge { account: 9, cents: 0 }"), "the failing one, rendered");
     app.shutdown().await;
 }

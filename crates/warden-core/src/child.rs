@@ -48,11 +48,32 @@ pub(crate) struct WorkerStarter<A: Actor> {
     actor: A,
     args: ArgsFn<A>,
     slot: Arc<Slot<A::Msg>>,
+    render: Option<RenderFn<A>>,
+}
+
+/// Renders a message for a crash report (set only when the user opted in).
+pub(crate) type RenderFn<A> = fn(&<A as Actor>::Msg) -> String;
+
+/// The longest message rendering kept in a crash report, in bytes.
+pub const MAX_RENDERED_MESSAGE: usize = 1024;
+
+/// `Debug`-renders a message, cut at [`MAX_RENDERED_MESSAGE`] bytes.
+pub(crate) fn render_debug<M: std::fmt::Debug>(m: &M) -> String {
+    let mut s = format!("{m:?}");
+    if s.len() > MAX_RENDERED_MESSAGE {
+        let mut cut = MAX_RENDERED_MESSAGE;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
 }
 
 impl<A: Actor + Clone> WorkerStarter<A> {
-    pub(crate) fn new(actor: A, args: ArgsFn<A>, id: &str) -> Self {
-        WorkerStarter { actor, args, slot: Arc::new(Slot::new(id)) }
+    pub(crate) fn new(actor: A, args: ArgsFn<A>, id: &str, render: Option<RenderFn<A>>) -> Self {
+        WorkerStarter { actor, args, slot: Arc::new(Slot::new(id)), render }
     }
 }
 
@@ -63,6 +84,7 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
             args: self.args.clone(),
             supervisor: ctx.supervisor.clone(),
             path: ctx.path.clone(),
+            render: self.render,
         };
         let slot = self.slot.clone();
         Box::pin(async move {
@@ -92,6 +114,8 @@ pub(crate) struct Supervised<A: Actor> {
     args: ArgsFn<A>,
     supervisor: ActorRef<SupervisorMsg>,
     path: ActorPath,
+    /// Renders each message before it is handled, for the crash report (opt-in).
+    render: Option<RenderFn<A>>,
 }
 
 pub(crate) struct SupervisedArgs<A: Actor> {
@@ -178,6 +202,7 @@ impl<A: Actor> Supervised<A> {
         mut reason: ExitReason,
         mut dropped_message: Option<&'static str>,
         mut captured: Option<Captured>,
+        mut rendered: Option<String>,
     ) -> Result<(), ActorProcessingErr> {
         // ractor does not run post_stop after a panic; neither do we.
         st.inner = None;
@@ -189,6 +214,7 @@ impl<A: Actor> Supervised<A> {
                 reason,
                 dropped_message: dropped_message.take(),
                 captured: captured.take(),
+                rendered: rendered.take(),
                 reply: tx,
             };
             if self.supervisor.cast(SupervisorMsg::ChildCrashed(crash)).is_err() {
@@ -256,8 +282,8 @@ impl<A: Actor> Actor for Supervised<A> {
         match guarded(self.inner.post_start(myself.clone(), inner)).await {
             Ok(()) => Ok(()),
             Err(f) => {
-                Box::pin(self.recover(&myself, st, ExitReason::StartFailed(f.start_failed("post_start")), None, None))
-                    .await
+                let reason = ExitReason::StartFailed(f.start_failed("post_start"));
+                Box::pin(self.recover(&myself, st, reason, None, None, None)).await
             }
         }
     }
@@ -278,6 +304,8 @@ impl<A: Actor> Actor for Supervised<A> {
         if let Some(b) = beat {
             b.enter();
         }
+        // Rendered before the handler takes the message: only for children that opted in.
+        let rendered = self.render.map(|render| render(&msg));
         let handled = guarded(self.inner.handle(myself.clone(), msg, inner)).await;
         if let Some(b) = st.watched.as_ref().and_then(|w| w.beat.as_ref()) {
             b.exit();
@@ -286,7 +314,8 @@ impl<A: Actor> Actor for Supervised<A> {
             Ok(()) => Ok(()),
             Err(f) => {
                 let (reason, captured) = f.into_reason();
-                Box::pin(self.recover(&myself, st, reason, Some(std::any::type_name::<A::Msg>()), captured)).await
+                let message_type = Some(std::any::type_name::<A::Msg>());
+                Box::pin(self.recover(&myself, st, reason, message_type, captured, rendered)).await
             }
         }
     }
@@ -300,7 +329,7 @@ impl<A: Actor> Actor for Supervised<A> {
         if let SupervisionEvent::ActorFailed(_, err) = &evt {
             if let Some(injected) = err.downcast_ref::<InjectedPanic>() {
                 let reason = ExitReason::Panic { message: injected.0.clone() };
-                return Box::pin(self.recover(&myself, st, reason, None, None)).await;
+                return Box::pin(self.recover(&myself, st, reason, None, None, None)).await;
             }
         }
         let Some(inner) = st.inner.as_mut() else { return Ok(()) };
@@ -308,7 +337,7 @@ impl<A: Actor> Actor for Supervised<A> {
             Ok(()) => Ok(()),
             Err(f) => {
                 let (reason, captured) = f.into_reason();
-                Box::pin(self.recover(&myself, st, reason, None, captured)).await
+                Box::pin(self.recover(&myself, st, reason, None, captured, None)).await
             }
         }
     }

@@ -63,6 +63,9 @@ pub struct CrashReport {
     pub panic_location: Option<String>,
     /// The type of the message being handled, which was dropped.
     pub message_type: Option<&'static str>,
+    /// The message's `Debug` rendering (at most 1 KiB), only for children started with
+    /// `ChildSpec::worker_debug`.
+    pub message: Option<String>,
     /// The mailbox length when it failed, when known (ractor does not expose it: `None`).
     pub mailbox_len: Option<usize>,
     /// Restarts counted in the supervisor's intensity window, this one included.
@@ -119,6 +122,7 @@ impl CrashReport {
             reason = %self.reason,
             panic_location = self.panic_location.as_deref(),
             message_type = self.message_type,
+            message = self.message.as_deref(),
             mailbox_len = self.mailbox_len,
             restarts_in_window = self.restarts_in_window,
             intensity = self.intensity,
@@ -196,6 +200,7 @@ mod tests {
             reason: "panic: boom".into(),
             panic_location: Some("src/x.rs:1:2".into()),
             message_type: Some("M"),
+            message: None,
             mailbox_len: None,
             restarts_in_window: 1,
             intensity: 3,
@@ -234,6 +239,7 @@ mod tests {
             "reason",
             "panic_location",
             "message_type",
+            "message",
             "mailbox_len",
             "restarts_in_window",
             "intensity",

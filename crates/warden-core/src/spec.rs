@@ -207,8 +207,32 @@ impl ChildSpec {
         A: ractor::Actor + Clone,
         F: Fn() -> A::Arguments + Send + Sync + 'static,
     {
-        let id = id.into();
-        let starter = crate::child::WorkerStarter::new(actor, Arc::new(args), &id);
+        Self::worker_rendering(id.into(), actor, Arc::new(args), None)
+    }
+
+    /// Like [`ChildSpec::worker`], and crash reports also carry the `Debug` rendering of the
+    /// message being handled when the child failed (at most 1 KiB). Opt-in because messages
+    /// may carry private data, and because every message is rendered before it is handled.
+    pub fn worker_debug<A>(id: impl Into<String>, actor: A, args: A::Arguments) -> Self
+    where
+        A: ractor::Actor + Clone,
+        A::Arguments: Clone + Sync,
+        A::Msg: std::fmt::Debug,
+    {
+        let render: crate::child::RenderFn<A> = crate::child::render_debug::<A::Msg>;
+        Self::worker_rendering(id.into(), actor, Arc::new(move || args.clone()), Some(render))
+    }
+
+    fn worker_rendering<A>(
+        id: String,
+        actor: A,
+        args: Arc<dyn Fn() -> A::Arguments + Send + Sync>,
+        render: Option<crate::child::RenderFn<A>>,
+    ) -> Self
+    where
+        A: ractor::Actor + Clone,
+    {
+        let starter = crate::child::WorkerStarter::new(actor, args, &id, render);
         ChildSpec {
             id,
             restart: RestartType::Permanent,

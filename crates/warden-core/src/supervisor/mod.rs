@@ -56,6 +56,7 @@ pub struct Crash {
     pub(crate) reason: ExitReason,
     pub(crate) dropped_message: Option<&'static str>,
     pub(crate) captured: Option<Captured>,
+    pub(crate) rendered: Option<String>,
     pub(crate) reply: oneshot::Sender<Directive>,
 }
 
@@ -599,7 +600,13 @@ impl SupervisorState {
     }
 
     /// What a crash report says of child `idx`, taken before the supervisor acts on it.
-    fn facts(&self, idx: usize, message_type: Option<&'static str>, captured: Option<Captured>) -> FailureFacts {
+    fn facts(
+        &self,
+        idx: usize,
+        message_type: Option<&'static str>,
+        captured: Option<Captured>,
+        rendered: Option<String>,
+    ) -> FailureFacts {
         let c = &self.children[idx];
         FailureFacts {
             path: c.path.clone(),
@@ -607,6 +614,7 @@ impl SupervisorState {
             incarnation: c.incarnation,
             message_type,
             captured: captured.unwrap_or_default(),
+            rendered,
         }
     }
 
@@ -629,6 +637,7 @@ impl SupervisorState {
             reason: reason.to_string(),
             panic_location: facts.captured.location,
             message_type: facts.message_type,
+            message: facts.rendered,
             mailbox_len: None,
             restarts_in_window: self.intensity.count(Instant::now()),
             intensity: self.intensity_limit.0,
@@ -846,6 +855,7 @@ struct FailureFacts {
     incarnation: u64,
     message_type: Option<&'static str>,
     captured: Captured,
+    rendered: Option<String>,
 }
 
 /// Where a child stands with respect to a restart.
@@ -971,7 +981,7 @@ impl Actor for Supervisor {
                         dropped_message: crash.dropped_message,
                     });
                 }
-                let facts = state.facts(idx, crash.dropped_message, crash.captured);
+                let facts = state.facts(idx, crash.dropped_message, crash.captured, crash.rendered);
                 let reason = crash.reason;
                 let decision = state.on_exit(&myself, idx, reason.clone(), Some(crash.reply)).await;
                 // Let the restarted child run before the bookkeeping below: tokio runs a task
@@ -997,7 +1007,7 @@ impl Actor for Supervisor {
                 // Kill without waiting: a handler spinning synchronously cannot be pre-empted,
                 // and the supervisor must not block on it. The new incarnation starts now.
                 cell.kill();
-                let facts = state.facts(idx, Some(message_type), None);
+                let facts = state.facts(idx, Some(message_type), None, None);
                 let c = &mut state.children[idx];
                 c.status = Status::Restarting { not_before: Instant::now() };
                 let reason = ExitReason::Hung { stuck_for, message_type };
@@ -1068,7 +1078,7 @@ impl Actor for Supervisor {
             incarnation: c.incarnation,
             dropped_message: None,
         });
-        let facts = state.facts(idx, None, None);
+        let facts = state.facts(idx, None, None, None);
         let decision = state.on_exit(&myself, idx, reason.clone(), None).await;
         state.record_failure(facts, &reason, decision);
         state.settle(&myself);
