@@ -218,9 +218,6 @@ fn main() -> anyhow::Result<()> {
             s.record(std::time::Duration::from_nanos((r * 1_000_000.0) as u64));
         }
         let p99 = s.percentile_us(0.99) / 1000.0;
-        if std::env::var_os("WARDEN_BENCH_DEBUG").is_some() {
-            eprintln!("hang ratios: {ratios:.2?}");
-        }
         spreads.insert("hang_detection_ratio_p99/warden".into(), spread(&ratios));
         figures.entry("hang_detection_ratio_p99").or_default().insert("warden", p99);
     }
