@@ -60,3 +60,22 @@ async fn dynamic_children_are_counted_under_their_spec() {
     assert!(app.stats("/rel_dyn/conn-1").is_none(), "no per-instance series");
     app.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_that_is_not_repaired_does_not_count_as_endless_repair() {
+    let s = Duration::from_secs;
+    let temp = ChildSpec::worker("temp", Worker::named("temp"), ()).restart(RestartType::Temporary);
+    let h = temp.handle::<Msg>().unwrap();
+    let app = Supervisor::start("rel_temp", SupervisorSpec::one_for_one().child(temp)).await.unwrap();
+    let mut probe = EventProbe::new(&app);
+    tokio::time::sleep(s(10)).await;
+    h.cast(Msg::Fail).unwrap();
+    probe.wait_for(DEADLINE, |e| matches!(e, SupervisorEvent::ChildExited { .. })).await.unwrap();
+    app.count_children().await.unwrap();
+    tokio::time::sleep(s(100)).await;
+    let f = app.stats("/rel_temp/temp").unwrap();
+    assert_eq!(f.failures, 1);
+    assert!(f.repair_s < 1.0, "a temporary child is not being repaired: {f:?}");
+    assert!((f.up_s - 10.0).abs() < 0.1, "{f:?}");
+    app.shutdown().await;
+}

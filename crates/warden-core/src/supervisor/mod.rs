@@ -599,23 +599,49 @@ impl SupervisorState {
         decision
     }
 
-    /// What a crash report says of child `idx`, taken before the supervisor acts on it.
-    fn facts(
-        &self,
+    /// Child `idx` exited with `reason` (`reply` is set when it crashed in a handler and waits
+    /// for a directive): publish the event, apply the rules, then, once the child has been
+    /// answered, write the crash report. Every exit path of a supervisor goes through here.
+    async fn exited(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
         idx: usize,
-        message_type: Option<&'static str>,
-        captured: Option<Captured>,
-        rendered: Option<String>,
-    ) -> FailureFacts {
+        reason: ExitReason,
+        reply: Option<oneshot::Sender<Directive>>,
+        clues: Clues,
+    ) {
         let c = &self.children[idx];
-        FailureFacts {
-            path: c.path.clone(),
+        let path = c.path.clone();
+        let facts = FailureFacts {
+            path: path.clone(),
             spec: (c.spec.child_type, c.spec.restart, c.spec.shutdown),
-            incarnation: c.incarnation,
-            message_type,
-            captured: captured.unwrap_or_default(),
-            rendered,
+            incarnation: clues.incarnation,
+            message_type: clues.message_type,
+            captured: clues.captured.unwrap_or_default(),
+            rendered: clues.rendered,
+        };
+        self.observe(match &reason {
+            // A restart in place that failed: the child was already counted as exited.
+            ExitReason::StartFailed(error) if reply.is_some() => {
+                SupervisorEvent::RestartFailed { path: path.clone(), error: error.clone() }
+            }
+            _ => SupervisorEvent::ChildExited {
+                path: path.clone(),
+                reason: reason.clone(),
+                incarnation: clues.incarnation,
+                dropped_message: clues.message_type,
+            },
+        });
+        let decision = self.on_exit(myself, idx, reason.clone(), reply).await;
+        if !matches!(decision, Decision::Restart { .. }) {
+            // No repair will follow: stop the clock of this path's reliability figures.
+            self.tallies.push((Instant::now(), path, Tally::Stopped));
         }
+        // Let the restarted child run before the bookkeeping below: tokio runs a task woken by
+        // this one on this worker, after this handler, so the report and the metrics would
+        // otherwise sit on the restart's critical path.
+        tokio::task::yield_now().await;
+        self.record_failure(facts, &reason, decision);
     }
 
     /// Emits and keeps the crash report of a failure (abnormal exits only).
@@ -747,6 +773,10 @@ impl SupervisorState {
 
     async fn api_terminate_child(&mut self, id: &str) -> Result<(), SupervisorError> {
         let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
+        if matches!(self.children[idx].status, Status::Restarting { .. }) {
+            // A restart is cancelled: no repair will follow.
+            self.tallies.push((Instant::now(), self.children[idx].path.clone(), Tally::Stopped));
+        }
         self.terminate_at(idx).await;
         self.children[idx].status = Status::Stopped;
         let c = &self.children[idx];
@@ -847,6 +877,19 @@ enum Tally {
     Stopped,
 }
 
+/// What the child's host actor or the watchdog knows of a failure, beyond its reason.
+#[derive(Default)]
+struct Clues {
+    /// The incarnation that failed.
+    incarnation: u64,
+    /// The type of the message being handled.
+    message_type: Option<&'static str>,
+    /// Where a panic happened.
+    captured: Option<Captured>,
+    /// The message's rendering, for children that opted in.
+    rendered: Option<String>,
+}
+
 /// What a crash report needs of a child, taken before the supervisor acts (the child may be
 /// forgotten by then).
 struct FailureFacts {
@@ -876,7 +919,7 @@ fn starter_key(spec: &ChildSpec) -> usize {
 
 fn unreachable_handle(path: &ActorPath) -> ChildRef<SupervisorMsg> {
     // A supervisor child's starter is always a SupervisorStarter, whose handle is a
-    // SupervisorRef; this fallback only keeps the code free of panics.
+    // ChildRef<SupervisorMsg>; this fallback only keeps the code free of panics.
     tracing::error!(path = %path, "supervisor child without a supervisor handle");
     let slot = Arc::new(Slot::new(path.name()));
     slot.set_path(path.clone());
@@ -970,25 +1013,13 @@ impl Actor for Supervisor {
                     let _ = crash.reply.send(Directive::Exit);
                     return Ok(());
                 };
-                let c = &state.children[idx];
-                if let ExitReason::StartFailed(error) = &crash.reason {
-                    state.observe(SupervisorEvent::RestartFailed { path: c.path.clone(), error: error.clone() });
-                } else {
-                    state.observe(SupervisorEvent::ChildExited {
-                        path: c.path.clone(),
-                        reason: crash.reason.clone(),
-                        incarnation: crash.incarnation,
-                        dropped_message: crash.dropped_message,
-                    });
-                }
-                let facts = state.facts(idx, crash.dropped_message, crash.captured, crash.rendered);
-                let reason = crash.reason;
-                let decision = state.on_exit(&myself, idx, reason.clone(), Some(crash.reply)).await;
-                // Let the restarted child run before the bookkeeping below: tokio runs a task
-                // woken by this one on this worker, after this handler, so the report and the
-                // metrics would otherwise sit on the restart's critical path.
-                tokio::task::yield_now().await;
-                state.record_failure(facts, &reason, decision);
+                let clues = Clues {
+                    incarnation: crash.incarnation,
+                    message_type: crash.dropped_message,
+                    captured: crash.captured,
+                    rendered: crash.rendered,
+                };
+                state.exited(&myself, idx, crash.reason, Some(crash.reply), clues).await;
             }
             SupervisorMsg::ChildRecovered { actor, incarnation } => {
                 if let Some(idx) = state.index_of_actor(actor) {
@@ -1007,19 +1038,10 @@ impl Actor for Supervisor {
                 // Kill without waiting: a handler spinning synchronously cannot be pre-empted,
                 // and the supervisor must not block on it. The new incarnation starts now.
                 cell.kill();
-                let facts = state.facts(idx, Some(message_type), None, None);
                 let c = &mut state.children[idx];
                 c.status = Status::Restarting { not_before: Instant::now() };
-                let reason = ExitReason::Hung { stuck_for, message_type };
-                let (path, incarnation) = (c.path.clone(), c.incarnation);
-                state.observe(SupervisorEvent::ChildExited {
-                    path,
-                    reason: reason.clone(),
-                    incarnation,
-                    dropped_message: Some(message_type),
-                });
-                let decision = state.on_exit(&myself, idx, reason.clone(), None).await;
-                state.record_failure(facts, &reason, decision);
+                let clues = Clues { incarnation: c.incarnation, message_type: Some(message_type), ..Clues::default() };
+                state.exited(&myself, idx, ExitReason::Hung { stuck_for, message_type }, None, clues).await;
             }
             SupervisorMsg::Retry => state.resume_restarts(&myself).await,
             SupervisorMsg::RefreshGauges => {
@@ -1071,16 +1093,8 @@ impl Actor for Supervisor {
         };
         // Exits of actors the supervisor stopped itself, or already replaced, are not found.
         let Some(idx) = state.index_of_actor(cell.get_id()) else { return Ok(()) };
-        let c = &state.children[idx];
-        state.observe(SupervisorEvent::ChildExited {
-            path: c.path.clone(),
-            reason: reason.clone(),
-            incarnation: c.incarnation,
-            dropped_message: None,
-        });
-        let facts = state.facts(idx, None, None, None);
-        let decision = state.on_exit(&myself, idx, reason.clone(), None).await;
-        state.record_failure(facts, &reason, decision);
+        let clues = Clues { incarnation: state.children[idx].incarnation, ..Clues::default() };
+        state.exited(&myself, idx, reason, None, clues).await;
         state.settle(&myself);
         Ok(())
     }
