@@ -144,8 +144,8 @@ impl SupervisorEvent {
     }
 }
 
-/// The channel a tree publishes its events on, and the tree's flight recorder of crash
-/// reports. Cloning shares both.
+/// The channel a tree publishes its events on, the tree's flight recorder of crash reports,
+/// and its reliability figures. Cloning shares all three.
 #[derive(Clone, Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<SupervisorEvent>,
