@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub use ractor;
+pub use warden_checkpoint as checkpoint;
 pub use warden_core;
 pub use warden_core::{
     decision, event, failure_detector, handle, heartbeat, panic_capture, path, reason, report, spec, supervisor,

@@ -24,6 +24,7 @@ use crate::handle::{ChildRef, Slot, SlotControl};
 use crate::panic_capture::{self, Captured, InHandler};
 use crate::path::ActorPath;
 use crate::reason::{panic_message, spawn_cause, ExitReason, SHUTDOWN};
+use crate::restored;
 use crate::spec::{StartCtx, Starter};
 use crate::supervisor::{Crash, Directive, SupervisorMsg};
 use crate::watchdog::{self, Beat, WatchGuard};
@@ -183,10 +184,29 @@ fn make_args<A: Actor>(args: &ArgsFn<A>) -> Result<A::Arguments, String> {
 
 impl<A: Actor> Supervised<A> {
     /// Runs the user's `pre_start` and `post_start`, turning errors and panics into text.
-    async fn start_inner(&self, myself: &ActorRef<A::Msg>, args: A::Arguments) -> Result<A::State, String> {
-        let mut state =
-            guarded(self.inner.pre_start(myself.clone(), args)).await.map_err(|f| f.start_failed("pre_start"))?;
+    async fn start_inner(
+        &self,
+        myself: &ActorRef<A::Msg>,
+        args: A::Arguments,
+        incarnation: u64,
+    ) -> Result<A::State, String> {
+        let mut state = self.pre_start_noted(myself, args, incarnation).await?;
         guarded(self.inner.post_start(myself.clone(), &mut state)).await.map_err(|f| f.start_failed("post_start"))?;
+        Ok(state)
+    }
+
+    /// Runs the user's `pre_start`; if it restored saved state, tells the supervisor which.
+    async fn pre_start_noted(
+        &self,
+        myself: &ActorRef<A::Msg>,
+        args: A::Arguments,
+        incarnation: u64,
+    ) -> Result<A::State, String> {
+        let (started, restored) = restored::collect(guarded(self.inner.pre_start(myself.clone(), args))).await;
+        let state = started.map_err(|f| f.start_failed("pre_start"))?;
+        if let Some(from) = restored {
+            let _ = self.supervisor.cast(SupervisorMsg::StateRestored { actor: myself.get_id(), incarnation, from });
+        }
         Ok(state)
     }
 
@@ -224,7 +244,7 @@ impl<A: Actor> Supervised<A> {
             match rx.await {
                 Ok(Directive::Restart { incarnation }) => {
                     let started = match make_args::<A>(&self.args) {
-                        Ok(args) => self.start_inner(myself, args).await,
+                        Ok(args) => self.start_inner(myself, args, incarnation).await,
                         Err(e) => Err(e),
                     };
                     match started {
@@ -259,7 +279,7 @@ impl<A: Actor> Actor for Supervised<A> {
         init: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let id = myself.get_id();
-        let inner = guarded(self.inner.pre_start(myself, init.args)).await.map_err(|f| f.start_failed("pre_start"))?;
+        let inner = self.pre_start_noted(&myself, init.args, init.incarnation).await?;
         let watched = (init.deadline.is_some() || init.heartbeat.is_some()).then(|| {
             let (beat, handler_guard) = match init.deadline {
                 Some(deadline) => {

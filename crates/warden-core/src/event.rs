@@ -52,6 +52,15 @@ pub enum SupervisorEvent {
         /// `true` when the child was restarted inside its running actor, keeping its mailbox.
         in_place: bool,
     },
+    /// A (re)started child resumed from saved state (reported by the checkpoint layer).
+    StateRestored {
+        /// The child's path.
+        path: ActorPath,
+        /// The incarnation that resumed.
+        incarnation: u64,
+        /// Which saved state.
+        from: crate::restored::RestoredFrom,
+    },
     /// A restart attempt failed; another is scheduled unless intensity is exceeded.
     RestartFailed {
         /// The child's path.
@@ -101,6 +110,7 @@ impl SupervisorEvent {
             | SupervisorEvent::RestartScheduled { path, .. }
             | SupervisorEvent::ChildRestarted { path, .. }
             | SupervisorEvent::RestartFailed { path, .. }
+            | SupervisorEvent::StateRestored { path, .. }
             | SupervisorEvent::ChildTerminated { path, .. }
             | SupervisorEvent::StashDropped { path, .. }
             | SupervisorEvent::IntensityExceeded { path, .. }
@@ -126,6 +136,10 @@ impl SupervisorEvent {
             }
             SupervisorEvent::RestartFailed { path, error } => {
                 tracing::warn!(path = %path, error = %error, "restart failed")
+            }
+            SupervisorEvent::StateRestored { path, incarnation, from } => {
+                tracing::info!(target: "warden::recovery", path = %path, incarnation, seq = from.seq,
+                    age_ms = from.age_ms, replayed = from.replayed, skipped = from.skipped, "state restored")
             }
             SupervisorEvent::ChildTerminated { path, killed } => {
                 tracing::debug!(path = %path, killed, "child terminated")

@@ -76,6 +76,9 @@ pub struct CrashReport {
     pub decision: Decision,
     /// A backtrace, when enabled with `panic_capture::capture_backtraces`.
     pub backtrace: Option<String>,
+    /// The saved state the next incarnation resumed from, filled in when it has (checkpointed
+    /// children only; the `warden::crash` log record is written before, so it is absent there).
+    pub restored: Option<crate::restored::RestoredFrom>,
 }
 
 pub(crate) fn restart_name(r: RestartType) -> &'static str {
@@ -160,6 +163,17 @@ impl FlightRecorder {
         r.push_back(report);
     }
 
+    /// Adds `from` to the newest report of `path` whose failed incarnation is older than
+    /// `incarnation` and which has no restore note yet.
+    pub(crate) fn note_restored(&self, path: &str, incarnation: u64, from: &crate::restored::RestoredFrom) {
+        let mut r = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(report) = r.iter_mut().rev().find(|c| c.path == path) {
+            if report.incarnation < incarnation && report.restored.is_none() {
+                report.restored = Some(from.clone());
+            }
+        }
+    }
+
     /// The kept reports, oldest first.
     pub fn reports(&self) -> Vec<CrashReport> {
         self.reports.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
@@ -206,6 +220,7 @@ mod tests {
             intensity: 3,
             decision: Decision::Restart { delay_ms: 0 },
             backtrace: None,
+            restored: None,
         }
     }
 

@@ -76,6 +76,8 @@ pub enum SupervisorMsg {
     #[doc(hidden)]
     ChildRecovered { actor: ActorId, incarnation: u64 },
     #[doc(hidden)]
+    StateRestored { actor: ActorId, incarnation: u64, from: crate::restored::RestoredFrom },
+    #[doc(hidden)]
     ChildHung { actor: ActorId, stuck_for: Duration, message_type: &'static str },
     #[doc(hidden)]
     Retry,
@@ -669,6 +671,7 @@ impl SupervisorState {
             intensity: self.intensity_limit.0,
             decision,
             backtrace: facts.captured.backtrace,
+            restored: None,
         };
         self.events.record(report);
     }
@@ -1029,6 +1032,13 @@ impl Actor for Supervisor {
                         let path = c.path.clone();
                         state.observe(SupervisorEvent::ChildRestarted { path, incarnation, in_place: true });
                     }
+                }
+            }
+            SupervisorMsg::StateRestored { actor, incarnation, from } => {
+                if let Some(idx) = state.index_of_actor(actor) {
+                    let path = state.children[idx].path.clone();
+                    state.events.recorder().note_restored(&path.to_string(), incarnation, &from);
+                    state.observe(SupervisorEvent::StateRestored { path, incarnation, from });
                 }
             }
             SupervisorMsg::ChildHung { actor, stuck_for, message_type } => {

@@ -1,0 +1,643 @@
+//! Checkpointed actors: the user's traits, the snapshot policy and the wrapper actor that
+//! restores state before the first message and takes snapshots as the policy says.
+//!
+//! [`Checkpointed<A>`] is an ordinary ractor actor with `A`'s message type. Its `pre_start`
+//! runs `A::pre_start`, then loads the newest usable snapshot of its key (falling back over
+//! damaged ones), hands it to [`Checkpoint::restore`] and, in durable mode, replays the journal
+//! after it through [`EventSourced::apply`]. Because warden restarts a crashed child by running
+//! `pre_start` again, a restart is a restore. Snapshots are cloned by the actor
+//! ([`Checkpoint::snapshot`]) and encoded and written elsewhere (see [`crate::service`]).
+
+use std::any::TypeId;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::envelope::{self, DecodeError, Kind, Migration};
+use crate::service::{unix_ms_now, CheckpointError, CheckpointEvent, Checkpoints, Claim, Take};
+use crate::store::{StoreError, WriteOp};
+
+/// An actor whose state (or part of it) survives restarts.
+pub trait Checkpoint: Actor {
+    /// The saved part of the state.
+    type Snapshot: Serialize + DeserializeOwned + Send + 'static;
+    /// The schema version of [`Self::Snapshot`]; bump it when a change needs a migration.
+    const SCHEMA_VERSION: u32 = 1;
+
+    /// Copies the part of `state` to save. Runs on the actor's task; keep it to a clone.
+    fn snapshot(&self, state: &Self::State) -> Self::Snapshot;
+
+    /// Puts a restored snapshot into the state that `pre_start` just built.
+    fn restore(&self, state: &mut Self::State, snapshot: Self::Snapshot);
+
+    /// Upgrades a snapshot written with an older schema version. The default refuses, which
+    /// counts as a damaged snapshot (with a clear error naming the version).
+    fn migrate(&self, old: Migration<'_>) -> Result<Self::Snapshot, String> {
+        Err(format!("no migration from schema version {} to {}", old.version(), Self::SCHEMA_VERSION))
+    }
+
+    /// Asks for a snapshot after the current message (on demand, from inside the actor).
+    fn snapshot_when(&self, _state: &Self::State) -> bool {
+        false
+    }
+}
+
+/// A durable actor: every change is an event that is committed to the journal before the
+/// handler goes on (and replies). Recovery is the newest snapshot plus the events after it.
+pub trait EventSourced: Checkpoint {
+    /// One change of the state.
+    type Event: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// The schema version written with each event. Older events are decoded with the current
+    /// type (fields added with `#[serde(default)]` need nothing more).
+    const EVENT_VERSION: u32 = 1;
+
+    /// Applies one event to the state; must be deterministic, as replay runs it again.
+    fn apply(&self, state: &mut Self::State, event: &Self::Event);
+
+    /// Commits `event` durably, then applies it to `state`; returns its sequence number. Call
+    /// it from `handle` and reply only after it returns `Ok`: an acknowledged change then
+    /// survives any crash. On `Err` nothing was applied.
+    fn persist(
+        &self,
+        state: &mut Self::State,
+        event: Self::Event,
+    ) -> impl Future<Output = Result<u64, PersistError>> + Send {
+        async move {
+            let ctx = JOURNAL.try_with(|c| c.clone()).map_err(|_| PersistError::NotDurable)?;
+            if ctx.event_type != TypeId::of::<Self::Event>() {
+                return Err(PersistError::WrongEventType { expected: ctx.event_type_name });
+            }
+            let seq = ctx.claim.entry.last_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let bytes = envelope::encode(Kind::Event, Self::EVENT_VERSION, seq, unix_ms_now(), &event)
+                .map_err(|e| PersistError::Encode(e.to_string()))?;
+            ctx.service
+                .write(WriteOp::Append { key: ctx.key.clone(), seq, bytes })
+                .await
+                .map_err(PersistError::Store)?;
+            self.apply(state, &event);
+            Ok(seq)
+        }
+    }
+}
+
+/// Why [`EventSourced::persist`] failed; the event was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersistError {
+    /// Called outside the handler of an actor started with [`Checkpointed::durable`].
+    #[error("persist called outside a durable checkpointed actor's handler")]
+    NotDurable,
+    /// The event type differs from the one the actor was started with.
+    #[error("persist called with the wrong event type (this actor journals {expected})")]
+    WrongEventType {
+        /// The actor's event type.
+        expected: &'static str,
+    },
+    /// The event could not be encoded.
+    #[error("cannot encode the event: {0}")]
+    Encode(String),
+    /// The commit failed; the event is not in the journal.
+    #[error("the journal commit failed: {0}")]
+    Store(StoreError),
+}
+
+/// What a checkpointed actor does when every stored state it has is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfDamaged {
+    /// Fail the start (the supervisor then handles it like any failed start). The damaged
+    /// entries are decoded once per process; later attempts fail at once with the same error.
+    FailStart,
+    /// Start from the newest usable state: an older snapshot, the events before a damaged
+    /// one, or fresh. An error event names what was skipped.
+    Continue,
+}
+
+/// When snapshots are taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotPolicy {
+    /// After this many messages (or, in durable mode, events) since the last snapshot.
+    pub every_messages: Option<u64>,
+    /// At this interval while the state has changed (runs a small ticker actor).
+    pub every: Option<Duration>,
+    /// On a graceful stop (waits for the commit, up to the service's flush timeout).
+    pub on_stop: bool,
+    /// Allow [`Checkpoints::snapshot_now`] for this actor (runs the ticker actor).
+    pub on_demand: bool,
+    /// What to do when the stored state is damaged.
+    pub if_damaged: IfDamaged,
+    /// Snapshots kept (`None`: the service's setting).
+    pub retain: Option<usize>,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            every_messages: None,
+            every: None,
+            on_stop: true,
+            on_demand: false,
+            if_damaged: IfDamaged::FailStart,
+            retain: None,
+        }
+    }
+}
+
+impl SnapshotPolicy {
+    /// Snapshots on graceful stop only; add triggers with the other methods.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Also after every `n` messages (durable mode: events).
+    pub fn every_messages(mut self, n: u64) -> Self {
+        self.every_messages = Some(n.max(1));
+        self
+    }
+    /// Also every `interval` while changed.
+    pub fn every(mut self, interval: Duration) -> Self {
+        self.every = Some(interval);
+        self
+    }
+    /// Whether to snapshot on graceful stop.
+    pub fn on_stop(mut self, on: bool) -> Self {
+        self.on_stop = on;
+        self
+    }
+    /// Allows snapshots on request from outside ([`Checkpoints::snapshot_now`]).
+    pub fn on_demand(mut self, on: bool) -> Self {
+        self.on_demand = on;
+        self
+    }
+    /// Sets what happens when the stored state is damaged.
+    pub fn if_damaged(mut self, what: IfDamaged) -> Self {
+        self.if_damaged = what;
+        self
+    }
+    /// Keeps `n` snapshots of this actor.
+    pub fn retain(mut self, n: usize) -> Self {
+        self.retain = Some(n.max(1));
+        self
+    }
+}
+
+type ReplayFn<A> = fn(&A, &mut <A as Actor>::State, &[u8]) -> Result<(), DecodeError>;
+
+/// What the wrapper needs to know about a durable actor's events.
+struct DurableHooks<A: Actor> {
+    replay: ReplayFn<A>,
+    event_type: TypeId,
+    event_type_name: &'static str,
+}
+
+impl<A: Actor> Clone for DurableHooks<A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A: Actor> Copy for DurableHooks<A> {}
+
+fn replay_event<A: EventSourced>(actor: &A, state: &mut A::State, bytes: &[u8]) -> Result<(), DecodeError> {
+    let (_, event): (_, A::Event) = envelope::decode(bytes, Kind::Event, A::EVENT_VERSION, |m| m.decode())?;
+    actor.apply(state, &event);
+    Ok(())
+}
+
+/// The journal of the durable actor whose handler is running.
+struct JournalCtx {
+    service: Checkpoints,
+    key: Arc<str>,
+    claim: Arc<Claim>,
+    event_type: TypeId,
+    event_type_name: &'static str,
+}
+
+tokio::task_local! {
+    static JOURNAL: Arc<JournalCtx>;
+}
+
+/// Wraps a [`Checkpoint`] actor so that its state is saved and restored.
+pub struct Checkpointed<A: Checkpoint> {
+    inner: A,
+    service: Checkpoints,
+    key: Arc<str>,
+    policy: SnapshotPolicy,
+    durable: Option<DurableHooks<A>>,
+}
+
+impl<A: Checkpoint + Clone> Clone for Checkpointed<A> {
+    fn clone(&self) -> Self {
+        Checkpointed {
+            inner: self.inner.clone(),
+            service: self.service.clone(),
+            key: self.key.clone(),
+            policy: self.policy.clone(),
+            durable: self.durable,
+        }
+    }
+}
+
+impl<A: Checkpoint> Checkpointed<A> {
+    /// `actor`, saved under `key` in `service` as `policy` says. Keys are unique per service
+    /// among live actors; a second live actor with the same key fails its start.
+    pub fn new(actor: A, service: &Checkpoints, key: impl Into<String>, policy: SnapshotPolicy) -> Self {
+        Checkpointed { inner: actor, service: service.clone(), key: Arc::from(key.into()), policy, durable: None }
+    }
+
+    /// The checkpoint key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl<A: EventSourced> Checkpointed<A> {
+    /// A durable actor: its handler calls [`EventSourced::persist`] for every change, and
+    /// recovery replays the journal after the newest snapshot.
+    pub fn durable(actor: A, service: &Checkpoints, key: impl Into<String>, policy: SnapshotPolicy) -> Self {
+        let hooks = DurableHooks {
+            replay: replay_event::<A>,
+            event_type: TypeId::of::<A::Event>(),
+            event_type_name: std::any::type_name::<A::Event>(),
+        };
+        Checkpointed { durable: Some(hooks), ..Self::new(actor, service, key, policy) }
+    }
+}
+
+/// The wrapper's state: the user's state and the snapshot bookkeeping.
+pub struct CheckpointedState<A: Actor> {
+    inner: A::State,
+    claim: Arc<Claim>,
+    /// Messages (durable: events) since the last snapshot.
+    since: u64,
+    /// The sequence number of the last snapshot taken (durable: the event it covers).
+    snapshot_seq: u64,
+    last_snapshot: Instant,
+    journal: Option<Arc<JournalCtx>>,
+}
+
+impl<A: Actor> CheckpointedState<A> {
+    /// The user's state.
+    pub fn inner(&self) -> &A::State {
+        &self.inner
+    }
+}
+
+/// The ticker's messages.
+#[doc(hidden)]
+pub enum TickerMsg {
+    Tick,
+    Now(oneshot::Sender<Result<u64, CheckpointError>>),
+}
+
+/// Carried on the supervision port from the ticker to its actor (the only way into a running
+/// actor that does not need a message of the user's type).
+#[derive(Debug)]
+struct SnapshotSignal(Mutex<Option<oneshot::Sender<Result<u64, CheckpointError>>>>);
+
+impl std::fmt::Display for SnapshotSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("snapshot requested")
+    }
+}
+impl std::error::Error for SnapshotSignal {}
+
+/// A tiny actor linked under a checkpointed actor: its interval ticks and on-demand requests
+/// reach the actor as supervision events.
+struct Ticker;
+
+struct TickerState {
+    owner: ActorCell,
+    interval: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Actor for Ticker {
+    type Msg = TickerMsg;
+    type State = TickerState;
+    type Arguments = (ActorCell, Option<Duration>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TickerMsg>,
+        (owner, every): Self::Arguments,
+    ) -> Result<TickerState, ActorProcessingErr> {
+        let interval = every.map(|p| myself.send_interval(p, || TickerMsg::Tick));
+        Ok(TickerState { owner, interval })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TickerMsg>,
+        msg: TickerMsg,
+        st: &mut TickerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if st.owner.get_status() as u8 >= ractor::ActorStatus::Stopping as u8 {
+            myself.stop(None);
+            return Ok(());
+        }
+        let reply = match msg {
+            TickerMsg::Tick => None,
+            TickerMsg::Now(reply) => Some(reply),
+        };
+        let cell = myself.get_cell();
+        cell.notify_supervisor(SupervisionEvent::ActorFailed(
+            cell.clone(),
+            Box::new(SnapshotSignal(Mutex::new(reply))),
+        ));
+        Ok(())
+    }
+
+    async fn post_stop(&self, _: ActorRef<TickerMsg>, st: &mut TickerState) -> Result<(), ActorProcessingErr> {
+        if let Some(h) = st.interval.take() {
+            h.abort();
+        }
+        Ok(())
+    }
+}
+
+impl<A: Checkpoint> Checkpointed<A> {
+    fn retain(&self) -> usize {
+        self.policy.retain.unwrap_or(self.service.inner.config.retain)
+    }
+
+    /// Loads the newest usable snapshot into `state` and replays the journal after it.
+    async fn recover(
+        &self,
+        state: &mut A::State,
+        claim: &Claim,
+    ) -> Result<Option<warden_core::RestoredFrom>, CheckpointError> {
+        // A snapshot this key handed over before a crash may still be on its way to the
+        // store: wait for it, so that a restart resumes from the newest state taken.
+        let entry = &claim.entry;
+        if entry.submitted.load(std::sync::atomic::Ordering::Acquire)
+            > entry.settled.load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.service.flush().await?;
+        }
+        let key = self.key.clone();
+        let k = key.clone();
+        let snapshots = self.read(move |s| s.snapshots(&k)).await?;
+        let mut skipped = 0u32;
+        let mut first_damage: Option<(&'static str, u64, DecodeError)> = None;
+        let mut restored: Option<(u64, u64)> = None; // (seq, created)
+        for info in snapshots.iter().rev() {
+            if let Some(err) = self.service.known_bad(&key, info.seq) {
+                skipped += 1;
+                first_damage.get_or_insert(("snapshot", info.seq, err));
+                continue;
+            }
+            let (k, seq) = (key.clone(), info.seq);
+            let Some(bytes) = self.read(move |s| s.read_snapshot(&k, seq)).await? else { continue };
+            match envelope::decode::<A::Snapshot>(&bytes, Kind::Snapshot, A::SCHEMA_VERSION, |m| self.inner.migrate(m))
+            {
+                Ok((header, snap)) => {
+                    self.inner.restore(state, snap);
+                    restored = Some((header.seq, header.created_unix_ms));
+                    break;
+                }
+                Err(error) => {
+                    self.service.mark_bad(&key, info.seq, error.clone());
+                    self.service.emit(CheckpointEvent::Corrupt {
+                        key: key.to_string(),
+                        seq: info.seq,
+                        what: "snapshot",
+                        error: error.clone(),
+                    });
+                    skipped += 1;
+                    first_damage.get_or_insert(("snapshot", info.seq, error));
+                }
+            }
+        }
+        if restored.is_none() && skipped > 0 && self.policy.if_damaged == IfDamaged::FailStart {
+            let (what, seq, error) = first_damage.expect("skipped > 0 records the damage");
+            return Err(CheckpointError::Unusable { key: key.to_string(), what, seq, error });
+        }
+        let base = restored.map_or(0, |(seq, _)| seq);
+        let mut replayed = 0u64;
+        if let Some(hooks) = self.durable {
+            let k = key.clone();
+            let entries = self.read(move |s| s.journal_after(&k, base)).await?;
+            for (seq, bytes) in entries {
+                let err = match self.service.known_bad(&key, seq) {
+                    Some(e) => Err(e),
+                    None => (hooks.replay)(&self.inner, state, &bytes),
+                };
+                if let Err(error) = err {
+                    if self.service.known_bad(&key, seq).is_none() {
+                        self.service.mark_bad(&key, seq, error.clone());
+                        self.service.emit(CheckpointEvent::Corrupt {
+                            key: key.to_string(),
+                            seq,
+                            what: "event",
+                            error: error.clone(),
+                        });
+                    }
+                    if self.policy.if_damaged == IfDamaged::FailStart {
+                        return Err(CheckpointError::Unusable { key: key.to_string(), what: "event", seq, error });
+                    }
+                    skipped += 1;
+                    break;
+                }
+                replayed += 1;
+            }
+        }
+        let now = unix_ms_now();
+        match restored {
+            None if replayed == 0 && skipped == 0 => {
+                self.service.emit(CheckpointEvent::Fresh { key: key.to_string() });
+                Ok(None)
+            }
+            _ => {
+                if restored.is_none() && replayed == 0 {
+                    self.service.emit(CheckpointEvent::StartedFreshAfterDamage { key: key.to_string() });
+                }
+                let (seq, created) = restored.unwrap_or((0, now));
+                let age_ms = now.saturating_sub(created);
+                self.service.emit(CheckpointEvent::Restored {
+                    key: key.to_string(),
+                    seq,
+                    age: Duration::from_millis(age_ms),
+                    replayed,
+                });
+                Ok(Some(warden_core::RestoredFrom { seq, age_ms, replayed, skipped }))
+            }
+        }
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn crate::store::Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.service.blocking(f).await
+    }
+
+    /// Hands a snapshot of `st` to the service. Returns its sequence number.
+    fn take_snapshot(&self, st: &mut CheckpointedState<A>, ack: Option<crate::writer::Ack>) -> Result<u64, StoreError> {
+        let entry = &st.claim.entry;
+        let seq = match self.durable {
+            Some(_) => entry.last_seq.load(std::sync::atomic::Ordering::Relaxed),
+            None => entry.last_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+        };
+        let snap = self.inner.snapshot(&st.inner);
+        let version = A::SCHEMA_VERSION;
+        let take = Take {
+            key: self.key.clone(),
+            seq,
+            retain: self.retain(),
+            encode: Box::new(move |seq, created| envelope::encode(Kind::Snapshot, version, seq, created, &snap)),
+            ack,
+            settled: Some((entry.settled.clone(), seq)),
+        };
+        entry.submitted.fetch_max(seq, std::sync::atomic::Ordering::Release);
+        st.since = 0;
+        st.snapshot_seq = seq;
+        st.last_snapshot = Instant::now();
+        self.service.submit_snapshot(take)?;
+        Ok(seq)
+    }
+
+    fn snapshot_due(&self, st: &CheckpointedState<A>) -> bool {
+        if self.inner.snapshot_when(&st.inner) {
+            return true;
+        }
+        if st.since == 0 {
+            return false;
+        }
+        self.policy.every_messages.is_some_and(|n| st.since >= n)
+            || self.policy.every.is_some_and(|p| st.last_snapshot.elapsed() >= p)
+    }
+}
+
+impl<A: Checkpoint> Actor for Checkpointed<A> {
+    type Msg = A::Msg;
+    type State = CheckpointedState<A>;
+    type Arguments = A::Arguments;
+
+    async fn pre_start(&self, myself: ActorRef<A::Msg>, args: A::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        let claim = Arc::new(self.service.claim(&self.key, myself.get_id()).await?);
+        let mut inner = self.inner.pre_start(myself.clone(), args).await?;
+        if let Some(from) = self.recover(&mut inner, &claim).await? {
+            warden_core::note_restored(from);
+        }
+        if self.policy.every.is_some() || self.policy.on_demand {
+            let (ticker, _) =
+                Actor::spawn_linked(None, Ticker, (myself.get_cell(), self.policy.every), myself.get_cell())
+                    .await
+                    .map_err(|e| format!("cannot start the snapshot ticker: {e}"))?;
+            claim.set_poke(ticker);
+        }
+        let journal = self.durable.map(|hooks| {
+            Arc::new(JournalCtx {
+                service: self.service.clone(),
+                key: self.key.clone(),
+                claim: claim.clone(),
+                event_type: hooks.event_type,
+                event_type_name: hooks.event_type_name,
+            })
+        });
+        let snapshot_seq = claim.entry.last_seq.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(CheckpointedState { inner, claim, since: 0, snapshot_seq, last_snapshot: Instant::now(), journal })
+    }
+
+    async fn post_start(&self, myself: ActorRef<A::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        self.inner.post_start(myself, &mut st.inner).await
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<A::Msg>,
+        msg: A::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match &st.journal {
+            None => {
+                self.inner.handle(myself, msg, &mut st.inner).await?;
+                st.since += 1;
+            }
+            Some(ctx) => {
+                JOURNAL.scope(ctx.clone(), self.inner.handle(myself, msg, &mut st.inner)).await?;
+                let last = st.claim.entry.last_seq.load(std::sync::atomic::Ordering::Relaxed);
+                st.since = last.saturating_sub(st.snapshot_seq);
+            }
+        }
+        if self.snapshot_due(st) {
+            if let Err(e) = self.take_snapshot(st, None) {
+                tracing::error!(target: "warden::checkpoint", key = %self.key, error = %e, "snapshot not taken");
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<A::Msg>,
+        evt: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(_, err) = &evt {
+            if let Some(signal) = err.downcast_ref::<SnapshotSignal>() {
+                let reply = signal.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+                match reply {
+                    None if st.since > 0 || self.inner.snapshot_when(&st.inner) => {
+                        if let Err(e) = self.take_snapshot(st, None) {
+                            tracing::error!(target: "warden::checkpoint", key = %self.key, error = %e, "snapshot not taken");
+                        }
+                    }
+                    None => {}
+                    Some(reply) => {
+                        let (ack, done) = oneshot::channel();
+                        match self.take_snapshot(st, Some(ack)) {
+                            Ok(seq) => {
+                                tokio::spawn(async move {
+                                    let result = match done.await {
+                                        Ok(Ok(())) => Ok(seq),
+                                        Ok(Err(e)) => Err(CheckpointError::Store(e)),
+                                        Err(_) => Err(CheckpointError::Store(StoreError::Closed)),
+                                    };
+                                    let _ = reply.send(result);
+                                });
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(CheckpointError::Store(e)));
+                            }
+                        }
+                    }
+                }
+                return Ok(());
+            }
+        }
+        // The ticker's own lifecycle is none of the user's business.
+        let about_ticker = match &evt {
+            SupervisionEvent::ActorStarted(c) | SupervisionEvent::ActorFailed(c, _) => {
+                c.is_message_type_of::<TickerMsg>() == Some(true)
+            }
+            SupervisionEvent::ActorTerminated(c, _, _) => c.is_message_type_of::<TickerMsg>() == Some(true),
+            _ => false,
+        };
+        if about_ticker {
+            return Ok(());
+        }
+        self.inner.handle_supervisor_evt(myself, evt, &mut st.inner).await
+    }
+
+    async fn post_stop(&self, myself: ActorRef<A::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if self.policy.on_stop && (st.since > 0 || st.snapshot_seq == 0) {
+            let (ack, done) = oneshot::channel();
+            match self.take_snapshot(st, Some(ack)) {
+                Ok(_) => match tokio::time::timeout(self.service.inner.config.stop_flush_timeout, done).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(e))) => {
+                        tracing::error!(target: "warden::checkpoint", key = %self.key, error = %e, "final snapshot failed")
+                    }
+                    Ok(Err(_)) | Err(_) => tracing::error!(target: "warden::checkpoint", key = %self.key,
+                        "final snapshot not confirmed before the stop timeout"),
+                },
+                Err(e) => {
+                    tracing::error!(target: "warden::checkpoint", key = %self.key, error = %e, "final snapshot failed")
+                }
+            }
+        }
+        self.inner.post_stop(myself, &mut st.inner).await
+    }
+}

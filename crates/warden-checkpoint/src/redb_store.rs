@@ -1,0 +1,270 @@
+//! The durable default store: one redb file under a data directory.
+//!
+//! redb commits with a checksummed commit slot and one `fsync` (`Durability::Immediate`), so a
+//! batch is either entirely on disk when [`Store::commit`] returns or, after a crash, entirely
+//! absent. Three tables, each keyed by `(checkpoint key, sequence number)`: snapshot bytes,
+//! snapshot metadata (size and time, so listing never reads a snapshot) and journal entries.
+//! Retention runs inside the same transaction as the snapshot it follows.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::store::{SnapshotInfo, Store, StoreError, WriteOp};
+
+const SNAPSHOTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("warden_snapshots");
+const SNAPSHOT_META: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("warden_snapshot_meta");
+const JOURNAL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("warden_journal");
+
+/// The file name of the store inside its data directory.
+pub const FILE_NAME: &str = "checkpoints.redb";
+
+/// A [`Store`] in one redb file.
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").field("path", &self.path).finish()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store in `data_dir`, creating the directory if needed. After a
+    /// crash redb repairs the file here, before this returns.
+    pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = data_dir.as_ref();
+        let open_err = |path: &Path, cause: String| StoreError::Open { path: path.to_path_buf(), cause };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(dir, format!("cannot create the data directory: {e}")))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                open_err(&path, "the store is already open (in this or another process)".into())
+            }
+            other => open_err(&path, other.to_string()),
+        })?;
+        // Create the tables once, so that readers never meet a missing table.
+        let init = || -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            txn.open_table(SNAPSHOTS)?;
+            txn.open_table(SNAPSHOT_META)?;
+            txn.open_table(JOURNAL)?;
+            txn.commit()?;
+            Ok(())
+        };
+        init().map_err(|e| open_err(&path, format!("cannot initialise the tables: {e}")))?;
+        Ok(RedbStore { db, path })
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn apply(&self, ops: &[WriteOp]) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut snaps = txn.open_table(SNAPSHOTS)?;
+            let mut meta = txn.open_table(SNAPSHOT_META)?;
+            let mut journal = txn.open_table(JOURNAL)?;
+            for op in ops {
+                match op {
+                    WriteOp::Snapshot { key, seq, bytes, retain, created_unix_ms } => {
+                        let k: &str = key;
+                        snaps.insert((k, *seq), bytes.as_slice())?;
+                        meta.insert((k, *seq), (bytes.len() as u64, *created_unix_ms))?;
+                        let seqs: Vec<u64> = meta
+                            .range((k, 0u64)..=(k, u64::MAX))?
+                            .map(|e| e.map(|(key, _)| key.value().1))
+                            .collect::<Result<_, _>>()?;
+                        let keep = (*retain).max(1);
+                        if seqs.len() > keep {
+                            for s in &seqs[..seqs.len() - keep] {
+                                snaps.remove((k, *s))?;
+                                meta.remove((k, *s))?;
+                            }
+                        }
+                        let oldest_kept = seqs[seqs.len().saturating_sub(keep)];
+                        journal.retain_in((k, 0u64)..=(k, oldest_kept), |_, _| false)?;
+                    }
+                    WriteOp::Append { key, seq, bytes } => {
+                        let k: &str = key;
+                        journal.insert((k, *seq), bytes.as_slice())?;
+                    }
+                    WriteOp::DeleteSnapshot { key, seq } => {
+                        let k: &str = key;
+                        snaps.remove((k, *seq))?;
+                        meta.remove((k, *seq))?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn read<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| StoreError::Read { key: key.to_string(), cause: e.to_string() })?;
+        f(&txn).map_err(|e| StoreError::Read { key: key.to_string(), cause: e.to_string() })
+    }
+}
+
+impl Store for RedbStore {
+    fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.apply(ops).map_err(|e| StoreError::Commit { ops: ops.len(), cause: e.to_string() })
+    }
+
+    fn snapshots(&self, key: &str) -> Result<Vec<SnapshotInfo>, StoreError> {
+        self.read(key, |txn| {
+            let meta = txn.open_table(SNAPSHOT_META)?;
+            let mut out = Vec::new();
+            for e in meta.range((key, 0u64)..=(key, u64::MAX))? {
+                let (k, v) = e?;
+                let (size, created_unix_ms) = v.value();
+                out.push(SnapshotInfo { seq: k.value().1, size, created_unix_ms });
+            }
+            Ok(out)
+        })
+    }
+
+    fn read_snapshot(&self, key: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(key, |txn| {
+            let snaps = txn.open_table(SNAPSHOTS)?;
+            Ok(snaps.get((key, seq))?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn journal_after(&self, key: &str, after: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        if after == u64::MAX {
+            return Ok(Vec::new());
+        }
+        self.read(key, |txn| {
+            let journal = txn.open_table(JOURNAL)?;
+            let mut out = Vec::new();
+            for e in journal.range((key, after + 1)..=(key, u64::MAX))? {
+                let (k, v) = e?;
+                out.push((k.value().1, v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    fn last_seq(&self, key: &str) -> Result<u64, StoreError> {
+        self.read(key, |txn| {
+            let meta = txn.open_table(SNAPSHOT_META)?;
+            let journal = txn.open_table(JOURNAL)?;
+            let s = meta.range((key, 0u64)..=(key, u64::MAX))?.next_back().transpose()?.map(|(k, _)| k.value().1);
+            let j = journal.range((key, 0u64)..=(key, u64::MAX))?.next_back().transpose()?.map(|(k, _)| k.value().1);
+            Ok(s.unwrap_or(0).max(j.unwrap_or(0)))
+        })
+    }
+
+    fn keys(&self) -> Result<Vec<String>, StoreError> {
+        // A full scan of the metadata and the journal: both are small per key (retention
+        // bounds them), and listing is an operator's query, not a hot path.
+        self.read("*", |txn| {
+            let mut keys: Vec<String> = Vec::new();
+            let meta = txn.open_table(SNAPSHOT_META)?;
+            for e in meta.range::<(&str, u64)>(..)? {
+                let (k, _) = e?;
+                let name = k.value().0;
+                if keys.last().map(String::as_str) != Some(name) {
+                    keys.push(name.to_string());
+                }
+            }
+            let journal = txn.open_table(JOURNAL)?;
+            for e in journal.range::<(&str, u64)>(..)? {
+                let (k, _) = e?;
+                let name = k.value().0;
+                if keys.last().map(String::as_str) != Some(name) {
+                    keys.push(name.to_string());
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            Ok(keys)
+        })
+    }
+}
+
+/// A shared store is a store.
+impl<S: Store> Store for Arc<S> {
+    fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        (**self).commit(ops)
+    }
+    fn snapshots(&self, key: &str) -> Result<Vec<SnapshotInfo>, StoreError> {
+        (**self).snapshots(key)
+    }
+    fn read_snapshot(&self, key: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).read_snapshot(key, seq)
+    }
+    fn journal_after(&self, key: &str, after: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        (**self).journal_after(key, after)
+    }
+    fn last_seq(&self, key: &str) -> Result<u64, StoreError> {
+        (**self).last_seq(key)
+    }
+    fn keys(&self) -> Result<Vec<String>, StoreError> {
+        (**self).keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::check_store_contract;
+
+    #[test]
+    fn redb_store_keeps_the_contract_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            check_store_contract(&store);
+        }
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.keys().unwrap(), vec!["acct/1".to_string(), "acct/10".to_string()]);
+        assert_eq!(store.last_seq("acct/1").unwrap(), 5);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_store_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = RedbStore::open(dir.path()).unwrap();
+        let err = RedbStore::open(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(FILE_NAME) && text.contains("already open"), "{text}");
+    }
+
+    #[test]
+    fn a_data_dir_that_cannot_exist_is_a_clear_open_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = RedbStore::open(file.join("sub")).unwrap_err();
+        match &err {
+            StoreError::Open { path, cause } => {
+                assert!(path.ends_with("a-file/sub"), "{err}");
+                assert!(cause.contains("data directory"), "{err}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), vec![0x5a; 8192]).unwrap();
+        let err = RedbStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    }
+}

@@ -1,0 +1,553 @@
+//! The checkpoint service of a node: the snapshot actor, the writer thread, the key registry
+//! and the API to list and inspect what is stored.
+//!
+//! One [`Checkpoints`] per node (or per tree: it is a cheap handle, start as many as you have
+//! stores). Checkpointed actors hand it their snapshots; its snapshot actor (a ractor actor)
+//! encodes them off the actors' tasks and passes them to the writer thread, which commits many
+//! at once (see the `writer` module). Durable actors' journal entries go to the writer directly:
+//! their handler waits for the commit anyway.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::envelope::{DecodeError, EncodeError};
+use crate::redb_store::RedbStore;
+use crate::store::{SnapshotInfo, Store, StoreError, WriteOp};
+use crate::writer::{self, Ack, Job, WriterCounters};
+
+/// Settings of a checkpoint service.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// Snapshots kept per key (default 3): recovery can fall back over this many minus one
+    /// damaged snapshots.
+    pub retain: usize,
+    /// Capacity of the event channel (default 1024).
+    pub event_capacity: usize,
+    /// How long a graceful stop waits for its final snapshot to commit (default 5 s).
+    pub stop_flush_timeout: Duration,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { retain: 3, event_capacity: 1024, stop_flush_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Something the checkpoint service did or met; also logged under target `warden::checkpoint`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckpointEvent {
+    /// An actor resumed from a snapshot (and replayed journal entries after it).
+    Restored {
+        /// The checkpoint key.
+        key: String,
+        /// The snapshot's sequence number (0: none, journal only).
+        seq: u64,
+        /// The snapshot's age.
+        age: Duration,
+        /// Journal entries replayed.
+        replayed: u64,
+    },
+    /// An actor found nothing stored and started fresh.
+    Fresh {
+        /// The checkpoint key.
+        key: String,
+    },
+    /// Stored bytes were rejected; recovery fell back (or, per policy, the start failed).
+    Corrupt {
+        /// The checkpoint key.
+        key: String,
+        /// The sequence number of the damaged snapshot or journal entry.
+        seq: u64,
+        /// `snapshot` or `event`.
+        what: &'static str,
+        /// Why.
+        error: DecodeError,
+    },
+    /// Nothing usable was left after damage; the actor started fresh as its policy allows.
+    StartedFreshAfterDamage {
+        /// The checkpoint key.
+        key: String,
+    },
+    /// A snapshot could not be encoded; the actor keeps running and its previous snapshot
+    /// stays the latest.
+    EncodeFailed {
+        /// The checkpoint key.
+        key: String,
+        /// Why.
+        error: EncodeError,
+    },
+    /// A commit failed; nothing of that batch was written and waiting actors were told.
+    CommitFailed {
+        /// The error.
+        error: StoreError,
+        /// How many writes the failed batch held.
+        ops: usize,
+    },
+}
+
+impl CheckpointEvent {
+    fn trace(&self) {
+        match self {
+            CheckpointEvent::Restored { key, seq, age, replayed } => tracing::debug!(target: "warden::checkpoint",
+                key = %key, seq, age_ms = age.as_millis() as u64, replayed, "state restored"),
+            CheckpointEvent::Fresh { key } => {
+                tracing::debug!(target: "warden::checkpoint", key = %key, "no checkpoint: started fresh")
+            }
+            CheckpointEvent::Corrupt { key, seq, what, error } => tracing::error!(target: "warden::checkpoint",
+                key = %key, seq, what, error = %error, "damaged checkpoint rejected; falling back"),
+            CheckpointEvent::StartedFreshAfterDamage { key } => tracing::error!(target: "warden::checkpoint",
+                key = %key, "no usable checkpoint left: started fresh, as the actor's policy allows"),
+            CheckpointEvent::EncodeFailed { key, error } => {
+                tracing::error!(target: "warden::checkpoint", key = %key, error = %error, "snapshot not taken")
+            }
+            CheckpointEvent::CommitFailed { error, ops } => {
+                tracing::error!(target: "warden::checkpoint", ops, error = %error, "checkpoint commit failed")
+            }
+        }
+    }
+}
+
+/// Why a checkpointed actor could not claim its key or recover.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    /// Another live actor uses the same key.
+    #[error("checkpoint key {key:?} is already used by live actor {owner}")]
+    KeyInUse {
+        /// The key.
+        key: String,
+        /// The actor holding it.
+        owner: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No usable state, and the actor's policy says not to start fresh.
+    #[error("checkpoint {key:?}: {what} {seq} is unusable ({error}) and the policy forbids starting fresh")]
+    Unusable {
+        /// The key.
+        key: String,
+        /// `snapshot` or `event`.
+        what: &'static str,
+        /// The sequence number of the damaged entry.
+        seq: u64,
+        /// Why.
+        error: DecodeError,
+    },
+    /// The key does not name a running checkpointed actor.
+    #[error("no running checkpointed actor has the key {0:?}")]
+    NotRunning(String),
+    /// The snapshot could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// Counters of a checkpoint service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CheckpointStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Writes committed (snapshots, journal entries, deletions).
+    pub ops: u64,
+    /// Snapshots skipped because a newer one of the same key was in the same batch.
+    pub superseded: u64,
+    /// Transactions that failed.
+    pub failed_commits: u64,
+    /// Total time spent committing, in µs.
+    pub commit_micros: u64,
+}
+
+/// What the registry knows about one key.
+pub(crate) struct KeyEntry {
+    /// The highest sequence number handed out (snapshots of plain checkpointed actors, events
+    /// of durable ones), including writes still in flight.
+    pub last_seq: AtomicU64,
+    /// The newest snapshot handed to the service, and the newest whose commit has settled.
+    pub submitted: AtomicU64,
+    pub settled: Arc<AtomicU64>,
+    owner: Mutex<Option<Owner>>,
+}
+
+struct Owner {
+    actor: ActorId,
+    /// Asks the owner for a snapshot now (set by actors that run a ticker).
+    poke: Option<ActorRef<crate::checkpointed::TickerMsg>>,
+}
+
+/// Releases a key when the actor that claimed it goes (restart, stop or kill).
+pub(crate) struct Claim {
+    pub entry: Arc<KeyEntry>,
+    actor: ActorId,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut owner = self.entry.owner.lock().unwrap_or_else(PoisonError::into_inner);
+        if owner.as_ref().map(|o| o.actor) == Some(self.actor) {
+            if let Some(poke) = owner.take().and_then(|o| o.poke) {
+                poke.stop(None);
+            }
+        }
+    }
+}
+
+impl Claim {
+    pub(crate) fn set_poke(&self, poke: ActorRef<crate::checkpointed::TickerMsg>) {
+        let mut owner = self.entry.owner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(o) = owner.as_mut().filter(|o| o.actor == self.actor) {
+            o.poke = Some(poke);
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    /// `None` once the service is closed.
+    store: Mutex<Option<Arc<dyn Store>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub writer: Sender<Job>,
+    snapshotter: ActorRef<SnapshotMsg>,
+    keys: Mutex<HashMap<Arc<str>, Arc<KeyEntry>>>,
+    /// Damaged entries already reported: not decoded (nor reported) again in this process.
+    pub bad: Mutex<HashMap<(Arc<str>, u64), DecodeError>>,
+    events: broadcast::Sender<CheckpointEvent>,
+    counters: Arc<WriterCounters>,
+    pub config: CheckpointConfig,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The snapshot actor holds the last other sender; when it stops, the writer thread
+        // finishes what is queued and ends.
+        self.snapshotter.stop(None);
+    }
+}
+
+/// A node's checkpoint service; cheap to clone.
+#[derive(Clone)]
+pub struct Checkpoints {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints").field("config", &self.inner.config).finish()
+    }
+}
+
+pub(crate) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Checkpoints {
+    /// Starts the service on `store`: spawns the writer thread and the snapshot actor.
+    pub async fn start(store: impl Store, config: CheckpointConfig) -> Result<Checkpoints, StoreError> {
+        let store: Arc<dyn Store> = Arc::new(store);
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let counters = Arc::new(WriterCounters::default());
+        let failure_events = events.clone();
+        let (writer, thread) = writer::spawn(store.clone(), counters.clone(), move |error, ops| {
+            let event = CheckpointEvent::CommitFailed { error: error.clone(), ops };
+            event.trace();
+            let _ = failure_events.send(event);
+        })
+        .map_err(|e| StoreError::Open { path: "<writer thread>".into(), cause: e.to_string() })?;
+        let (snapshotter, _) =
+            Actor::spawn(None, SnapshotActor, SnapshotArgs { writer: writer.clone(), events: events.clone() })
+                .await
+                .map_err(|e| StoreError::Open { path: "<snapshot actor>".into(), cause: e.to_string() })?;
+        Ok(Checkpoints {
+            inner: Arc::new(Inner {
+                store: Mutex::new(Some(store)),
+                writer_thread: Mutex::new(Some(thread)),
+                writer,
+                snapshotter,
+                keys: Mutex::new(HashMap::new()),
+                bad: Mutex::new(HashMap::new()),
+                events,
+                counters,
+                config,
+            }),
+        })
+    }
+
+    /// Starts the service on the durable default store: a redb file in `data_dir` (created if
+    /// missing).
+    pub async fn open_dir(data_dir: impl AsRef<Path>, config: CheckpointConfig) -> Result<Checkpoints, StoreError> {
+        let dir = data_dir.as_ref().to_path_buf();
+        let store = tokio::task::spawn_blocking(move || RedbStore::open(dir))
+            .await
+            .map_err(|e| StoreError::Open { path: data_dir.as_ref().to_path_buf(), cause: e.to_string() })??;
+        Self::start(store, config).await
+    }
+
+    /// The events of this service (restores, damage, failures).
+    pub fn subscribe(&self) -> broadcast::Receiver<CheckpointEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: CheckpointEvent) {
+        event.trace();
+        let _ = self.inner.events.send(event);
+    }
+
+    /// The service's counters.
+    pub fn stats(&self) -> CheckpointStats {
+        let c = &self.inner.counters;
+        CheckpointStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            ops: c.ops.load(Ordering::Relaxed),
+            superseded: c.superseded.load(Ordering::Relaxed),
+            failed_commits: c.failed_commits.load(Ordering::Relaxed),
+            commit_micros: c.commit_nanos.load(Ordering::Relaxed) / 1000,
+        }
+    }
+
+    /// The store (for reads; writes go through the service), until the service is closed.
+    pub fn store(&self) -> Result<Arc<dyn Store>, StoreError> {
+        self.inner.store.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or(StoreError::Closed)
+    }
+
+    /// Commits what is queued, stops the writer thread and releases the store (a redb file
+    /// can then be opened again, by this process or another). Later writes and reads fail
+    /// with [`StoreError::Closed`]; actors still running lose their later snapshots.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let flushed = self.flush().await;
+        let (ack, rx) = oneshot::channel();
+        let job = Job { op: None, ack: Some(ack), settled: None, close: true };
+        if self.inner.writer.send(job).is_ok() {
+            let _ = rx.await;
+        }
+        let thread = self.inner.writer_thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        self.inner.store.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.inner.snapshotter.stop(None);
+        flushed
+    }
+
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store()?;
+        tokio::task::spawn_blocking(move || f(&*store))
+            .await
+            .map_err(|e| StoreError::Read { key: "*".into(), cause: format!("reader task failed: {e}") })?
+    }
+
+    /// Every key with stored checkpoints.
+    pub async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        self.blocking(|s| s.keys()).await
+    }
+
+    /// The snapshots of `key` (sequence numbers, sizes, times), oldest first.
+    pub async fn list(&self, key: &str) -> Result<Vec<SnapshotInfo>, StoreError> {
+        let key = key.to_string();
+        self.blocking(move |s| s.snapshots(&key)).await
+    }
+
+    /// Checks one stored snapshot's envelope without decoding its payload: its header, or
+    /// why it is damaged. `Ok(None)`: there is no such snapshot.
+    pub async fn inspect(
+        &self,
+        key: &str,
+        seq: u64,
+    ) -> Result<Option<Result<crate::envelope::Header, DecodeError>>, StoreError> {
+        let k = key.to_string();
+        let bytes = self.blocking(move |s| s.read_snapshot(&k, seq)).await?;
+        Ok(bytes.map(|b| crate::envelope::open(&b).map(|(h, _)| h)))
+    }
+
+    /// Deletes one snapshot (for an operator discarding a damaged one); waits for the commit.
+    pub async fn discard(&self, key: &str, seq: u64) -> Result<(), StoreError> {
+        let op = WriteOp::DeleteSnapshot { key: Arc::from(key), seq };
+        self.write(op).await?;
+        self.inner.bad.lock().unwrap_or_else(PoisonError::into_inner).remove(&(Arc::from(key), seq));
+        Ok(())
+    }
+
+    /// Sends one write to the writer and waits for its commit.
+    pub(crate) async fn write(&self, op: WriteOp) -> Result<(), StoreError> {
+        let (ack, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Job { op: Some(op), ack: Some(ack), settled: None, close: false })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Waits until every snapshot handed to the service so far is committed (or failed).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (ack, rx) = oneshot::channel();
+        self.inner.snapshotter.cast(SnapshotMsg::Flush(ack)).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Asks the running actor that owns `key` for a snapshot now and waits for its commit;
+    /// returns its sequence number. Works for actors whose policy has an interval or
+    /// `on_demand` set (they run a small ticker actor that carries the request).
+    pub async fn snapshot_now(&self, key: &str) -> Result<u64, CheckpointError> {
+        let entry = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned();
+        let poke = entry
+            .and_then(|e| e.owner.lock().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(|o| o.poke.clone()));
+        let poke = poke.ok_or_else(|| CheckpointError::NotRunning(key.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        poke.cast(crate::checkpointed::TickerMsg::Now(tx)).map_err(|_| CheckpointError::NotRunning(key.to_string()))?;
+        rx.await.map_err(|_| CheckpointError::NotRunning(key.to_string()))?
+    }
+
+    /// Claims `key` for `actor`, loading its last sequence number on first use.
+    pub(crate) async fn claim(&self, key: &Arc<str>, actor: ActorId) -> Result<Claim, CheckpointError> {
+        let existing = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned();
+        let entry = match existing {
+            Some(e) => e,
+            None => {
+                let k = key.clone();
+                let last = self.blocking(move |s| s.last_seq(&k)).await?;
+                let mut keys = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner);
+                keys.entry(key.clone())
+                    .or_insert_with(|| {
+                        Arc::new(KeyEntry {
+                            last_seq: AtomicU64::new(last),
+                            submitted: AtomicU64::new(0),
+                            settled: Arc::new(AtomicU64::new(0)),
+                            owner: Mutex::new(None),
+                        })
+                    })
+                    .clone()
+            }
+        };
+        {
+            let mut owner = entry.owner.lock().unwrap_or_else(PoisonError::into_inner);
+            match owner.as_ref() {
+                Some(o) if o.actor != actor => {
+                    return Err(CheckpointError::KeyInUse { key: key.to_string(), owner: o.actor.to_string() })
+                }
+                _ => *owner = Some(Owner { actor, poke: None }),
+            }
+        }
+        Ok(Claim { entry, actor })
+    }
+
+    /// Hands a snapshot to the snapshot actor; `ack` (if any) hears of its commit.
+    pub(crate) fn submit_snapshot(&self, take: Take) -> Result<(), StoreError> {
+        self.inner.snapshotter.cast(SnapshotMsg::Take(take)).map_err(|_| StoreError::Closed)
+    }
+
+    /// The error of a damaged entry already reported in this process.
+    pub(crate) fn known_bad(&self, key: &Arc<str>, seq: u64) -> Option<DecodeError> {
+        self.inner.bad.lock().unwrap_or_else(PoisonError::into_inner).get(&(key.clone(), seq)).cloned()
+    }
+
+    pub(crate) fn mark_bad(&self, key: &Arc<str>, seq: u64, error: DecodeError) {
+        self.inner.bad.lock().unwrap_or_else(PoisonError::into_inner).insert((key.clone(), seq), error);
+    }
+}
+
+/// A snapshot handed over by an actor: its encoding runs on the snapshot actor.
+pub(crate) struct Take {
+    pub key: Arc<str>,
+    pub seq: u64,
+    pub retain: usize,
+    pub encode: Box<dyn FnOnce(u64, u64) -> Result<Vec<u8>, EncodeError> + Send>,
+    pub ack: Option<Ack>,
+    pub settled: Option<(Arc<AtomicU64>, u64)>,
+}
+
+pub(crate) enum SnapshotMsg {
+    Take(Take),
+    Flush(Ack),
+}
+
+struct SnapshotActor;
+
+struct SnapshotArgs {
+    writer: Sender<Job>,
+    events: broadcast::Sender<CheckpointEvent>,
+}
+
+impl Actor for SnapshotActor {
+    type Msg = SnapshotMsg;
+    type State = SnapshotArgs;
+    type Arguments = SnapshotArgs;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<SnapshotMsg>,
+        args: SnapshotArgs,
+    ) -> Result<SnapshotArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<SnapshotMsg>,
+        msg: SnapshotMsg,
+        st: &mut SnapshotArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SnapshotMsg::Take(take) => {
+                let created = unix_ms_now();
+                // A user's `Serialize` may panic; that must cost this snapshot, not the service.
+                let encoded =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (take.encode)(take.seq, created)))
+                        .unwrap_or_else(|p| {
+                            Err(EncodeError {
+                                what: "snapshot",
+                                cause: format!("serializer panicked: {}", panic_text(&p)),
+                            })
+                        });
+                match encoded {
+                    Ok(bytes) => {
+                        let op = WriteOp::Snapshot {
+                            key: take.key,
+                            seq: take.seq,
+                            bytes,
+                            retain: take.retain,
+                            created_unix_ms: created,
+                        };
+                        if let Err(crossbeam_channel::SendError(job)) =
+                            st.writer.send(Job { op: Some(op), ack: take.ack, settled: take.settled, close: false })
+                        {
+                            if let Some(ack) = job.ack {
+                                let _ = ack.send(Err(StoreError::Closed));
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let event = CheckpointEvent::EncodeFailed { key: take.key.to_string(), error: error.clone() };
+                        event.trace();
+                        let _ = st.events.send(event);
+                        if let Some((mark, seq)) = take.settled {
+                            mark.fetch_max(seq, Ordering::Release);
+                        }
+                        if let Some(ack) = take.ack {
+                            let _ = ack.send(Err(StoreError::Commit { ops: 1, cause: error.to_string() }));
+                        }
+                    }
+                }
+            }
+            SnapshotMsg::Flush(ack) => {
+                if let Err(crossbeam_channel::SendError(job)) =
+                    st.writer.send(Job { op: None, ack: Some(ack), settled: None, close: false })
+                {
+                    if let Some(ack) = job.ack {
+                        let _ = ack.send(Err(StoreError::Closed));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default()
+}

@@ -1,0 +1,330 @@
+//! The store behind checkpoints: a small trait over opaque bytes, an in-memory store for
+//! tests, and a replicating wrapper the cluster layer plugs into.
+//!
+//! A store keeps, per checkpoint key, snapshots and journal entries by sequence number. It
+//! never looks inside the bytes (they are [envelopes](crate::envelope)). All calls are
+//! blocking: the writer thread and `spawn_blocking` call them, never an actor's task.
+//! [`Store::commit`] applies a whole batch atomically and durably, or none of it; that one
+//! call is what group commit and retention rely on.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// One change in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Stores a snapshot, then keeps only the newest `retain` snapshots of its key and drops
+    /// the journal entries the oldest kept snapshot covers (sequence numbers up to its own).
+    Snapshot {
+        /// The checkpoint key.
+        key: Arc<str>,
+        /// The sequence number (for durable actors: the last event the snapshot includes).
+        seq: u64,
+        /// The envelope.
+        bytes: Vec<u8>,
+        /// How many snapshots of this key to keep (at least 1).
+        retain: usize,
+        /// When it was taken, ms since the Unix epoch.
+        created_unix_ms: u64,
+    },
+    /// Appends one journal entry.
+    Append {
+        /// The checkpoint key.
+        key: Arc<str>,
+        /// The event's sequence number.
+        seq: u64,
+        /// The envelope.
+        bytes: Vec<u8>,
+    },
+    /// Deletes one snapshot (an operator discarding a damaged one).
+    DeleteSnapshot {
+        /// The checkpoint key.
+        key: Arc<str>,
+        /// Its sequence number.
+        seq: u64,
+    },
+}
+
+impl WriteOp {
+    /// The key the change is about.
+    pub fn key(&self) -> &Arc<str> {
+        match self {
+            WriteOp::Snapshot { key, .. } | WriteOp::Append { key, .. } | WriteOp::DeleteSnapshot { key, .. } => key,
+        }
+    }
+}
+
+/// What is known about one stored snapshot without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotInfo {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its size in bytes, envelope included.
+    pub size: u64,
+    /// When it was taken, ms since the Unix epoch.
+    pub created_unix_ms: u64,
+}
+
+/// A store failure, naming the operation and the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened at `path`.
+    #[error("cannot open the checkpoint store at {path}: {cause}")]
+    Open {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        cause: String,
+    },
+    /// A read failed.
+    #[error("cannot read checkpoint {key:?}: {cause}")]
+    Read {
+        /// The key being read.
+        key: String,
+        /// Why.
+        cause: String,
+    },
+    /// A batch could not be committed; none of it was applied.
+    #[error("cannot commit {ops} checkpoint writes: {cause}")]
+    Commit {
+        /// The size of the failed batch.
+        ops: usize,
+        /// Why.
+        cause: String,
+    },
+    /// The writer thread has stopped (the store was closed).
+    #[error("the checkpoint writer has stopped")]
+    Closed,
+}
+
+/// A durable home for snapshots and journal entries.
+pub trait Store: Send + Sync + 'static {
+    /// Applies every op atomically and durably: when this returns `Ok`, all of them survive
+    /// a crash of the process (for durable stores); on `Err`, none was applied.
+    fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError>;
+    /// The snapshots of `key`, oldest first.
+    fn snapshots(&self, key: &str) -> Result<Vec<SnapshotInfo>, StoreError>;
+    /// One snapshot's bytes.
+    fn read_snapshot(&self, key: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The journal entries of `key` with a sequence number above `after`, in order.
+    fn journal_after(&self, key: &str, after: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// The highest sequence number used by `key` in snapshots or journal (0 if none).
+    fn last_seq(&self, key: &str) -> Result<u64, StoreError>;
+    /// Every key with a snapshot or a journal entry.
+    fn keys(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// Keeps everything in memory: for tests, and for actors whose state need only survive a
+/// restart inside one process. Commits are atomic (one lock).
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    snapshots: BTreeMap<(String, u64), (Vec<u8>, u64)>,
+    journal: BTreeMap<(String, u64), Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        // A panic while holding this lock cannot leave a half-applied batch (the batch is
+        // applied to a copy first), so the data behind a poisoned lock is consistent.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+type KeyBounds = (Bound<(String, u64)>, Bound<(String, u64)>);
+
+fn key_range(key: &str) -> KeyBounds {
+    (Bound::Included((key.to_string(), 0)), Bound::Included((key.to_string(), u64::MAX)))
+}
+
+impl Store for MemoryStore {
+    fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        let mut guard = self.lock();
+        // Apply to copies of the touched keys, then swap in: all or nothing.
+        let mut snapshots = guard.snapshots.clone();
+        let mut journal = guard.journal.clone();
+        for op in ops {
+            match op {
+                WriteOp::Snapshot { key, seq, bytes, retain, created_unix_ms } => {
+                    snapshots.insert((key.to_string(), *seq), (bytes.clone(), *created_unix_ms));
+                    let seqs: Vec<u64> = snapshots.range(key_range(key)).map(|((_, s), _)| *s).collect();
+                    let keep = (*retain).max(1);
+                    if seqs.len() > keep {
+                        for s in &seqs[..seqs.len() - keep] {
+                            snapshots.remove(&(key.to_string(), *s));
+                        }
+                    }
+                    let oldest = seqs[seqs.len().saturating_sub(keep)];
+                    let covered: Vec<u64> =
+                        journal.range(key_range(key)).map(|((_, s), _)| *s).take_while(|s| *s <= oldest).collect();
+                    for s in covered {
+                        journal.remove(&(key.to_string(), s));
+                    }
+                }
+                WriteOp::Append { key, seq, bytes } => {
+                    journal.insert((key.to_string(), *seq), bytes.clone());
+                }
+                WriteOp::DeleteSnapshot { key, seq } => {
+                    snapshots.remove(&(key.to_string(), *seq));
+                }
+            }
+        }
+        guard.snapshots = snapshots;
+        guard.journal = journal;
+        Ok(())
+    }
+
+    fn snapshots(&self, key: &str) -> Result<Vec<SnapshotInfo>, StoreError> {
+        Ok(self
+            .lock()
+            .snapshots
+            .range(key_range(key))
+            .map(|((_, seq), (b, at))| SnapshotInfo { seq: *seq, size: b.len() as u64, created_unix_ms: *at })
+            .collect())
+    }
+
+    fn read_snapshot(&self, key: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().snapshots.get(&(key.to_string(), seq)).map(|(b, _)| b.clone()))
+    }
+
+    fn journal_after(&self, key: &str, after: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        if after == u64::MAX {
+            return Ok(Vec::new());
+        }
+        let range = (Bound::Included((key.to_string(), after + 1)), Bound::Included((key.to_string(), u64::MAX)));
+        Ok(self.lock().journal.range(range).map(|((_, s), b)| (*s, b.clone())).collect())
+    }
+
+    fn last_seq(&self, key: &str) -> Result<u64, StoreError> {
+        let g = self.lock();
+        let s = g.snapshots.range(key_range(key)).next_back().map(|((_, s), _)| *s).unwrap_or(0);
+        let j = g.journal.range(key_range(key)).next_back().map(|((_, s), _)| *s).unwrap_or(0);
+        Ok(s.max(j))
+    }
+
+    fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let g = self.lock();
+        let mut keys: Vec<String> = g.snapshots.keys().chain(g.journal.keys()).map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+}
+
+/// Copies committed batches somewhere else (another node, in the cluster layer).
+pub trait Replicator: Send + Sync + 'static {
+    /// Called after every successful local commit with the committed ops. An error is
+    /// reported (tracing, and the service's failure count) but never undoes the local commit.
+    fn replicate(&self, ops: &[WriteOp]) -> Result<(), String>;
+}
+
+/// A store that commits locally first, then hands each committed batch to a [`Replicator`].
+/// Reads are local. Local durability decides acknowledgements: a replica that is down costs
+/// redundancy, not availability.
+pub struct Replicated<S> {
+    local: S,
+    replicator: Box<dyn Replicator>,
+}
+
+impl<S: Store> Replicated<S> {
+    /// Wraps `local`, replicating through `replicator`.
+    pub fn new(local: S, replicator: impl Replicator) -> Self {
+        Replicated { local, replicator: Box::new(replicator) }
+    }
+}
+
+impl<S: Store> Store for Replicated<S> {
+    fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        self.local.commit(ops)?;
+        if let Err(e) = self.replicator.replicate(ops) {
+            tracing::warn!(target: "warden::checkpoint", ops = ops.len(), error = %e, "replication of a committed batch failed");
+        }
+        Ok(())
+    }
+    fn snapshots(&self, key: &str) -> Result<Vec<SnapshotInfo>, StoreError> {
+        self.local.snapshots(key)
+    }
+    fn read_snapshot(&self, key: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.local.read_snapshot(key, seq)
+    }
+    fn journal_after(&self, key: &str, after: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.local.journal_after(key, after)
+    }
+    fn last_seq(&self, key: &str) -> Result<u64, StoreError> {
+        self.local.last_seq(key)
+    }
+    fn keys(&self) -> Result<Vec<String>, StoreError> {
+        self.local.keys()
+    }
+}
+
+/// Replicates into another store (for example a second [`MemoryStore`] or a store on other
+/// disk): the simplest [`Replicator`], and the one the tests use.
+impl<S: Store> Replicator for S {
+    fn replicate(&self, ops: &[WriteOp]) -> Result<(), String> {
+        self.commit(ops).map_err(|e| e.to_string())
+    }
+}
+
+/// The behaviour every store must have; run against each implementation by its tests.
+#[cfg(test)]
+pub(crate) fn check_store_contract(store: &dyn Store) {
+    let k: Arc<str> = Arc::from("acct/1");
+    let snap = |seq: u64| WriteOp::Snapshot {
+        key: k.clone(),
+        seq,
+        bytes: vec![seq as u8; 10],
+        retain: 2,
+        created_unix_ms: 1000 + seq,
+    };
+    let append = |seq: u64| WriteOp::Append { key: k.clone(), seq, bytes: vec![seq as u8] };
+    assert_eq!(store.last_seq("acct/1").unwrap(), 0);
+    store.commit(&[append(1), append(2), append(3)]).unwrap();
+    store.commit(&[snap(2)]).unwrap();
+    // The only snapshot covers entries up to 2: they are dropped.
+    assert_eq!(store.journal_after("acct/1", 0).unwrap(), vec![(3, vec![3])]);
+    store.commit(&[append(4), snap(4), append(5), snap(5)]).unwrap();
+    let infos = store.snapshots("acct/1").unwrap();
+    assert_eq!(infos.iter().map(|i| i.seq).collect::<Vec<_>>(), vec![4, 5], "keeps the newest 2");
+    assert_eq!(infos[0], SnapshotInfo { seq: 4, size: 10, created_unix_ms: 1004 });
+    assert_eq!(store.journal_after("acct/1", 0).unwrap(), vec![(5, vec![5])], "entries up to the oldest kept go");
+    assert_eq!(store.journal_after("acct/1", 5).unwrap(), vec![]);
+    assert_eq!(store.read_snapshot("acct/1", 5).unwrap(), Some(vec![5; 10]));
+    assert_eq!(store.read_snapshot("acct/1", 2).unwrap(), None);
+    assert_eq!(store.last_seq("acct/1").unwrap(), 5);
+    store.commit(&[WriteOp::Append { key: Arc::from("acct/10"), seq: 1, bytes: vec![] }]).unwrap();
+    assert_eq!(store.keys().unwrap(), vec!["acct/1".to_string(), "acct/10".to_string()]);
+    assert_eq!(store.last_seq("acct/10").unwrap(), 1, "keys that share a prefix stay apart");
+    store.commit(&[WriteOp::DeleteSnapshot { key: k.clone(), seq: 5 }]).unwrap();
+    assert_eq!(store.snapshots("acct/1").unwrap().len(), 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_store_keeps_the_contract() {
+        check_store_contract(&MemoryStore::new());
+    }
+
+    #[test]
+    fn replicated_store_copies_committed_batches() {
+        let replica = MemoryStore::new();
+        let store = Replicated::new(MemoryStore::new(), replica.clone());
+        check_store_contract(&store);
+        assert_eq!(replica.keys().unwrap(), store.keys().unwrap());
+        assert_eq!(replica.snapshots("acct/1").unwrap(), store.snapshots("acct/1").unwrap());
+    }
+}
