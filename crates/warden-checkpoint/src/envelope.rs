@@ -372,4 +372,45 @@ mod tests {
         let other = encode(Kind::Snapshot, 2, 1, 0, &"just a string").unwrap();
         assert!(matches!(dec(&other), Err(DecodeError::Payload(_))));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn good() -> Vec<u8> {
+            encode(Kind::Snapshot, 1, 9, 1234, &V2 { count: 77, label: "seventy-seven".into() }).unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn random_bytes_are_rejected_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                prop_assert!(decode::<V2>(&bytes, Kind::Snapshot, 1, no_migration).is_err());
+            }
+
+            #[test]
+            fn random_bytes_behind_a_valid_magic_are_rejected(tail in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let mut bytes = MAGIC.to_vec();
+                bytes.push(FORMAT_VERSION);
+                bytes.extend(tail);
+                prop_assert!(decode::<V2>(&bytes, Kind::Snapshot, 1, no_migration).is_err());
+            }
+
+            #[test]
+            fn any_changed_byte_is_detected(pos in any::<proptest::sample::Index>(), x in 1u8..=255) {
+                let mut bytes = good();
+                let i = pos.index(bytes.len());
+                bytes[i] ^= x;
+                prop_assert!(decode::<V2>(&bytes, Kind::Snapshot, 1, no_migration).is_err(), "byte {} changed", i);
+            }
+
+            #[test]
+            fn any_truncation_is_detected(cut in any::<proptest::sample::Index>()) {
+                let bytes = good();
+                let n = cut.index(bytes.len());
+                let err = decode::<V2>(&bytes[..n], Kind::Snapshot, 1, no_migration).unwrap_err();
+                let truncated = matches!(err, DecodeError::Truncated { .. });
+                prop_assert!(truncated, "cut at {}: {:?}", n, err);
+            }
+        }
+    }
 }
