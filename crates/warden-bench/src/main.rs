@@ -5,6 +5,7 @@
 //! framework measured to its number. `--quick` keeps a run under two minutes. Methods follow
 //! `../shared/context/performance.md`; results and the command go in `docs/benchmarks.md`.
 
+mod checkpoint;
 mod restart;
 mod spawn;
 mod stats;
@@ -60,6 +61,10 @@ struct Plan {
     memory_children: usize,
     cast_n: usize,
     hangs: usize,
+    commits: usize,
+    group_actors: usize,
+    group_run: std::time::Duration,
+    restores: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,6 +86,10 @@ fn main() -> anyhow::Result<()> {
             memory_children: 2000,
             cast_n: 2000,
             hangs: 3,
+            commits: 5,
+            group_actors: 20,
+            group_run: std::time::Duration::from_millis(200),
+            restores: 3,
         }
     } else if cli.quick {
         Plan {
@@ -91,6 +100,10 @@ fn main() -> anyhow::Result<()> {
             memory_children: 20_000,
             cast_n: 200_000,
             hangs: 30,
+            commits: 100,
+            group_actors: 1000,
+            group_run: std::time::Duration::from_secs(1),
+            restores: 30,
         }
     } else {
         Plan {
@@ -101,6 +114,10 @@ fn main() -> anyhow::Result<()> {
             memory_children: 100_000,
             cast_n: 1_000_000,
             hangs: 100,
+            commits: 300,
+            group_actors: 1000,
+            group_run: std::time::Duration::from_secs(2),
+            restores: 100,
         }
     };
     let wanted = |fig: &str| cli.only.as_deref().is_none_or(|o| fig.contains(o));
@@ -222,6 +239,52 @@ fn main() -> anyhow::Result<()> {
         figures.entry("hang_detection_ratio_p99").or_default().insert("warden", p99);
     }
 
+    if wanted("snapshot_commit") {
+        let (mut ours, mut fsync, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            let (w, f) = rt.block_on(checkpoint::snapshot_commit_p50_us(plan.commits))?;
+            ours.push(w);
+            fsync.push(f);
+            ratio.push(w / f);
+        }
+        spreads.insert("snapshot_commit_p50_us/warden".into(), spread(&ours));
+        spreads.insert("snapshot_commit_p50_us/fsync".into(), spread(&fsync));
+        spreads.insert("snapshot_commit_fsync_ratio/warden".into(), spread(&ratio));
+        let fig = figures.entry("snapshot_commit_p50_us").or_default();
+        fig.insert("warden", median(ours));
+        fig.insert("fsync", median(fsync));
+        figures.entry("snapshot_commit_fsync_ratio").or_default().insert("warden", median(ratio));
+    }
+
+    if wanted("group_commit") {
+        let mut rates = Vec::new();
+        for _ in 0..plan.reps.min(3) {
+            rates.push(rt.block_on(checkpoint::group_commit_per_s(plan.group_actors, plan.group_run))?);
+        }
+        spreads.insert("group_commit_per_s/warden".into(), spread(&rates));
+        figures.entry("group_commit_per_s").or_default().insert("warden", median(rates));
+    }
+
+    if wanted("restore_1mib") {
+        let mut p99s = Vec::new();
+        for _ in 0..plan.reps.min(3) {
+            p99s.push(rt.block_on(checkpoint::restore_1mib_p99_ms(plan.restores))?);
+        }
+        spreads.insert("restore_1mib_p99_ms/warden".into(), spread(&p99s));
+        figures.entry("restore_1mib_p99_ms").or_default().insert("warden", median(p99s));
+    }
+
+    if wanted("checkpoint_cast") {
+        let mut ratios = Vec::new();
+        for _ in 0..plan.reps.max(5) {
+            let b = rt.block_on(checkpoint::bare_cast_rate(plan.cast_n))?;
+            let c = rt.block_on(checkpoint::checkpointed_cast_rate(plan.cast_n))?;
+            ratios.push(c / b);
+        }
+        spreads.insert("checkpoint_cast_ratio/warden".into(), spread(&ratios));
+        figures.entry("checkpoint_cast_ratio").or_default().insert("warden", median(ratios));
+    }
+
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
@@ -245,10 +308,10 @@ impl Rt {
 }
 
 fn print_table(figures: &Figures, spreads: &BTreeMap<String, (f64, f64)>) {
-    let cols = ["warden", "ractor", "ractor_supervisor", "kameo"];
+    let cols = ["warden", "ractor", "ractor_supervisor", "kameo", "fsync"];
     println!(
-        "{:<28} {:>22} {:>22} {:>22} {:>22} {:>14}",
-        "figure (median [min-max])", cols[0], cols[1], cols[2], cols[3], "warden/best"
+        "{:<28} {:>22} {:>22} {:>22} {:>22} {:>22} {:>14}",
+        "figure (median [min-max])", cols[0], cols[1], cols[2], cols[3], cols[4], "warden/best"
     );
     for (fig, vals) in figures {
         let mut line = format!("{fig:<28}");
