@@ -486,3 +486,28 @@ async fn replicated_store_copies_snapshots_to_the_replica() {
     assert!(get(&h2).await >= 9);
     sup2.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_between_snapshots_do_not_postpone_them() {
+    let ck = memory_service().await;
+    let key = unique("postpone");
+    let policy = SnapshotPolicy::new().every_messages(10).on_stop(false);
+    let spec = ChildSpec::worker("acct", Checkpointed::durable(Account, &ck, key.as_str(), policy), ());
+    let h = spec.handle::<AMsg>().unwrap();
+    let sup = Supervisor::start(
+        &unique("pp"),
+        SupervisorSpec::one_for_one().intensity(100, Duration::from_secs(1)).child(spec),
+    )
+    .await
+    .unwrap();
+    for i in 1..=30u64 {
+        h.call(|r| AMsg::Deposit(1, r), Some(DEADLINE)).await.unwrap();
+        if i % 7 == 0 {
+            h.cast(AMsg::Panic).unwrap();
+        }
+    }
+    ck.flush().await.unwrap();
+    let seqs: Vec<u64> = ck.list(&key).await.unwrap().iter().map(|i| i.seq).collect();
+    assert_eq!(seqs, vec![10, 20, 30], "a snapshot every 10 events, crashes or not");
+    sup.shutdown().await;
+}

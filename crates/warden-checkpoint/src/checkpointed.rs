@@ -517,7 +517,11 @@ impl<A: Checkpoint> Actor for Checkpointed<A> {
     async fn pre_start(&self, myself: ActorRef<A::Msg>, args: A::Arguments) -> Result<Self::State, ActorProcessingErr> {
         let claim = Arc::new(self.service.claim(&self.key, myself.get_id()).await?);
         let mut inner = self.inner.pre_start(myself.clone(), args).await?;
+        // Counting towards the next snapshot starts from the one restored, so that crashes
+        // between snapshots cannot postpone them forever (and replay stays bounded).
+        let mut snapshot_seq = 0;
         if let Some(from) = self.recover(&mut inner, &claim).await? {
+            snapshot_seq = from.seq;
             warden_core::note_restored(from);
         }
         if self.policy.every.is_some() || self.policy.on_demand {
@@ -536,8 +540,11 @@ impl<A: Checkpoint> Actor for Checkpointed<A> {
                 event_type_name: hooks.event_type_name,
             })
         });
-        let snapshot_seq = claim.entry.last_seq.load(std::sync::atomic::Ordering::Relaxed);
-        Ok(CheckpointedState { inner, claim, since: 0, snapshot_seq, last_snapshot: Instant::now(), journal })
+        let since = match self.durable {
+            Some(_) => claim.entry.last_seq.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(snapshot_seq),
+            None => 0,
+        };
+        Ok(CheckpointedState { inner, claim, since, snapshot_seq, last_snapshot: Instant::now(), journal })
     }
 
     async fn post_start(&self, myself: ActorRef<A::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
