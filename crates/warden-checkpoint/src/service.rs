@@ -392,7 +392,9 @@ impl Checkpoints {
 
     /// Asks the running actor that owns `key` for a snapshot now and waits for its commit;
     /// returns its sequence number. Works for actors whose policy has an interval or
-    /// `on_demand` set (they run a small ticker actor that carries the request).
+    /// `on_demand` set (they run a small ticker actor that carries the request). The request
+    /// travels on the actor's supervision port, so it overtakes messages still queued in its
+    /// mailbox: the snapshot holds the state after the message being handled.
     pub async fn snapshot_now(&self, key: &str) -> Result<u64, CheckpointError> {
         let entry = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned();
         let poke = entry
