@@ -6,8 +6,9 @@
 //!
 //! This crate is the facade: it re-exports the layers under `crates/` and offers a
 //! [`prelude`]. Today it holds the supervision core with detection and localisation
-//! ([`warden_core`]) and the observation layer ([`observe`]); checkpoints, pools and the
-//! cluster layer are planned as further crates (see `docs/architecture.md`).
+//! ([`warden_core`]), the observation layer ([`observe`]) and checkpoint recovery
+//! ([`checkpoint`]); pools and the cluster layer are planned as further crates (see
+//! `docs/architecture.md`).
 //!
 //! ```
 //! use warden::prelude::*;
@@ -28,14 +29,15 @@
 #![warn(missing_docs)]
 
 pub use ractor;
+/// Checkpoint recovery: checkpointed and durable actors, the snapshot service and its stores.
 pub use warden_checkpoint as checkpoint;
 pub use warden_core;
 pub use warden_core::{
     decision, event, failure_detector, handle, heartbeat, panic_capture, path, reason, report, spec, supervisor,
     testkit, ActorPath, AutoShutdown, Backoff, CallError, ChildCounts, ChildInfo, ChildRef, ChildSpec, ChildStatus,
-    ChildType, CrashReport, Decision, EventBus, ExitReason, FlightRecorder, RestartType, SendError, Shutdown,
-    SpecError, StartError, Strategy, Supervisor, SupervisorError, SupervisorEvent, SupervisorRef, SupervisorSpec,
-    MISSED_HEARTBEAT,
+    ChildType, CrashReport, Decision, EventBus, ExitReason, FlightRecorder, RestartType, RestoredFrom, SendError,
+    Shutdown, SpecError, StartError, Strategy, Supervisor, SupervisorError, SupervisorEvent, SupervisorRef,
+    SupervisorSpec, MISSED_HEARTBEAT,
 };
 /// The observation layer: Prometheus exposition of the `warden_*` metrics and a loopback
 /// `/metrics` endpoint.
