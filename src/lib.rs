@@ -36,12 +36,14 @@ pub use warden_core::{
     decision, event, failure_detector, handle, heartbeat, panic_capture, path, reason, report, spec, supervisor,
     testkit, ActorPath, AutoShutdown, Backoff, CallError, ChildCounts, ChildInfo, ChildRef, ChildSpec, ChildStatus,
     ChildType, CrashReport, Decision, EventBus, ExitReason, FlightRecorder, RestartType, RestoredFrom, SendError,
-    Shutdown, SpecError, StartError, Strategy, Supervisor, SupervisorError, SupervisorEvent, SupervisorRef,
-    SupervisorSpec, MISSED_HEARTBEAT,
+    Shutdown, SpecError, StartError, Strategy, Supervisor, SupervisorControl, SupervisorError, SupervisorEvent,
+    SupervisorRef, SupervisorSpec, MISSED_HEARTBEAT,
 };
 /// The observation layer: Prometheus exposition of the `warden_*` metrics and a loopback
 /// `/metrics` endpoint.
 pub use warden_observe as observe;
+/// Supervised worker pools: routing, failover of in-flight requests, bounded queues.
+pub use warden_pool as pool;
 
 /// The names most programs need: `use warden::prelude::*;`.
 pub mod prelude {

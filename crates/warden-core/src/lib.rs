@@ -63,7 +63,9 @@ pub use reason::ExitReason;
 pub use report::{CrashReport, Decision, FlightRecorder};
 pub use restored::{note_restored, RestoredFrom};
 pub use spec::{AutoShutdown, Backoff, ChildSpec, ChildType, RestartType, Shutdown, Strategy, SupervisorSpec};
-pub use supervisor::{ChildCounts, ChildInfo, ChildStatus, Supervisor, SupervisorError, SupervisorMsg, SupervisorRef};
+pub use supervisor::{
+    ChildCounts, ChildInfo, ChildStatus, Supervisor, SupervisorControl, SupervisorError, SupervisorMsg, SupervisorRef,
+};
 pub use watchdog::{heartbeat, MISSED_HEARTBEAT};
 
 /// A specification that cannot be started; names what is wrong.

@@ -263,6 +263,15 @@ impl ChildSpec {
         }
     }
 
+    /// For a supervisor child, its runtime API (usable once it runs; follows its restarts).
+    /// `None` for workers.
+    pub fn supervisor_control(&self) -> Option<crate::supervisor::SupervisorControl> {
+        if self.child_type != ChildType::Supervisor {
+            return None;
+        }
+        self.handle::<crate::supervisor::SupervisorMsg>().map(|handle| crate::supervisor::SupervisorControl { handle })
+    }
+
     /// Sets the restart type.
     pub fn restart(mut self, restart: RestartType) -> Self {
         self.restart = restart;

@@ -147,19 +147,32 @@ pub enum SupervisorError {
     },
 }
 
-/// A stable handle to a supervisor: valid across its restarts by its own parent.
+/// A stable handle to a supervisor: valid across its restarts by its own parent. It offers the
+/// runtime API ([`SupervisorControl`], through `Deref`) and the tree's events, crash reports
+/// and reliability figures.
 #[derive(Clone, Debug)]
 pub struct SupervisorRef {
-    pub(crate) handle: ChildRef<SupervisorMsg>,
+    pub(crate) control: SupervisorControl,
     pub(crate) events: EventBus,
 }
 
-impl SupervisorRef {
-    /// The supervisor's path.
-    pub fn path(&self) -> ActorPath {
-        self.handle.path()
-    }
+/// The runtime API of one supervisor (OTP's `start_child`, `terminate_child`, ...), without
+/// the tree's events. Available before the supervisor starts, from its spec
+/// ([`ChildSpec::supervisor_control`]), which is what lets a layer that builds a supervisor
+/// child (a pool) manage it later. Follows the supervisor across its restarts.
+#[derive(Clone, Debug)]
+pub struct SupervisorControl {
+    pub(crate) handle: ChildRef<SupervisorMsg>,
+}
 
+impl std::ops::Deref for SupervisorRef {
+    type Target = SupervisorControl;
+    fn deref(&self) -> &SupervisorControl {
+        &self.control
+    }
+}
+
+impl SupervisorRef {
     /// Subscribes to the events of the whole tree this supervisor belongs to.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<SupervisorEvent> {
         self.events.subscribe()
@@ -184,6 +197,18 @@ impl SupervisorRef {
     /// The tree's event bus.
     pub fn events(&self) -> &EventBus {
         &self.events
+    }
+
+    /// The runtime API alone.
+    pub fn control(&self) -> &SupervisorControl {
+        &self.control
+    }
+}
+
+impl SupervisorControl {
+    /// The supervisor's path (its id alone until it first starts).
+    pub fn path(&self) -> ActorPath {
+        self.handle.path()
     }
 
     /// The current incarnation's cell, if running.

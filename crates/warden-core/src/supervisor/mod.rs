@@ -16,7 +16,7 @@
 
 mod api;
 
-pub use api::{ChildCounts, ChildInfo, ChildStatus, SupervisorError, SupervisorRef};
+pub use api::{ChildCounts, ChildInfo, ChildStatus, SupervisorControl, SupervisorError, SupervisorRef};
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -214,7 +214,7 @@ impl Supervisor {
             other => StartError::Failed { path: path.clone(), cause: other.to_string() },
         })?;
         slot.install(actor, None);
-        Ok(SupervisorRef { handle: ChildRef::from_slot(slot), events })
+        Ok(SupervisorRef { control: SupervisorControl { handle: ChildRef::from_slot(slot) }, events })
     }
 }
 
@@ -352,7 +352,9 @@ impl SupervisorState {
 
     fn info(&self, c: &Child) -> ChildInfo {
         let supervisor = (c.spec.child_type == ChildType::Supervisor).then(|| SupervisorRef {
-            handle: c.spec.handle::<SupervisorMsg>().unwrap_or_else(|| unreachable_handle(&c.path)),
+            control: SupervisorControl {
+                handle: c.spec.handle::<SupervisorMsg>().unwrap_or_else(|| unreachable_handle(&c.path)),
+            },
             events: self.events.clone(),
         });
         ChildInfo {
