@@ -6,6 +6,7 @@
 //! `../shared/context/performance.md`; results and the command go in `docs/benchmarks.md`.
 
 mod checkpoint;
+mod pool;
 mod restart;
 mod spawn;
 mod stats;
@@ -65,6 +66,8 @@ struct Plan {
     group_actors: usize,
     group_run: std::time::Duration,
     restores: usize,
+    pool_n: usize,
+    pool_run: std::time::Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +93,8 @@ fn main() -> anyhow::Result<()> {
             group_actors: 20,
             group_run: std::time::Duration::from_millis(200),
             restores: 3,
+            pool_n: 2_000,
+            pool_run: std::time::Duration::from_millis(300),
         }
     } else if cli.quick {
         Plan {
@@ -104,6 +109,8 @@ fn main() -> anyhow::Result<()> {
             group_actors: 1000,
             group_run: std::time::Duration::from_secs(1),
             restores: 30,
+            pool_n: 100_000,
+            pool_run: std::time::Duration::from_secs(1),
         }
     } else {
         Plan {
@@ -118,6 +125,8 @@ fn main() -> anyhow::Result<()> {
             group_actors: 1000,
             group_run: std::time::Duration::from_secs(2),
             restores: 100,
+            pool_n: 400_000,
+            pool_run: std::time::Duration::from_secs(2),
         }
     };
     let wanted = |fig: &str| cli.only.as_deref().is_none_or(|o| fig.contains(o));
@@ -285,6 +294,46 @@ fn main() -> anyhow::Result<()> {
         figures.entry("checkpoint_cast_ratio").or_default().insert("warden", median(ratios));
     }
 
+    if wanted("pool_throughput") {
+        let (mut ours, mut theirs, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            let w = rt.block_on(pool::warden_rate(plan.pool_n, 16))?;
+            let f = rt.block_on(pool::factory_rate(plan.pool_n, 16))?;
+            ours.push(w);
+            theirs.push(f);
+            ratio.push(w / f);
+        }
+        spreads.insert("pool_requests_per_s/warden".into(), spread(&ours));
+        spreads.insert("pool_requests_per_s/ractor_factory".into(), spread(&theirs));
+        spreads.insert("pool_throughput_ratio/warden".into(), spread(&ratio));
+        let fig = figures.entry("pool_requests_per_s").or_default();
+        fig.insert("warden", median(ours));
+        fig.insert("ractor_factory", median(theirs));
+        figures.entry("pool_throughput_ratio").or_default().insert("warden", median(ratio));
+    }
+
+    if wanted("pool_failover") || wanted("pool_lost") {
+        let (mut crash, mut calm, mut lost) = (Vec::new(), Vec::new(), 0u64);
+        let (mut crash_max, mut calm_max) = (Vec::new(), Vec::new());
+        for _ in 0..plan.reps.min(3) {
+            let f = rt.block_on(pool::failover(plan.pool_run, 8))?;
+            crash.push(f.p99_crashing);
+            calm.push(f.p99_calm);
+            crash_max.push(f.max_crashing);
+            calm_max.push(f.max_calm);
+            lost += f.lost;
+        }
+        let fig = figures.entry("pool_failover_max_us").or_default();
+        fig.insert("warden", median(crash_max));
+        fig.insert("no_crashes", median(calm_max));
+        spreads.insert("pool_failover_p99_us/warden".into(), spread(&crash));
+        spreads.insert("pool_failover_p99_us/no_crashes".into(), spread(&calm));
+        let fig = figures.entry("pool_failover_p99_us").or_default();
+        fig.insert("warden", median(crash));
+        fig.insert("no_crashes", median(calm));
+        figures.entry("pool_lost_requests").or_default().insert("warden", lost as f64);
+    }
+
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
@@ -308,10 +357,10 @@ impl Rt {
 }
 
 fn print_table(figures: &Figures, spreads: &BTreeMap<String, (f64, f64)>) {
-    let cols = ["warden", "ractor", "ractor_supervisor", "kameo", "fsync"];
+    let cols = ["warden", "ractor", "ractor_supervisor", "kameo", "fsync", "ractor_factory", "no_crashes"];
     println!(
-        "{:<28} {:>22} {:>22} {:>22} {:>22} {:>22} {:>14}",
-        "figure (median [min-max])", cols[0], cols[1], cols[2], cols[3], cols[4], "warden/best"
+        "{:<28} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>14}",
+        "figure (median [min-max])", cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], "warden/best"
     );
     for (fig, vals) in figures {
         let mut line = format!("{fig:<28}");

@@ -22,6 +22,11 @@ impl Samples {
         let _ = self.hist.record(ns);
     }
 
+    pub fn merge(&mut self, other: &Samples) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+    }
+
     pub fn percentile_us(&self, q: f64) -> f64 {
         self.hist.value_at_quantile(q) as f64 / 1000.0
     }

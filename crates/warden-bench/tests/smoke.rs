@@ -10,7 +10,12 @@ fn every_figure_is_measured_for_warden_and_its_peers() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     let peers_of = |fig: &str| -> Vec<String> {
         let obj = json[fig].as_object().unwrap_or_else(|| panic!("figure {fig} missing in {json}"));
-        assert!(obj.values().all(|v| v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)), "{fig}: {obj:?}");
+        // Every figure is a positive measurement, except counts of bad things, which may be 0.
+        let may_be_zero = fig == "pool_lost_requests";
+        assert!(
+            obj.values().all(|v| v.as_f64().is_some_and(|x| x.is_finite() && (x > 0.0 || (may_be_zero && x == 0.0)))),
+            "{fig}: {obj:?}"
+        );
         obj.keys().cloned().collect()
     };
     let all = ["kameo", "ractor", "ractor_supervisor", "warden"];
@@ -27,4 +32,10 @@ fn every_figure_is_measured_for_warden_and_its_peers() {
     assert_eq!(peers_of("group_commit_per_s"), ["warden"]);
     assert_eq!(peers_of("restore_1mib_p99_ms"), ["warden"]);
     assert_eq!(peers_of("checkpoint_cast_ratio"), ["warden"]);
+    assert_eq!(peers_of("pool_requests_per_s"), ["ractor_factory", "warden"]);
+    assert_eq!(peers_of("pool_throughput_ratio"), ["warden"]);
+    assert_eq!(peers_of("pool_failover_p99_us"), ["no_crashes", "warden"]);
+    assert_eq!(peers_of("pool_failover_max_us"), ["no_crashes", "warden"]);
+    assert_eq!(peers_of("pool_lost_requests"), ["warden"]);
+    assert_eq!(json["pool_lost_requests"]["warden"].as_f64(), Some(0.0), "no request is ever lost");
 }
