@@ -48,7 +48,7 @@ impl Actor for Backend {
         if n % 50 == 7 {
             std::future::pending::<()>().await; // a dependency that never answers
         }
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             tokio::time::sleep(Duration::from_millis(5)).await; // slow now and then
         }
         let body = format!("item {} served by replica {}", job.request().path, job.replica());
