@@ -334,6 +334,34 @@ fn main() -> anyhow::Result<()> {
         figures.entry("pool_lost_requests").or_default().insert("warden", lost as f64);
     }
 
+    // Last, because it installs a global metrics recorder and a tracing subscriber: the cost of
+    // crash reports and metrics, on against off, in the same run.
+    if wanted("restart_reports_overhead") {
+        warden_observe::install_prometheus()?;
+        // Crash reports are formatted as JSON log records, as a production app would, into a sink.
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::sink)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warden=info"))
+            .try_init();
+        let (mut on, mut off, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            let a =
+                rt.block_on(restart::one_for_one_warden_recording(plan.restart_iterations, false))?.percentile_us(0.5);
+            let b =
+                rt.block_on(restart::one_for_one_warden_recording(plan.restart_iterations, true))?.percentile_us(0.5);
+            off.push(a);
+            on.push(b);
+            ratio.push(b / a);
+        }
+        spreads.insert("restart_p50_reports_on_us/warden".into(), spread(&on));
+        spreads.insert("restart_p50_reports_off_us/warden".into(), spread(&off));
+        spreads.insert("restart_reports_overhead/warden".into(), spread(&ratio));
+        figures.entry("restart_p50_reports_on_us").or_default().insert("warden", median(on));
+        figures.entry("restart_p50_reports_off_us").or_default().insert("warden", median(off));
+        figures.entry("restart_reports_overhead").or_default().insert("warden", median(ratio));
+    }
+
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&figures)?);
     } else {

@@ -47,11 +47,19 @@ where
 }
 
 pub async fn one_for_one_warden(iterations: usize) -> anyhow::Result<Samples> {
+    one_for_one_warden_recording(iterations, true).await
+}
+
+/// The same, with the supervisor's crash reports, reliability figures and metrics on or off.
+pub async fn one_for_one_warden_recording(iterations: usize, record: bool) -> anyhow::Result<Samples> {
     let spec = ChildSpec::worker("gen", GenActor, ());
     let h = spec.handle::<GenMsg>().ok_or_else(|| anyhow::anyhow!("handle type"))?;
     let app = Supervisor::start(
         "bench-ofo",
-        SupervisorSpec::one_for_one().intensity(BIG_INTENSITY, Duration::from_secs(1)).child(spec),
+        SupervisorSpec::one_for_one()
+            .intensity(BIG_INTENSITY, Duration::from_secs(1))
+            .record_failures(record)
+            .child(spec),
     )
     .await?;
     let mut s = Samples::new();

@@ -160,12 +160,41 @@ impl SupervisorEvent {
 
 /// The channel a tree publishes its events on, the tree's flight recorder of crash reports,
 /// and its reliability figures. Cloning shares all three.
-#[derive(Clone, Debug)]
+///
+/// Crash reports and the counting behind the reliability figures and metrics are *deferred*:
+/// a supervisor queues them here and writes them in one batch [`FLUSH_DELAY`] after the first
+/// of them, so that none of that work (building the report, formatting the log record, metric
+/// lookups) runs while a restart is under way. Every reader ([`EventBus::recorder`],
+/// [`EventBus::stats`], and the `SupervisorRef` queries built on them) writes what is still
+/// queued first, so a query never misses a failure that already happened.
+#[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<SupervisorEvent>,
     recorder: std::sync::Arc<crate::report::FlightRecorder>,
     stats: std::sync::Arc<crate::stats::StatsRegistry>,
+    pending: std::sync::Arc<Pending>,
 }
+
+/// Queued bookkeeping, and the lock held while writing it (so that a reader that flushes
+/// waits for a batch a supervisor is writing).
+#[derive(Default)]
+struct Pending {
+    queue: std::sync::Mutex<Vec<Deferred>>,
+    writing: std::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus").field("subscribers", &self.tx.receiver_count()).finish()
+    }
+}
+
+/// Bookkeeping queued by a supervisor: a crash report to write, or figures to count.
+pub(crate) type Deferred = Box<dyn FnOnce(&EventBus) + Send>;
+
+/// How long after a failure its crash report, figures and metrics are written at the latest
+/// (sooner if anyone reads them).
+pub const FLUSH_DELAY: Duration = Duration::from_millis(1);
 
 impl EventBus {
     /// A bus keeping up to `capacity` events for slow subscribers, with a flight recorder of
@@ -181,17 +210,50 @@ impl EventBus {
             tx,
             recorder: std::sync::Arc::new(crate::report::FlightRecorder::new(reports)),
             stats: std::sync::Arc::default(),
+            pending: std::sync::Arc::default(),
         }
     }
 
-    /// The tree's reliability figures (MTBF, MTTR, availability, failure rate) per path.
+    /// The tree's reliability figures (MTBF, MTTR, availability, failure rate) per path,
+    /// with everything queued counted first.
     pub fn stats(&self) -> &crate::stats::StatsRegistry {
+        self.flush();
         &self.stats
     }
 
-    /// The tree's flight recorder.
+    /// The tree's flight recorder, with every queued crash report written first.
     pub fn recorder(&self) -> &crate::report::FlightRecorder {
+        self.flush();
         &self.recorder
+    }
+
+    /// Writes the queued crash reports (tracing and the flight recorder) and counts the
+    /// queued figures, in the order they were queued. Returns when everything queued before
+    /// the call is written (also what another thread was writing).
+    pub fn flush(&self) {
+        let _writing = self.pending.writing.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let queued = std::mem::take(&mut *self.pending.queue.lock().unwrap_or_else(|e| e.into_inner()));
+            if queued.is_empty() {
+                return;
+            }
+            for work in queued {
+                work(self);
+            }
+        }
+    }
+
+    /// Queues bookkeeping; returns `true` if the queue was empty (the caller schedules a
+    /// flush in [`FLUSH_DELAY`]).
+    pub(crate) fn defer(&self, work: Deferred) -> bool {
+        let mut q = self.pending.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.push(work);
+        q.len() == 1
+    }
+
+    /// The figures without flushing (for deferred work itself).
+    pub(crate) fn stats_now(&self) -> &crate::stats::StatsRegistry {
+        &self.stats
     }
 
     /// Emits `report` through `tracing` and keeps it in the flight recorder.

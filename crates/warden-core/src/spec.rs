@@ -368,6 +368,7 @@ pub struct SupervisorSpec {
     pub(crate) period: Duration,
     pub(crate) auto_shutdown: AutoShutdown,
     pub(crate) children: Vec<ChildSpec>,
+    pub(crate) record_failures: bool,
 }
 
 impl SupervisorSpec {
@@ -379,6 +380,7 @@ impl SupervisorSpec {
             period: DEFAULT_PERIOD,
             auto_shutdown: AutoShutdown::Never,
             children: Vec::new(),
+            record_failures: true,
         }
     }
 
@@ -412,6 +414,16 @@ impl SupervisorSpec {
     /// Sets the auto-shutdown rule for significant children.
     pub fn auto_shutdown(mut self, rule: AutoShutdown) -> Self {
         self.auto_shutdown = rule;
+        self
+    }
+
+    /// Whether this supervisor writes crash reports (flight recorder and the `warden::crash`
+    /// log record), counts its children in the reliability figures and feeds the `warden_*`
+    /// metrics. On by default. Turning it off keeps supervision and the event bus unchanged;
+    /// it exists for supervisors restarting children at extreme rates, and so that the
+    /// benchmark can measure what the bookkeeping costs.
+    pub fn record_failures(mut self, on: bool) -> Self {
+        self.record_failures = on;
         self
     }
 

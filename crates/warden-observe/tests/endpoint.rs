@@ -53,6 +53,8 @@ async fn the_endpoint_serves_warden_metrics_on_loopback() {
         }
     }
     app.count_children().await.unwrap();
+    // Counting is deferred by at most `FLUSH_DELAY` after a failure; write it now.
+    app.events().flush();
 
     let endpoint = warden_observe::MetricsEndpoint::serve(prometheus.clone(), None).await.unwrap();
     assert!(endpoint.addr().ip().is_loopback(), "binds to loopback by default");

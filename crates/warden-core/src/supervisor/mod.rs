@@ -84,6 +84,8 @@ pub enum SupervisorMsg {
     #[doc(hidden)]
     RefreshGauges,
     #[doc(hidden)]
+    Flush,
+    #[doc(hidden)]
     StartChild(ChildSpec, RpcReplyPort<Result<ChildInfo, SupervisorError>>),
     #[doc(hidden)]
     TerminateChild(String, RpcReplyPort<Result<(), SupervisorError>>),
@@ -180,6 +182,10 @@ pub struct SupervisorState {
     gauges_at: Option<Instant>,
     gauge_refresh_pending: bool,
     exit_reason: Option<ExitReason>,
+    /// Crash reports, reliability figures and metrics on (`SupervisorSpec::record_failures`).
+    record: bool,
+    /// A `Flush` is on its way (see `EventBus::flush`).
+    flush_scheduled: bool,
 }
 
 impl Supervisor {
@@ -254,10 +260,43 @@ impl Starter for SupervisorStarter {
     }
 }
 
+/// Counts noted events in the reliability figures and the `warden_*` metrics. Dynamic
+/// children are counted under their spec's path (`/sup/conn`, not `/sup/conn-17`) so that the
+/// number of series stays bounded.
+fn count(stats: &crate::stats::StatsRegistry, dynamic: bool, tallies: Vec<(Instant, ActorPath, Tally)>) {
+    for (at, path, what) in tallies {
+        let path = match path.as_str().rsplit_once('-') {
+            Some((spec_path, n)) if dynamic && n.bytes().all(|b| b.is_ascii_digit()) => spec_path.to_string(),
+            _ => path.to_string(),
+        };
+        match what {
+            Tally::Started => stats.update(&path, |r| {
+                r.ready(at);
+            }),
+            Tally::Restarted => {
+                metrics::counter!("warden_restarts_total", "path" => path.clone()).increment(1);
+                let mut repaired = None;
+                stats.update(&path, |r| repaired = r.ready(at));
+                if let Some(d) = repaired {
+                    metrics::histogram!("warden_recovery_seconds", "path" => path).record(d.as_secs_f64());
+                }
+            }
+            Tally::Failed(kind) => {
+                metrics::counter!("warden_failures_total", "path" => path.clone(), "reason" => kind).increment(1);
+                if kind == "hung" {
+                    metrics::counter!("warden_hangs_total", "path" => path.clone()).increment(1);
+                }
+                stats.update(&path, |r| r.failed(at));
+            }
+            Tally::Stopped => stats.update(&path, |r| r.stopped(at)),
+        }
+    }
+}
+
 impl SupervisorState {
     /// Publishes `event` now, and notes it for the tree's reliability figures and the
-    /// `warden_*` metrics, which [`SupervisorState::settle`] counts once the handler's urgent
-    /// work (answering a crashed child) is done.
+    /// `warden_*` metrics, which [`SupervisorState::settle`] queues for counting once the
+    /// handler is done.
     fn observe(&mut self, event: SupervisorEvent) {
         let what = match &event {
             SupervisorEvent::ChildStarted { .. } => Some(Tally::Started),
@@ -268,7 +307,7 @@ impl SupervisorState {
             SupervisorEvent::ChildTerminated { .. } => Some(Tally::Stopped),
             _ => None,
         };
-        if let Some(what) = what {
+        if let Some(what) = what.filter(|_| self.record) {
             self.tallies.push((Instant::now(), event.path().clone(), what));
         }
         self.events.publish(event);
@@ -278,34 +317,15 @@ impl SupervisorState {
     /// are counted under their spec's path (`/sup/conn`, not `/sup/conn-17`) so that the
     /// number of series stays bounded.
     fn settle(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        let stats = self.events.stats();
-        for (at, path, what) in self.tallies.drain(..) {
-            let path = match (self.strategy, path.as_str().rsplit_once('-')) {
-                (Strategy::Dynamic { .. }, Some((spec_path, n))) if n.bytes().all(|b| b.is_ascii_digit()) => {
-                    spec_path.to_string()
-                }
-                _ => path.to_string(),
-            };
-            match what {
-                Tally::Started => stats.update(&path, |r| {
-                    r.ready(at);
-                }),
-                Tally::Restarted => {
-                    metrics::counter!("warden_restarts_total", "path" => path.clone()).increment(1);
-                    let mut repaired = None;
-                    stats.update(&path, |r| repaired = r.ready(at));
-                    if let Some(d) = repaired {
-                        metrics::histogram!("warden_recovery_seconds", "path" => path).record(d.as_secs_f64());
-                    }
-                }
-                Tally::Failed(kind) => {
-                    metrics::counter!("warden_failures_total", "path" => path.clone(), "reason" => kind).increment(1);
-                    if kind == "hung" {
-                        metrics::counter!("warden_hangs_total", "path" => path.clone()).increment(1);
-                    }
-                    stats.update(&path, |r| r.failed(at));
-                }
-                Tally::Stopped => stats.update(&path, |r| r.stopped(at)),
+        if !self.record {
+            self.tallies.clear();
+            return;
+        }
+        if !self.tallies.is_empty() {
+            let tallies = std::mem::take(&mut self.tallies);
+            let dynamic = matches!(self.strategy, Strategy::Dynamic { .. });
+            if self.events.defer(Box::new(move |bus| count(bus.stats_now(), dynamic, tallies))) {
+                self.schedule_flush(myself);
             }
         }
         self.gauge_children(myself);
@@ -637,45 +657,69 @@ impl SupervisorState {
             },
         });
         let decision = self.on_exit(myself, idx, reason.clone(), reply).await;
+        if !self.record {
+            return;
+        }
         if !matches!(decision, Decision::Restart { .. }) {
             // No repair will follow: stop the clock of this path's reliability figures.
             self.tallies.push((Instant::now(), path, Tally::Stopped));
         }
-        // Let the restarted child run before the bookkeeping below: tokio runs a task woken by
-        // this one on this worker, after this handler, so the report and the metrics would
-        // otherwise sit on the restart's critical path.
-        tokio::task::yield_now().await;
-        self.record_failure(facts, &reason, decision);
+        // The report is only queued here (see `record_failure`): nothing slow runs before the
+        // restarted child does.
+        self.record_failure(myself, facts, &reason, decision);
     }
 
-    /// Emits and keeps the crash report of a failure (abnormal exits only).
-    fn record_failure(&mut self, facts: FailureFacts, reason: &ExitReason, decision: Decision) {
+    /// Queues the crash report of a failure (abnormal exits only); it is written within
+    /// `FLUSH_DELAY`, off the restart's critical path. What it says is fixed now.
+    fn record_failure(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        facts: FailureFacts,
+        reason: &ExitReason,
+        decision: Decision,
+    ) {
         if reason.is_normal() {
             return;
         }
-        let (child_type, restart, shutdown) = facts.spec;
-        let report = CrashReport {
-            at_unix_ms: report::unix_ms_now(),
-            ancestors: facts.path.ancestors().iter().map(|a| a.to_string()).collect(),
-            child_id: facts.path.name().to_string(),
-            path: facts.path.to_string(),
-            child_type: report::child_type_name(child_type),
-            restart: report::restart_name(restart),
-            shutdown: report::shutdown_name(shutdown),
-            incarnation: facts.incarnation,
-            reason_kind: reason.kind(),
-            reason: reason.to_string(),
-            panic_location: facts.captured.location,
-            message_type: facts.message_type,
-            message: facts.rendered,
-            mailbox_len: None,
-            restarts_in_window: self.intensity.count(Instant::now()),
-            intensity: self.intensity_limit.0,
-            decision,
-            backtrace: facts.captured.backtrace,
-            restored: None,
-        };
-        self.events.record(report);
+        let at_unix_ms = report::unix_ms_now();
+        let restarts_in_window = self.intensity.count(Instant::now());
+        let intensity = self.intensity_limit.0;
+        let reason = reason.clone();
+        let first = self.events.defer(Box::new(move |bus| {
+            let (child_type, restart, shutdown) = facts.spec;
+            bus.record(CrashReport {
+                at_unix_ms,
+                ancestors: facts.path.ancestors().iter().map(|a| a.to_string()).collect(),
+                child_id: facts.path.name().to_string(),
+                path: facts.path.to_string(),
+                child_type: report::child_type_name(child_type),
+                restart: report::restart_name(restart),
+                shutdown: report::shutdown_name(shutdown),
+                incarnation: facts.incarnation,
+                reason_kind: reason.kind(),
+                reason: reason.to_string(),
+                panic_location: facts.captured.location,
+                message_type: facts.message_type,
+                message: facts.rendered,
+                mailbox_len: None,
+                restarts_in_window,
+                intensity,
+                decision,
+                backtrace: facts.captured.backtrace,
+                restored: None,
+            });
+        }));
+        if first {
+            self.schedule_flush(myself);
+        }
+    }
+
+    /// Writes the queued bookkeeping in `FLUSH_DELAY`, in one batch.
+    fn schedule_flush(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            myself.send_after(crate::event::FLUSH_DELAY, || SupervisorMsg::Flush);
+        }
     }
 
     /// Carries out the restarts that are due, in start order. A failed start is counted
@@ -779,7 +823,7 @@ impl SupervisorState {
     async fn api_terminate_child(&mut self, id: &str) -> Result<(), SupervisorError> {
         let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
         if matches!(self.children[idx].status, Status::Restarting { .. }) {
-            // A restart is cancelled: no repair will follow.
+            // A restart is cancelled: no repair will follow (`settle` drops it when not recording).
             self.tallies.push((Instant::now(), self.children[idx].path.clone(), Tally::Stopped));
         }
         self.terminate_at(idx).await;
@@ -982,6 +1026,8 @@ impl Actor for Supervisor {
             auto_shutdown: spec.auto_shutdown,
             intensity: IntensityWindow::new(spec.intensity, spec.period),
             intensity_limit: (spec.intensity, spec.period),
+            record: spec.record_failures,
+            flush_scheduled: false,
             children: Vec::with_capacity(spec.children.len()),
             events,
             next_dynamic: 0,
@@ -1056,6 +1102,12 @@ impl Actor for Supervisor {
                 state.exited(&myself, idx, ExitReason::Hung { stuck_for, message_type }, None, clues).await;
             }
             SupervisorMsg::Retry => state.resume_restarts(&myself).await,
+            SupervisorMsg::Flush => {
+                state.flush_scheduled = false;
+                let bus = state.events.clone();
+                tokio::task::spawn_blocking(move || bus.flush());
+            }
+
             SupervisorMsg::RefreshGauges => {
                 state.gauge_refresh_pending = false;
                 state.gauges_at = Some(Instant::now());
@@ -1118,6 +1170,8 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         state.stop_all().await;
         state.settle(&myself);
+        // Nothing queued is left behind by a supervisor that stops.
+        state.events.flush();
         let reason = state.exit_reason.clone().unwrap_or(ExitReason::Shutdown(None));
         state.observe(SupervisorEvent::SupervisorShutdown { path: state.path.clone(), reason });
         Ok(())
