@@ -37,5 +37,8 @@ fn every_figure_is_measured_for_warden_and_its_peers() {
     assert_eq!(peers_of("pool_failover_p99_us"), ["no_crashes", "warden"]);
     assert_eq!(peers_of("pool_failover_max_us"), ["no_crashes", "warden"]);
     assert_eq!(peers_of("pool_lost_requests"), ["warden"]);
+    assert_eq!(peers_of("restart_p50_reports_on_us"), ["warden"]);
+    assert_eq!(peers_of("restart_p50_reports_off_us"), ["warden"]);
+    assert_eq!(peers_of("restart_reports_overhead"), ["warden"]);
     assert_eq!(json["pool_lost_requests"]["warden"].as_f64(), Some(0.0), "no request is ever lost");
 }
