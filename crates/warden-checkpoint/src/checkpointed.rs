@@ -409,9 +409,10 @@ impl<A: Checkpoint> Checkpointed<A> {
                 }
             }
         }
-        if restored.is_none() && skipped > 0 && self.policy.if_damaged == IfDamaged::FailStart {
-            let (what, seq, error) = first_damage.expect("skipped > 0 records the damage");
-            return Err(CheckpointError::Unusable { key: key.to_string(), what, seq, error });
+        if restored.is_none() && self.policy.if_damaged == IfDamaged::FailStart {
+            if let Some((what, seq, error)) = first_damage {
+                return Err(CheckpointError::Unusable { key: key.to_string(), what, seq, error });
+            }
         }
         let base = restored.map_or(0, |(seq, _)| seq);
         let mut replayed = 0u64;
