@@ -2,8 +2,9 @@
 //! same size on the same disk, group commit throughput, restore time of a 1 MiB state, and
 //! the cast throughput of a checkpointed actor over an unsupervised ractor actor.
 //!
-//! Stores live in a temporary directory on the same file system as the current directory's
-//! (ext4 on this machine, never tmpfs: checked by `df`), so `fsync` is real.
+//! Stores live in a temporary directory under `target/` (or the current directory), on the
+//! same file system as the sources (ext4 on this machine, never tmpfs: checked by `df`), so
+//! `fsync` is real.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -66,7 +67,11 @@ impl Checkpoint for Blob {
 }
 
 fn data_dir() -> anyhow::Result<tempfile::TempDir> {
-    Ok(tempfile::Builder::new().prefix("warden-bench-").tempdir_in(std::env::current_dir()?)?)
+    // Under `target/` when run from the workspace (same disk, and a killed run leaves nothing
+    // in the source tree); else the current directory.
+    let here = std::env::current_dir()?;
+    let parent = if here.join("target").is_dir() { here.join("target") } else { here };
+    Ok(tempfile::Builder::new().prefix("warden-bench-").tempdir_in(parent)?)
 }
 
 async fn blobs(
