@@ -291,6 +291,9 @@ pub enum TickerMsg {
     Now(oneshot::Sender<Result<u64, CheckpointError>>),
 }
 
+#[cfg(feature = "cluster")]
+impl ractor::Message for TickerMsg {}
+
 /// Carried on the supervision port from the ticker to its actor (the only way into a running
 /// actor that does not need a message of the user's type).
 #[derive(Debug)]

@@ -468,6 +468,9 @@ pub(crate) enum SnapshotMsg {
     Flush(Ack),
 }
 
+#[cfg(feature = "cluster")]
+impl ractor::Message for SnapshotMsg {}
+
 struct SnapshotActor;
 
 struct SnapshotArgs {

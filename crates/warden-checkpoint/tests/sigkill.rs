@@ -24,6 +24,9 @@ const DIR_VAR: &str = "WARDEN_SIGKILL_DIR";
 #[derive(Clone)]
 struct Account;
 
+#[cfg(feature = "cluster")]
+impl ractor::Message for Msg {}
+
 enum Msg {
     Deposit(u64, RpcReplyPort<u64>),
     Balance(RpcReplyPort<u64>),

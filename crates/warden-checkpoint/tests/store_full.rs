@@ -21,6 +21,9 @@ const EVENT_BYTES: usize = 8 * 1024;
 #[derive(Clone)]
 struct Log;
 
+#[cfg(feature = "cluster")]
+impl ractor::Message for Msg {}
+
 enum Msg {
     /// Persists one event; answers the new length or the persist error.
     Append(RpcReplyPort<Result<u64, String>>),

@@ -124,6 +124,9 @@ pub struct Job<Req: Send + Sync + 'static, Rep: Send + 'static> {
     pub(crate) done: bool,
 }
 
+#[cfg(feature = "cluster")]
+impl<Req: Send + Sync + 'static, Rep: Send + 'static> ractor::Message for Job<Req, Rep> {}
+
 impl<Req: Send + Sync + 'static, Rep: Send + 'static> std::fmt::Debug for Job<Req, Rep> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job").field("replica", &self.replica).field("dispatch", &self.dispatch).finish()

@@ -99,6 +99,9 @@ pub enum SupervisorMsg {
     CountChildren(RpcReplyPort<ChildCounts>),
 }
 
+#[cfg(feature = "cluster")]
+impl ractor::Message for SupervisorMsg {}
+
 enum Status {
     Running {
         cell: ActorCell,
