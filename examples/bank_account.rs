@@ -24,6 +24,9 @@ enum Cmd {
     Crash,
 }
 
+// warden builds ractor with its `cluster` feature, under which message types say so.
+impl ractor::Message for Cmd {}
+
 #[derive(Serialize, Deserialize)]
 enum Event {
     Deposited(u64),

@@ -25,6 +25,9 @@ enum Msg {
     Crash,
 }
 
+// warden builds ractor with its `cluster` feature, under which message types say so.
+impl ractor::Message for Msg {}
+
 /// The saved part of the state.
 #[derive(Serialize, Deserialize)]
 struct Saved {

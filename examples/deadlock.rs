@@ -18,6 +18,9 @@ enum Msg {
     Ping(RpcReplyPort<&'static str>),
 }
 
+// warden builds ractor with its `cluster` feature, under which message types say so.
+impl ractor::Message for Msg {}
+
 #[derive(Clone)]
 struct Clerk {
     name: &'static str,

@@ -16,6 +16,9 @@ enum ConnMsg {
     Close,
 }
 
+// warden builds ractor with its `cluster` feature, under which message types say so.
+impl ractor::Message for ConnMsg {}
+
 #[derive(Clone)]
 struct Connection;
 

@@ -19,6 +19,9 @@ enum CounterMsg {
     Poison,
 }
 
+// warden builds ractor with its `cluster` feature, under which message types say so.
+impl ractor::Message for CounterMsg {}
+
 #[derive(Clone)]
 struct Counter;
 

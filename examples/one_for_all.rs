@@ -17,6 +17,9 @@ enum ConsumerMsg {
     Corrupt,
 }
 
+// warden builds ractor with its `cluster` feature, under which message types say so.
+impl ractor::Message for ConsumerMsg {}
+
 #[derive(Clone)]
 struct Consumer;
 

@@ -31,6 +31,8 @@
 pub use ractor;
 /// Checkpoint recovery: checkpointed and durable actors, the snapshot service and its stores.
 pub use warden_checkpoint as checkpoint;
+/// The cluster layer on ractor_cluster: nodes and their failure detection.
+pub use warden_cluster as cluster;
 pub use warden_core;
 pub use warden_core::{
     decision, event, failure_detector, handle, heartbeat, panic_capture, path, reason, report, spec, supervisor,

@@ -33,6 +33,9 @@ enum CMsg {
     Panic,
 }
 
+// warden builds ractor with its `cluster` feature, under which message types say so.
+impl ractor::Message for CMsg {}
+
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 struct CounterSnap {
     total: u64,
@@ -365,6 +368,9 @@ enum AMsg {
     Balance(RpcReplyPort<u64>),
     Panic,
 }
+
+// warden builds ractor with its `cluster` feature, under which message types say so.
+impl ractor::Message for AMsg {}
 
 #[derive(Serialize, Deserialize)]
 struct Deposited {

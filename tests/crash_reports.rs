@@ -104,6 +104,7 @@ async fn an_opted_in_child_reports_the_failing_message_rendered() {
     enum Cmd {
         Charge { account: u32, cents: u64 },
     }
+    impl ractor::Message for Cmd {}
     #[derive(Clone)]
     struct Billing;
     impl ractor::Actor for Billing {

@@ -139,6 +139,7 @@ async fn a_call_whose_handler_crashes_gets_no_reply_error() {
     enum M {
         Boom(ractor::RpcReplyPort<u64>),
     }
+    impl ractor::Message for M {}
     #[derive(Clone)]
     struct Fragile;
     impl ractor::Actor for Fragile {

@@ -21,6 +21,7 @@ enum M {
     /// Answers the incarnation.
     Who(RpcReplyPort<u64>),
 }
+impl ractor::Message for M {}
 
 #[derive(Clone, Default)]
 struct Sticky {
@@ -178,6 +179,9 @@ enum TickMsg {
     Silence,
     Who(RpcReplyPort<u64>),
 }
+
+// warden builds ractor with its `cluster` feature, under which message types say so.
+impl ractor::Message for TickMsg {}
 
 #[derive(Clone, Default)]
 struct Ticker {

@@ -133,8 +133,10 @@ async fn a_transient_normal_exit_does_not_restart_the_group() {
 async fn children_of_different_actor_types_live_under_one_supervisor() {
     #[derive(Clone)]
     struct Greeter;
+    struct Greet(ractor::RpcReplyPort<String>);
+    impl ractor::Message for Greet {}
     impl ractor::Actor for Greeter {
-        type Msg = ractor::RpcReplyPort<String>;
+        type Msg = Greet;
         type State = String;
         type Arguments = String;
         async fn pre_start(
@@ -147,7 +149,7 @@ async fn children_of_different_actor_types_live_under_one_supervisor() {
         async fn handle(
             &self,
             _: ractor::ActorRef<Self::Msg>,
-            reply: Self::Msg,
+            Greet(reply): Self::Msg,
             name: &mut String,
         ) -> Result<(), ractor::ActorProcessingErr> {
             let _ = reply.send(format!("hello from {name}"));
@@ -156,10 +158,10 @@ async fn children_of_different_actor_types_live_under_one_supervisor() {
     }
     let g = ChildSpec::worker("greeter", Greeter, "g".to_string());
     let w = ChildSpec::worker("worker", Worker::named("w"), ());
-    let (hg, hw) = (g.handle::<ractor::RpcReplyPort<String>>().unwrap(), w.handle::<Msg>().unwrap());
+    let (hg, hw) = (g.handle::<Greet>().unwrap(), w.handle::<Msg>().unwrap());
     assert!(g.handle::<Msg>().is_none(), "a handle of the wrong message type is refused");
     let app = Supervisor::start("mixed", SupervisorSpec::one_for_one().child(g).child(w)).await.unwrap();
-    assert_eq!(hg.call(|r| r, Some(DEADLINE)).await.unwrap(), "hello from g");
+    assert_eq!(hg.call(Greet, Some(DEADLINE)).await.unwrap(), "hello from g");
     assert_eq!(incarnation(&hw).await, 1);
     app.shutdown().await;
 }

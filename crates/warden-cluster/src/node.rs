@@ -1,0 +1,430 @@
+//! A warden node: a `ractor_cluster` node server bound to loopback by default, guarded by the
+//! cluster cookie, plus warden's heartbeat failure detector between nodes.
+//!
+//! ractor_cluster notices a killed peer when its socket closes and never notices a frozen one
+//! (its pings have no deadline). Each warden node therefore runs a heartbeat receiver (a
+//! ractor actor in the process group [`HEARTBEAT_GROUP`], reachable from every connected node)
+//! and a monitor task that sends a beat to every remote receiver each
+//! [`NodeConfig::heartbeat_interval`] and scores each peer's arrivals with the phi-accrual
+//! detector of `warden_core::failure_detector`. A peer goes `Up` -> `Suspected` (phi above
+//! [`NodeConfig::suspect_phi`]) -> `Down` (phi above the detector's threshold, or its session
+//! closed). When warden declares a peer down it ends that peer's session, so a node waking from
+//! a freeze cannot deliver a backlog of stale messages into it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use tokio::sync::broadcast;
+use warden_core::failure_detector::{PhiAccrual, PhiParams};
+
+/// The process group every node's heartbeat receiver joins.
+pub const HEARTBEAT_GROUP: &str = "warden.heartbeat";
+
+/// How a node is run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's name, unique in the cluster.
+    pub name: String,
+    /// The cluster cookie: peers with another cookie are refused.
+    pub cookie: String,
+    /// The address to listen on (default 127.0.0.1: other machines cannot connect unless asked).
+    pub bind: IpAddr,
+    /// The port (0: a free one is chosen).
+    pub port: u16,
+    /// How often a node sends a heartbeat to each peer (default 100 ms).
+    pub heartbeat_interval: Duration,
+    /// The peer detector's parameters (default: threshold 8, 50 ms minimum deviation, 600 ms
+    /// acceptable pause, so that a frozen peer is declared down after about a second).
+    pub detector: PhiParams,
+    /// phi above which a peer is reported `Suspected` (default 1).
+    pub suspect_phi: f64,
+}
+
+impl NodeConfig {
+    /// A loopback node named `name` with `cookie` and the default detector.
+    pub fn new(name: impl Into<String>, cookie: impl Into<String>) -> Self {
+        NodeConfig {
+            name: name.into(),
+            cookie: cookie.into(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            heartbeat_interval: Duration::from_millis(100),
+            detector: PhiParams {
+                threshold: 8.0,
+                max_samples: 200,
+                min_std_deviation: Duration::from_millis(50),
+                acceptable_pause: Duration::from_millis(600),
+                first_heartbeat_estimate: Duration::from_millis(100),
+            },
+            suspect_phi: 1.0,
+        }
+    }
+}
+
+/// What a node sees of its peers; also logged under target `warden::cluster`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeEvent {
+    /// A peer completed the handshake (cookie accepted).
+    Up {
+        /// The peer's node name.
+        peer: String,
+        /// Its address.
+        addr: String,
+    },
+    /// A peer's heartbeats are late.
+    Suspected {
+        /// The peer's node name.
+        peer: String,
+        /// Its suspicion level.
+        phi: f64,
+    },
+    /// A suspected peer's heartbeats are on time again.
+    Recovered {
+        /// The peer's node name.
+        peer: String,
+    },
+    /// A peer is declared down; its session was ended.
+    Down {
+        /// The peer's node name.
+        peer: String,
+        /// Why: `session closed` or the heartbeat silence.
+        cause: String,
+        /// Time since its last heartbeat.
+        silent_for: Duration,
+    },
+    /// A connection was refused (wrong cookie or a handshake that failed).
+    Refused {
+        /// The peer's address.
+        addr: String,
+        /// Why.
+        cause: String,
+    },
+}
+
+/// Errors of a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The node server could not start.
+    #[error("node {name}: cannot start on {addr}: {cause}")]
+    Start {
+        /// The node's name.
+        name: String,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        cause: String,
+    },
+    /// A connection to a peer failed.
+    #[error("node {name}: cannot connect to {addr}: {cause}")]
+    Connect {
+        /// The node's name.
+        name: String,
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Why.
+        cause: String,
+    },
+}
+
+#[derive(Debug)]
+struct Peer {
+    detector: PhiAccrual,
+    last: Instant,
+    suspected: bool,
+    down: bool,
+}
+
+struct Shared {
+    name: String,
+    config: NodeConfig,
+    origin: Instant,
+    peers: Mutex<HashMap<String, Peer>>,
+    /// Sessions that completed the handshake, by node id.
+    authenticated: Mutex<std::collections::HashSet<u64>>,
+    events: broadcast::Sender<NodeEvent>,
+}
+
+impl Shared {
+    fn emit(&self, event: NodeEvent) {
+        match &event {
+            NodeEvent::Up { peer, addr } => {
+                tracing::info!(target: "warden::cluster", node = %self.name, peer = %peer, addr = %addr, "peer up")
+            }
+            NodeEvent::Suspected { peer, phi } => {
+                tracing::warn!(target: "warden::cluster", node = %self.name, peer = %peer, phi, "peer suspected")
+            }
+            NodeEvent::Recovered { peer } => {
+                tracing::info!(target: "warden::cluster", node = %self.name, peer = %peer, "peer recovered")
+            }
+            NodeEvent::Down { peer, cause, silent_for } => {
+                tracing::error!(target: "warden::cluster", node = %self.name, peer = %peer, cause = %cause, silent_ms = silent_for.as_millis() as u64, "peer down")
+            }
+            NodeEvent::Refused { addr, cause } => {
+                tracing::warn!(target: "warden::cluster", node = %self.name, addr = %addr, cause = %cause, "connection refused")
+            }
+        }
+        let _ = self.events.send(event);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Peer>> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A heartbeat from `peer` arrived.
+    fn beat(&self, peer: &str) {
+        let now = Instant::now();
+        let at = now.duration_since(self.origin);
+        let mut peers = self.lock();
+        let p = peers.entry(peer.to_string()).or_insert_with(|| Peer {
+            detector: PhiAccrual::new(self.config.detector),
+            last: now,
+            suspected: false,
+            down: false,
+        });
+        if p.down {
+            return; // a peer declared down must rejoin with a new session
+        }
+        p.detector.heartbeat(at);
+        p.last = now;
+        if p.suspected {
+            p.suspected = false;
+            drop(peers);
+            self.emit(NodeEvent::Recovered { peer: peer.to_string() });
+        }
+    }
+
+    /// Scores every peer; returns those that just went down.
+    fn evaluate(&self) -> Vec<String> {
+        let now = Instant::now();
+        let at = now.duration_since(self.origin);
+        let mut events = Vec::new();
+        let mut downs = Vec::new();
+        {
+            let mut peers = self.lock();
+            for (name, p) in peers.iter_mut().filter(|(_, p)| !p.down) {
+                let phi = p.detector.phi(at);
+                if p.detector.is_suspect(at) {
+                    p.down = true;
+                    downs.push(name.clone());
+                    events.push(NodeEvent::Down {
+                        peer: name.clone(),
+                        cause: format!("no heartbeat (phi {phi:.1})"),
+                        silent_for: now.duration_since(p.last),
+                    });
+                } else if phi > self.config.suspect_phi && !p.suspected {
+                    p.suspected = true;
+                    events.push(NodeEvent::Suspected { peer: name.clone(), phi });
+                }
+            }
+        }
+        for e in events {
+            self.emit(e);
+        }
+        downs
+    }
+
+    /// The session of `peer` closed: it is down now (unless already).
+    fn closed(&self, peer: &str) {
+        let now = Instant::now();
+        let silent_for = {
+            let mut peers = self.lock();
+            match peers.get_mut(peer) {
+                Some(p) if !p.down => {
+                    p.down = true;
+                    now.duration_since(p.last)
+                }
+                _ => return,
+            }
+        };
+        self.emit(NodeEvent::Down { peer: peer.to_string(), cause: "session closed".into(), silent_for });
+    }
+}
+
+/// ractor_cluster names a session's peer `name@host`; warden's events use the node name.
+fn node_name(session_name: &str) -> &str {
+    session_name.split_once('@').map_or(session_name, |(n, _)| n)
+}
+
+/// Receives heartbeats from other nodes: its message is the sender's name (a `String`, which
+/// ractor_cluster serialises).
+struct Receiver {
+    shared: Arc<Shared>,
+}
+
+impl Actor for Receiver {
+    type Msg = String;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<String>, _: ()) -> Result<(), ActorProcessingErr> {
+        ractor::pg::join(HEARTBEAT_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(())
+    }
+
+    async fn handle(&self, _: ActorRef<String>, from: String, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        if from != self.shared.name {
+            self.shared.beat(&from);
+        }
+        Ok(())
+    }
+}
+
+/// Turns ractor_cluster's session callbacks into node events.
+struct Sessions {
+    shared: Arc<Shared>,
+}
+
+impl NodeEventSubscription for Sessions {
+    fn node_session_opened(&self, _: ractor_cluster::node::NodeServerSessionInformation) {}
+
+    fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        let authenticated =
+            self.shared.authenticated.lock().unwrap_or_else(PoisonError::into_inner).remove(&ses.node_id);
+        match ses.peer_name {
+            Some(name) if authenticated => self.shared.closed(node_name(&name.name)),
+            // ractor_cluster alone only shows "opened, then disconnected": a session that never
+            // authenticated was refused (wrong cookie, or not a node at all).
+            _ => self.shared.emit(NodeEvent::Refused {
+                addr: ses.peer_addr.clone(),
+                cause: "the handshake did not complete (wrong cookie, or not a warden node)".into(),
+            }),
+        }
+    }
+
+    fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        self.shared.authenticated.lock().unwrap_or_else(PoisonError::into_inner).insert(ses.node_id);
+    }
+
+    fn node_session_ready(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        if let Some(name) = &ses.peer_name {
+            // A rejoining peer starts a fresh history.
+            let peer = node_name(&name.name).to_string();
+            self.shared.lock().remove(&peer);
+            self.shared.emit(NodeEvent::Up { peer, addr: ses.peer_addr.clone() });
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    shared: Arc<Shared>,
+    server: ActorRef<NodeServerMessage>,
+    receiver: ActorRef<String>,
+    monitor: tokio::task::JoinHandle<()>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("name", &self.shared.name).field("addr", &self.addr).finish()
+    }
+}
+
+fn free_port(ip: IpAddr) -> std::io::Result<u16> {
+    // ractor_cluster does not report the port it picks for 0; ask the OS for one first.
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+impl Node {
+    /// Starts the node server, the heartbeat receiver and the monitor.
+    pub async fn start(config: NodeConfig) -> Result<Node, ClusterError> {
+        let port = if config.port == 0 { free_port(config.bind) } else { Ok(config.port) };
+        let start_err = |cause: String| ClusterError::Start {
+            name: config.name.clone(),
+            addr: SocketAddr::new(config.bind, config.port),
+            cause,
+        };
+        let port = port.map_err(|e| start_err(e.to_string()))?;
+        let addr = SocketAddr::new(config.bind, port);
+        let server =
+            NodeServer::new(port, config.cookie.clone(), config.name.clone(), config.bind.to_string(), None, None)
+                .with_listen_addr(config.bind);
+        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_err(e.to_string()))?;
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            config: config.clone(),
+            origin: Instant::now(),
+            peers: Mutex::new(HashMap::new()),
+            authenticated: Mutex::new(Default::default()),
+            events,
+        });
+        let _ = server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "warden".into(),
+            subscription: Box::new(Sessions { shared: shared.clone() }),
+        });
+        let (receiver, _) =
+            Actor::spawn(None, Receiver { shared: shared.clone() }, ()).await.map_err(|e| start_err(e.to_string()))?;
+        let monitor = tokio::spawn(monitor(shared.clone(), server.clone()));
+        Ok(Node { shared, server, receiver, monitor, addr })
+    }
+
+    /// The address peers connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Node events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Connects to the node at `addr` (the handshake completes asynchronously: watch for
+    /// [`NodeEvent::Up`] or [`NodeEvent::Refused`]).
+    pub async fn connect(&self, addr: SocketAddr) -> Result<(), ClusterError> {
+        ractor_cluster::client_connect(&self.server, addr).await.map_err(|e| ClusterError::Connect {
+            name: self.shared.name.clone(),
+            addr,
+            cause: e.to_string(),
+        })
+    }
+
+    /// Stops the node.
+    pub fn stop(&self) {
+        self.monitor.abort();
+        self.receiver.stop(None);
+        self.server.stop(None);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends heartbeats to every remote receiver and scores the peers, every interval; ends the
+/// sessions of peers declared down.
+async fn monitor(shared: Arc<Shared>, server: ActorRef<NodeServerMessage>) {
+    let mut tick = tokio::time::interval(shared.config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for member in ractor::pg::get_members(&HEARTBEAT_GROUP.to_string()) {
+            if !member.get_id().is_local() {
+                let _ = ActorRef::<String>::from(member).cast(shared.name.clone());
+            }
+        }
+        for peer in shared.evaluate() {
+            end_session(&server, &peer).await;
+        }
+    }
+}
+
+async fn end_session(server: &ActorRef<NodeServerMessage>, peer: &str) {
+    let Ok(sessions) = ractor::call!(server, NodeServerMessage::GetSessions) else { return };
+    for ses in sessions.values() {
+        if ses.peer_name.as_ref().is_some_and(|n| node_name(&n.name) == peer) {
+            ses.actor.stop(Some(format!("declared down by warden: {peer}")));
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Nodes over real loopback TCP in one process: the handshake with the cookie, heartbeats
+//! without false suspicion, a stopped peer declared down, a wrong cookie refused.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast::Receiver;
+use warden_cluster::{Node, NodeConfig, NodeEvent};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+async fn next(rx: &mut Receiver<NodeEvent>, what: &str, pred: impl Fn(&NodeEvent) -> bool) -> NodeEvent {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Ok(e)) if pred(&e) => return e,
+            Ok(Ok(_)) => continue,
+            other => panic!("no {what} within {DEADLINE:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_meet_beat_and_see_a_stopped_peer_go_down() {
+    let a = Node::start(NodeConfig::new("node-a", "cookie-1")).await.unwrap();
+    let b = Node::start(NodeConfig::new("node-b", "cookie-1")).await.unwrap();
+    assert!(a.addr().ip().is_loopback() && b.addr().ip().is_loopback(), "loopback by default");
+    let (mut ea, mut eb) = (a.subscribe(), b.subscribe());
+    b.connect(a.addr()).await.unwrap();
+    next(&mut ea, "up on a", |e| matches!(e, NodeEvent::Up { peer, .. } if peer == "node-b")).await;
+    next(&mut eb, "up on b", |e| matches!(e, NodeEvent::Up { peer, .. } if peer == "node-a")).await;
+    // A second of heartbeats: no suspicion either way.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while let Ok(e) = ea.try_recv() {
+        assert!(!matches!(e, NodeEvent::Suspected { .. } | NodeEvent::Down { .. }), "false suspicion: {e:?}");
+    }
+    drop(b);
+    match next(&mut ea, "down", |e| matches!(e, NodeEvent::Down { .. })).await {
+        NodeEvent::Down { peer, .. } => assert_eq!(peer, "node-b"),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cookie_is_refused_with_the_peer_address() {
+    let a = Node::start(NodeConfig::new("node-c", "right")).await.unwrap();
+    let intruder = Node::start(NodeConfig::new("node-x", "wrong")).await.unwrap();
+    let mut ea = a.subscribe();
+    intruder.connect(a.addr()).await.unwrap();
+    match next(&mut ea, "refusal", |e| matches!(e, NodeEvent::Refused { .. } | NodeEvent::Up { .. })).await {
+        NodeEvent::Refused { addr, cause } => {
+            assert!(addr.contains("127.0.0.1"), "{addr}");
+            assert!(cause.contains("cookie"), "{cause}");
+        }
+        other => panic!("the intruder got in: {other:?}"),
+    }
+}

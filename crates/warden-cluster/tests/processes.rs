@@ -1,0 +1,102 @@
+//! Node failure detection against real node processes: a SIGKILLed node and a SIGSTOPped
+//! (frozen) node are both declared down by the node watching them. ractor_cluster alone
+//! notices the first only through the closed socket and never notices the second.
+//!
+//! The peer nodes are this test binary run again with `--ignored --exact peer_node` and their
+//! settings in environment variables.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use warden_cluster::{Node, NodeConfig, NodeEvent};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The peer process: a node that connects to `WARDEN_PEER_OF` and then idles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the peer process of the detection tests"]
+async fn peer_node() {
+    let (Ok(name), Ok(target)) = (std::env::var("WARDEN_PEER_NAME"), std::env::var("WARDEN_PEER_OF")) else {
+        panic!("run by the detection tests only");
+    };
+    let node = Node::start(NodeConfig::new(name, "test-cookie")).await.expect("peer starts");
+    node.connect(target.parse().expect("an address")).await.expect("peer connects");
+    println!("ready");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.0.id() as i32);
+        let _ = kill(pid, Signal::SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_peer(name: &str, target: std::net::SocketAddr) -> Peer {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "peer_node", "--nocapture", "--test-threads", "1"])
+        .env("WARDEN_PEER_NAME", name)
+        .env("WARDEN_PEER_OF", target.to_string())
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn a peer node");
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    loop {
+        match lines.next() {
+            // libtest prints "test peer_node ... " without a newline before the test runs.
+            Some(Ok(l)) if l.ends_with("ready") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("the peer node did not start: {other:?}"),
+        }
+    }
+    Peer(child)
+}
+
+async fn wait_for(
+    rx: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    pred: impl Fn(&NodeEvent) -> bool,
+) -> Option<NodeEvent> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Ok(e)) if pred(&e) => return Some(e),
+            Ok(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_frozen_nodes_are_declared_down() {
+    let watcher = Node::start(NodeConfig::new("watcher", "test-cookie")).await.unwrap();
+    let mut events = watcher.subscribe();
+    for (name, signal) in [("killed", Signal::SIGKILL), ("frozen", Signal::SIGSTOP)] {
+        let peer = spawn_peer(name, watcher.addr());
+        assert!(
+            wait_for(&mut events, |e| matches!(e, NodeEvent::Up { peer, .. } if peer == name)).await.is_some(),
+            "{name} never came up"
+        );
+        // Let a history of heartbeats build up.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t = Instant::now();
+        kill(Pid::from_raw(peer.0.id() as i32), signal).unwrap();
+        let down = wait_for(&mut events, |e| matches!(e, NodeEvent::Down { peer, .. } if peer == name)).await;
+        let took = t.elapsed();
+        let Some(NodeEvent::Down { cause, .. }) = down else { panic!("{name} node never declared down") };
+        eprintln!("{name} node declared down after {took:?} ({cause})");
+        if signal == Signal::SIGSTOP {
+            assert!(cause.contains("heartbeat"), "a frozen node keeps its socket: only heartbeats can tell ({cause})");
+        }
+        drop(peer);
+    }
+}
