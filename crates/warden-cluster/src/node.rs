@@ -42,6 +42,9 @@ pub struct NodeConfig {
     pub detector: PhiParams,
     /// phi above which a peer is reported `Suspected` (default 1).
     pub suspect_phi: f64,
+    /// A connection that has not completed the handshake after this long is closed and
+    /// reported as refused (default 5 s; ractor_cluster alone keeps it open forever).
+    pub handshake_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -61,6 +64,7 @@ impl NodeConfig {
                 first_heartbeat_estimate: Duration::from_millis(100),
             },
             suspect_phi: 1.0,
+            handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -138,6 +142,9 @@ struct Peer {
     down: bool,
 }
 
+/// A session in its handshake: when it opened, its actor, the peer's address.
+type Handshake = (Instant, ActorRef<ractor_cluster::NodeSessionMessage>, String);
+
 struct Shared {
     name: String,
     config: NodeConfig,
@@ -145,6 +152,8 @@ struct Shared {
     peers: Mutex<HashMap<String, Peer>>,
     /// Sessions that completed the handshake, by node id.
     authenticated: Mutex<std::collections::HashSet<u64>>,
+    /// Sessions still in their handshake: when they opened, and their actor.
+    handshaking: Mutex<HashMap<u64, Handshake>>,
     events: broadcast::Sender<NodeEvent>,
 }
 
@@ -232,13 +241,18 @@ impl Shared {
         let now = Instant::now();
         let silent_for = {
             let mut peers = self.lock();
-            match peers.get_mut(peer) {
-                Some(p) if !p.down => {
-                    p.down = true;
-                    now.duration_since(p.last)
-                }
-                _ => return,
+            // A peer that closes before its first heartbeat arrived is down all the same.
+            let p = peers.entry(peer.to_string()).or_insert_with(|| Peer {
+                detector: PhiAccrual::new(self.config.detector),
+                last: now,
+                suspected: false,
+                down: false,
+            });
+            if p.down {
+                return;
             }
+            p.down = true;
+            now.duration_since(p.last)
         };
         self.emit(NodeEvent::Down { peer: peer.to_string(), cause: "session closed".into(), silent_for });
     }
@@ -279,9 +293,21 @@ struct Sessions {
 }
 
 impl NodeEventSubscription for Sessions {
-    fn node_session_opened(&self, _: ractor_cluster::node::NodeServerSessionInformation) {}
+    fn node_session_opened(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        self.shared
+            .handshaking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ses.node_id, (Instant::now(), ses.actor.clone(), ses.peer_addr.clone()));
+    }
 
     fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        let timed_out =
+            self.shared.handshaking.lock().unwrap_or_else(PoisonError::into_inner).remove(&ses.node_id).is_none()
+                && !self.shared.authenticated.lock().unwrap_or_else(PoisonError::into_inner).contains(&ses.node_id);
+        if timed_out {
+            return; // already reported when the handshake timed out
+        }
         let authenticated =
             self.shared.authenticated.lock().unwrap_or_else(PoisonError::into_inner).remove(&ses.node_id);
         match ses.peer_name {
@@ -296,6 +322,7 @@ impl NodeEventSubscription for Sessions {
     }
 
     fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        self.shared.handshaking.lock().unwrap_or_else(PoisonError::into_inner).remove(&ses.node_id);
         self.shared.authenticated.lock().unwrap_or_else(PoisonError::into_inner).insert(ses.node_id);
     }
 
@@ -351,6 +378,7 @@ impl Node {
             origin: Instant::now(),
             peers: Mutex::new(HashMap::new()),
             authenticated: Mutex::new(Default::default()),
+            handshaking: Mutex::new(HashMap::new()),
             events,
         });
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
@@ -417,6 +445,24 @@ async fn monitor(shared: Arc<Shared>, server: ActorRef<NodeServerMessage>) {
         for peer in shared.evaluate() {
             end_session(&server, &peer).await;
         }
+        close_stalled_handshakes(&shared);
+    }
+}
+
+/// Closes connections that opened but never completed the handshake in time.
+fn close_stalled_handshakes(shared: &Shared) {
+    let limit = shared.config.handshake_timeout;
+    let stalled: Vec<(ActorRef<ractor_cluster::NodeSessionMessage>, String)> = {
+        let mut h = shared.handshaking.lock().unwrap_or_else(PoisonError::into_inner);
+        let ids: Vec<u64> = h.iter().filter(|(_, (at, _, _))| at.elapsed() > limit).map(|(id, _)| *id).collect();
+        ids.into_iter().filter_map(|id| h.remove(&id)).map(|(_, actor, addr)| (actor, addr)).collect()
+    };
+    for (actor, addr) in stalled {
+        actor.stop(Some("handshake timed out".into()));
+        shared.emit(NodeEvent::Refused {
+            addr,
+            cause: format!("no completed handshake within {} ms; connection closed", limit.as_millis()),
+        });
     }
 }
 

@@ -54,3 +54,22 @@ async fn a_wrong_cookie_is_refused_with_the_peer_address() {
         other => panic!("the intruder got in: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_completes_the_handshake_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut config = NodeConfig::new("node-h", "cookie-h");
+    config.handshake_timeout = Duration::from_millis(300);
+    let a = Node::start(config).await.unwrap();
+    let mut ea = a.subscribe();
+    // A client that connects and says nothing.
+    let mut silent = tokio::net::TcpStream::connect(a.addr()).await.unwrap();
+    match next(&mut ea, "refusal", |e| matches!(e, NodeEvent::Refused { .. })).await {
+        NodeEvent::Refused { cause, .. } => assert!(cause.contains("handshake"), "{cause}"),
+        _ => unreachable!(),
+    }
+    // The node closed its end.
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(DEADLINE, silent.read(&mut buf)).await.expect("the node closes the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}

@@ -1,0 +1,100 @@
+//! The `warden` command.
+//!
+//! `warden node --name N --cookie C [--bind IP] [--port P] [--connect ADDR]...` runs one node
+//! (for users forming a cluster by hand, across machines or on one) and prints what it sees
+//! of its peers as one JSON object per line on stdout: first `{"event":"listening",...}`,
+//! then `up`, `suspected`, `recovered`, `down` and `refused` events. Logs go to stderr
+//! (`RUST_LOG` filters them). Ctrl-C or SIGTERM stops the node.
+//!
+//! The demo clusters (`warden demo`) are not written yet; see docs/cluster.md.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use warden_cluster::{Node, NodeConfig, NodeEvent};
+
+#[derive(Parser, Debug)]
+#[command(name = "warden", about = "warden: fault-tolerant ractor actors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs one node and prints its peer events as JSON lines.
+    Node {
+        /// The node's name, unique in the cluster.
+        #[arg(long)]
+        name: String,
+        /// The cluster cookie (or the WARDEN_COOKIE environment variable).
+        #[arg(long, env = "WARDEN_COOKIE", hide_env_values = true)]
+        cookie: String,
+        /// The address to listen on. Binding anything but loopback exposes the node.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
+        /// The port (0: a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Nodes to connect to (repeatable).
+        #[arg(long)]
+        connect: Vec<SocketAddr>,
+        /// Heartbeat interval in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        heartbeat_ms: u64,
+    },
+}
+
+fn json(event: &NodeEvent) -> serde_json::Value {
+    match event {
+        NodeEvent::Up { peer, addr } => serde_json::json!({"event": "up", "peer": peer, "addr": addr}),
+        NodeEvent::Suspected { peer, phi } => serde_json::json!({"event": "suspected", "peer": peer, "phi": phi}),
+        NodeEvent::Recovered { peer } => serde_json::json!({"event": "recovered", "peer": peer}),
+        NodeEvent::Down { peer, cause, silent_for } => serde_json::json!({
+            "event": "down", "peer": peer, "cause": cause, "silent_ms": silent_for.as_millis() as u64
+        }),
+        NodeEvent::Refused { addr, cause } => serde_json::json!({"event": "refused", "addr": addr, "cause": cause}),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    match Cli::parse().command {
+        Command::Node { name, cookie, bind, port, connect, heartbeat_ms } => {
+            anyhow::ensure!(!cookie.is_empty(), "--cookie must not be empty");
+            anyhow::ensure!(heartbeat_ms > 0, "--heartbeat-ms must be at least 1");
+            let mut config = NodeConfig::new(name.clone(), cookie);
+            config.bind = bind;
+            config.port = port;
+            config.heartbeat_interval = Duration::from_millis(heartbeat_ms);
+            let node = Node::start(config).await.with_context(|| format!("starting node {name}"))?;
+            let mut events = node.subscribe();
+            println!("{}", serde_json::json!({"event": "listening", "node": name, "addr": node.addr().to_string()}));
+            for addr in connect {
+                node.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+            }
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            loop {
+                tokio::select! {
+                    e = events.recv() => match e {
+                        Ok(e) => println!("{}", json(&e)),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            println!("{}", serde_json::json!({"event": "lagged", "missed": n}));
+                        }
+                        Err(_) => break,
+                    },
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                }
+            }
+            node.stop();
+        }
+    }
+    Ok(())
+}
