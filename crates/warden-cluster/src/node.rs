@@ -328,9 +328,13 @@ impl NodeEventSubscription for Sessions {
 
     fn node_session_ready(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         if let Some(name) = &ses.peer_name {
-            // A rejoining peer starts a fresh history.
             let peer = node_name(&name.name).to_string();
-            self.shared.lock().remove(&peer);
+            // A (re)joining peer starts a fresh history, with the handshake as its first sign
+            // of life: a peer that freezes before its first heartbeat is still detected.
+            let mut detector = PhiAccrual::new(self.shared.config.detector);
+            detector.heartbeat(Instant::now().duration_since(self.shared.origin));
+            let fresh = Peer { detector, last: Instant::now(), suspected: false, down: false };
+            self.shared.lock().insert(peer.clone(), fresh);
             self.shared.emit(NodeEvent::Up { peer, addr: ses.peer_addr.clone() });
         }
     }

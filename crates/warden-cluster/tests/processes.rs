@@ -80,14 +80,20 @@ async fn wait_for(
 async fn killed_and_frozen_nodes_are_declared_down() {
     let watcher = Node::start(NodeConfig::new("watcher", "test-cookie")).await.unwrap();
     let mut events = watcher.subscribe();
-    for (name, signal) in [("killed", Signal::SIGKILL), ("frozen", Signal::SIGSTOP)] {
+    // The last case freezes right after the handshake, before any heartbeat history exists.
+    let cases = [
+        ("killed", Signal::SIGKILL, Duration::from_millis(500)),
+        ("frozen", Signal::SIGSTOP, Duration::from_millis(500)),
+        ("frozen-early", Signal::SIGSTOP, Duration::ZERO),
+    ];
+    for (name, signal, warm_up) in cases {
         let peer = spawn_peer(name, watcher.addr());
         assert!(
             wait_for(&mut events, |e| matches!(e, NodeEvent::Up { peer, .. } if peer == name)).await.is_some(),
             "{name} never came up"
         );
-        // Let a history of heartbeats build up.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Let a history of heartbeats build up (or not).
+        tokio::time::sleep(warm_up).await;
         let t = Instant::now();
         kill(Pid::from_raw(peer.0.id() as i32), signal).unwrap();
         let down = wait_for(&mut events, |e| matches!(e, NodeEvent::Down { peer, .. } if peer == name)).await;
