@@ -24,6 +24,28 @@ use warden_core::failure_detector::{PhiAccrual, PhiParams};
 /// The process group every node's heartbeat receiver joins.
 pub const HEARTBEAT_GROUP: &str = "warden.heartbeat";
 
+/// Mutual TLS between nodes: every node presents a certificate and checks its peer's.
+///
+/// Build the two rustls configurations as your PKI requires; for a private cluster CA, the
+/// server side uses `WebPkiClientVerifier` (client certificates required) and the client side
+/// presents its certificate with `with_client_auth_cert`. `server_name` is the name the nodes'
+/// certificates are issued for.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// Accepting side.
+    pub server: Arc<tokio_rustls::rustls::ServerConfig>,
+    /// Connecting side.
+    pub client: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// The name checked in the peer's certificate.
+    pub server_name: String,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings").field("server_name", &self.server_name).finish()
+    }
+}
+
 /// How a node is run.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -45,6 +67,8 @@ pub struct NodeConfig {
     /// A connection that has not completed the handshake after this long is closed and
     /// reported as refused (default 5 s; ractor_cluster alone keeps it open forever).
     pub handshake_timeout: Duration,
+    /// Mutual TLS between nodes (default: none, plain TCP with the cookie).
+    pub tls: Option<TlsSettings>,
 }
 
 impl NodeConfig {
@@ -65,6 +89,7 @@ impl NodeConfig {
             },
             suspect_phi: 1.0,
             handshake_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -346,6 +371,7 @@ pub struct Node {
     server: ActorRef<NodeServerMessage>,
     receiver: ActorRef<String>,
     monitor: tokio::task::JoinHandle<()>,
+    acceptor: Option<tokio::task::JoinHandle<()>>,
     addr: SocketAddr,
 }
 
@@ -362,18 +388,38 @@ fn free_port(ip: IpAddr) -> std::io::Result<u16> {
 
 impl Node {
     /// Starts the node server, the heartbeat receiver and the monitor.
+    ///
+    /// With TLS, warden accepts connections itself: it completes the TLS handshake (bounded by
+    /// the handshake timeout, reporting failures as [`NodeEvent::Refused`]) and hands the
+    /// encrypted stream to ractor_cluster. ractor_cluster's own listener, which would run TLS
+    /// handshakes one at a time and report failures only as a log line, then listens on a
+    /// second, loopback-only port that still requires the cookie.
     pub async fn start(config: NodeConfig) -> Result<Node, ClusterError> {
-        let port = if config.port == 0 { free_port(config.bind) } else { Ok(config.port) };
         let start_err = |cause: String| ClusterError::Start {
             name: config.name.clone(),
             addr: SocketAddr::new(config.bind, config.port),
             cause,
         };
-        let port = port.map_err(|e| start_err(e.to_string()))?;
-        let addr = SocketAddr::new(config.bind, port);
+        let front = match &config.tls {
+            Some(_) => Some(
+                tokio::net::TcpListener::bind((config.bind, config.port))
+                    .await
+                    .map_err(|e| start_err(format!("cannot listen: {e}")))?,
+            ),
+            None => None,
+        };
+        let inner_ip = if front.is_some() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { config.bind };
+        let port = match (&front, config.port) {
+            (None, 0) | (Some(_), _) => free_port(inner_ip).map_err(|e| start_err(e.to_string()))?,
+            (None, p) => p,
+        };
+        let addr = match &front {
+            Some(l) => l.local_addr().map_err(|e| start_err(e.to_string()))?,
+            None => SocketAddr::new(config.bind, port),
+        };
         let server =
-            NodeServer::new(port, config.cookie.clone(), config.name.clone(), config.bind.to_string(), None, None)
-                .with_listen_addr(config.bind);
+            NodeServer::new(port, config.cookie.clone(), config.name.clone(), inner_ip.to_string(), None, None)
+                .with_listen_addr(inner_ip);
         let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_err(e.to_string()))?;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
@@ -392,7 +438,13 @@ impl Node {
         let (receiver, _) =
             Actor::spawn(None, Receiver { shared: shared.clone() }, ()).await.map_err(|e| start_err(e.to_string()))?;
         let monitor = tokio::spawn(monitor(shared.clone(), server.clone()));
-        Ok(Node { shared, server, receiver, monitor, addr })
+        let acceptor = match (front, &config.tls) {
+            (Some(listener), Some(tls)) => {
+                Some(tokio::spawn(accept_tls(listener, tls.clone(), shared.clone(), server.clone())))
+            }
+            _ => None,
+        };
+        Ok(Node { shared, server, receiver, monitor, acceptor, addr })
     }
 
     /// The address peers connect to.
@@ -413,16 +465,26 @@ impl Node {
     /// Connects to the node at `addr` (the handshake completes asynchronously: watch for
     /// [`NodeEvent::Up`] or [`NodeEvent::Refused`]).
     pub async fn connect(&self, addr: SocketAddr) -> Result<(), ClusterError> {
-        ractor_cluster::client_connect(&self.server, addr).await.map_err(|e| ClusterError::Connect {
-            name: self.shared.name.clone(),
-            addr,
-            cause: e.to_string(),
-        })
+        let err = |cause: String| ClusterError::Connect { name: self.shared.name.clone(), addr, cause };
+        match &self.shared.config.tls {
+            None => ractor_cluster::client_connect(&self.server, addr).await.map_err(|e| err(e.to_string())),
+            Some(tls) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+                    .map_err(|e| err(format!("invalid TLS server name {:?}: {e}", tls.server_name)))?;
+                let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+                ractor_cluster::client_connect_enc(&self.server, addr, connector, name)
+                    .await
+                    .map_err(|e| err(format!("TLS: {e}")))
+            }
+        }
     }
 
     /// Stops the node.
     pub fn stop(&self) {
         self.monitor.abort();
+        if let Some(a) = &self.acceptor {
+            a.abort();
+        }
         self.receiver.stop(None);
         self.server.stop(None);
     }
@@ -450,6 +512,41 @@ async fn monitor(shared: Arc<Shared>, server: ActorRef<NodeServerMessage>) {
             end_session(&server, &peer).await;
         }
         close_stalled_handshakes(&shared);
+    }
+}
+
+/// Accepts TLS connections: each handshake runs in its own task, bounded by the handshake
+/// timeout; an established stream goes to ractor_cluster, a failure becomes a `Refused` event.
+async fn accept_tls(
+    listener: tokio::net::TcpListener,
+    tls: TlsSettings,
+    shared: Arc<Shared>,
+    server: ActorRef<NodeServerMessage>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    loop {
+        let Ok((stream, peer_addr)) = listener.accept().await else { continue };
+        let (acceptor, shared, server) = (acceptor.clone(), shared.clone(), server.clone());
+        tokio::spawn(async move {
+            let local_addr = match stream.local_addr() {
+                Ok(a) => a,
+                Err(_) => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let refused = |cause: String| shared.emit(NodeEvent::Refused { addr: peer_addr.to_string(), cause });
+            match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let stream = ractor_cluster::NetworkStream::TlsServer { peer_addr, local_addr, stream };
+                    let _ =
+                        server.cast(NodeServerMessage::ConnectionOpened { stream: Box::new(stream), is_server: true });
+                }
+                Ok(Err(e)) => refused(format!("TLS handshake failed: {e}")),
+                Err(_) => refused(format!(
+                    "no TLS handshake within {} ms; connection closed",
+                    shared.config.handshake_timeout.as_millis()
+                )),
+            }
+        });
     }
 }
 
