@@ -1,6 +1,7 @@
 //! The `warden` command.
 //!
-//! `warden node --name N --cookie C [--bind IP] [--port P] [--connect ADDR]...` runs one node
+//! `warden node --name N --cookie C [--bind IP] [--port P] [--connect ADDR]...
+//! [--tls-ca CA.pem --tls-cert NODE.pem --tls-key NODE.key]` runs one node
 //! (for users forming a cluster by hand, across machines or on one) and prints what it sees
 //! of its peers as one JSON object per line on stdout: first `{"event":"listening",...}`,
 //! then `up`, `suspected`, `recovered`, `down` and `refused` events. Logs go to stderr
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use warden_cluster::{Node, NodeConfig, NodeEvent};
+use warden_cluster::{Node, NodeConfig, NodeEvent, TlsSettings};
 
 #[derive(Parser, Debug)]
 #[command(name = "warden", about = "warden: fault-tolerant ractor actors")]
@@ -44,6 +45,18 @@ enum Command {
         /// Heartbeat interval in milliseconds.
         #[arg(long, default_value_t = 100)]
         heartbeat_ms: u64,
+        /// Mutual TLS: the cluster CA certificate(s), PEM (with --tls-cert and --tls-key).
+        #[arg(long)]
+        tls_ca: Option<std::path::PathBuf>,
+        /// Mutual TLS: this node's certificate chain, PEM.
+        #[arg(long)]
+        tls_cert: Option<std::path::PathBuf>,
+        /// Mutual TLS: this node's private key, PEM.
+        #[arg(long)]
+        tls_key: Option<std::path::PathBuf>,
+        /// Mutual TLS: the name the node certificates are issued for.
+        #[arg(long, default_value = "warden-node")]
+        tls_name: String,
     },
 }
 
@@ -66,10 +79,16 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     match Cli::parse().command {
-        Command::Node { name, cookie, bind, port, connect, heartbeat_ms } => {
+        Command::Node { name, cookie, bind, port, connect, heartbeat_ms, tls_ca, tls_cert, tls_key, tls_name } => {
             anyhow::ensure!(!cookie.is_empty(), "--cookie must not be empty");
             anyhow::ensure!(heartbeat_ms > 0, "--heartbeat-ms must be at least 1");
+            let tls = match (tls_ca, tls_cert, tls_key) {
+                (None, None, None) => None,
+                (Some(ca), Some(cert), Some(key)) => Some(TlsSettings::from_pem_files(&ca, &cert, &key, tls_name)?),
+                _ => anyhow::bail!("--tls-ca, --tls-cert and --tls-key go together: give all three or none"),
+            };
             let mut config = NodeConfig::new(name.clone(), cookie);
+            config.tls = tls;
             config.bind = bind;
             config.port = port;
             config.heartbeat_interval = Duration::from_millis(heartbeat_ms);

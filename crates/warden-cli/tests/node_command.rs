@@ -33,8 +33,12 @@ fn reader(lines: Lines<BufReader<ChildStdout>>) -> mpsc::Receiver<serde_json::Va
 }
 
 fn start(name: &str, connect: Option<&str>) -> NodeProc {
+    start_with(name, connect, &[])
+}
+
+fn start_with(name: &str, connect: Option<&str>, extra: &[&str]) -> NodeProc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
-    cmd.args(["node", "--name", name, "--cookie", "secret"]);
+    cmd.args(["node", "--name", name, "--cookie", "secret"]).args(extra);
     if let Some(addr) = connect {
         cmd.args(["--connect", addr]);
     }
@@ -77,4 +81,55 @@ fn an_empty_cookie_is_refused_with_a_clear_error() {
         .expect("run warden node");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cookie must not be empty"));
+}
+
+/// Writes a cluster CA and a node certificate for "warden-node" as PEM files.
+fn pem_files(dir: &std::path::Path) -> [String; 3] {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["warden-node".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let paths = ["ca.pem", "node.pem", "node.key"].map(|f| dir.join(f).to_string_lossy().into_owned());
+    std::fs::write(&paths[0], ca.pem()).unwrap();
+    std::fs::write(&paths[1], cert.pem()).unwrap();
+    std::fs::write(&paths[2], key.serialize_pem()).unwrap();
+    paths
+}
+
+#[test]
+fn nodes_meet_over_mutual_tls_from_pem_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = pem_files(dir.path());
+    let tls = ["--tls-ca", ca.as_str(), "--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
+    let a = start_with("tls-alpha", None, &tls);
+    let addr = wait(&a, "listening line", |v| v["event"] == "listening")["addr"].as_str().unwrap().to_string();
+    let b = start_with("tls-beta", Some(&addr), &tls);
+    wait(&a, "beta up", |v| v["event"] == "up" && v["peer"] == "tls-beta");
+    wait(&b, "alpha up", |v| v["event"] == "up" && v["peer"] == "tls-alpha");
+}
+
+#[test]
+fn tls_flags_are_checked_and_bad_files_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["node", "--name", "x", "--cookie", "c"])
+            .args(extra)
+            .output()
+            .expect("run warden node")
+    };
+    let partial = run(&["--tls-ca", "ca.pem"]);
+    assert!(!partial.status.success());
+    assert!(String::from_utf8_lossy(&partial.stderr).contains("go together"));
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let j = junk.to_string_lossy().into_owned();
+    let bad = run(&["--tls-ca", &j, "--tls-cert", &j, "--tls-key", &j]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr).into_owned();
+    assert!(err.contains("junk.pem"), "{err}");
 }

@@ -40,6 +40,51 @@ pub struct TlsSettings {
     pub server_name: String,
 }
 
+impl TlsSettings {
+    /// Mutual TLS for a private cluster CA, from PEM files: the CA certificate(s) every node
+    /// trusts, this node's certificate chain and its private key; `server_name` is the name the
+    /// certificates are issued for. Errors name the file and what is wrong with it.
+    pub fn from_pem_files(
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        server_name: impl Into<String>,
+    ) -> Result<TlsSettings, ClusterError> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |path: &std::path::Path, cause: String| ClusterError::Tls { path: path.to_path_buf(), cause };
+        let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, ClusterError> {
+            let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(path, e.to_string()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(path, e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad(path, "no certificate in the file".into()));
+            }
+            Ok(certs)
+        };
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for c in certs(ca)? {
+            roots.add(c).map_err(|e| bad(ca, e.to_string()))?;
+        }
+        let roots = Arc::new(roots);
+        let chain = certs(cert)?;
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
+        let verifier = tokio_rustls::rustls::server::WebPkiClientVerifier::builder(roots.clone())
+            .build()
+            .map_err(|e| bad(ca, e.to_string()))?;
+        let server = tokio_rustls::rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key_der.clone_key())
+            .map_err(|e| bad(cert, e.to_string()))?;
+        let client = tokio_rustls::rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key_der)
+            .map_err(|e| bad(cert, e.to_string()))?;
+        Ok(TlsSettings { server: Arc::new(server), client: Arc::new(client), server_name: server_name.into() })
+    }
+}
+
 impl std::fmt::Debug for TlsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsSettings").field("server_name", &self.server_name).finish()
@@ -145,6 +190,14 @@ pub enum ClusterError {
         /// The address.
         addr: SocketAddr,
         /// Why.
+        cause: String,
+    },
+    /// A TLS file could not be used.
+    #[error("TLS: {path}: {cause}")]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
         cause: String,
     },
     /// A connection to a peer failed.
