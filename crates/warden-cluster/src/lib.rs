@@ -9,4 +9,4 @@
 
 pub mod node;
 
-pub use node::{ClusterError, Node, NodeConfig, NodeEvent, TlsSettings, HEARTBEAT_GROUP};
+pub use node::{ClusterError, Node, NodeConfig, NodeEvent, RemoteDown, TlsSettings, HEARTBEAT_GROUP};

@@ -192,6 +192,14 @@ pub enum ClusterError {
         /// Why.
         cause: String,
     },
+    /// A remote actor cannot be watched.
+    #[error("cannot watch {actor}: {cause}")]
+    Watch {
+        /// The actor.
+        actor: String,
+        /// Why.
+        cause: String,
+    },
     /// A TLS file could not be used.
     #[error("TLS: {path}: {cause}")]
     Tls {
@@ -220,6 +228,32 @@ struct Peer {
     down: bool,
 }
 
+/// One watched remote actor.
+struct Watch {
+    cell: ractor::ActorCell,
+    peer: String,
+    tx: tokio::sync::oneshot::Sender<RemoteDown>,
+}
+
+/// Why a watched remote actor is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteDown {
+    /// The actor exited (its node said so).
+    Exited {
+        /// The actor.
+        actor: String,
+        /// Its node.
+        node: String,
+    },
+    /// Its node was declared down (killed, frozen or unreachable): the actor is presumed gone.
+    NodeDown {
+        /// The actor.
+        actor: String,
+        /// Its node.
+        node: String,
+    },
+}
+
 /// A session in its handshake: when it opened, its actor, the peer's address.
 type Handshake = (Instant, ActorRef<ractor_cluster::NodeSessionMessage>, String);
 
@@ -230,6 +264,8 @@ struct Shared {
     peers: Mutex<HashMap<String, Peer>>,
     /// Sessions that completed the handshake, by node id.
     authenticated: Mutex<std::collections::HashSet<u64>>,
+    /// Remote actors being watched.
+    watches: Mutex<Vec<Watch>>,
     /// Sessions still in their handshake: when they opened, and their actor.
     handshaking: Mutex<HashMap<u64, Handshake>>,
     events: broadcast::Sender<NodeEvent>,
@@ -482,6 +518,7 @@ impl Node {
             peers: Mutex::new(HashMap::new()),
             authenticated: Mutex::new(Default::default()),
             handshaking: Mutex::new(HashMap::new()),
+            watches: Mutex::new(Vec::new()),
             events,
         });
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
@@ -532,6 +569,31 @@ impl Node {
         }
     }
 
+    /// Watches an actor on another node (a member of a process group, say): the receiver gets
+    /// [`RemoteDown::Exited`] when it exits, or [`RemoteDown::NodeDown`] when its node is
+    /// declared down, whichever comes first (checked every heartbeat interval). Errors if the
+    /// actor is local (use ractor's supervision for those) or its node is not connected.
+    pub async fn watch(
+        &self,
+        actor: ractor::ActorCell,
+    ) -> Result<tokio::sync::oneshot::Receiver<RemoteDown>, ClusterError> {
+        let id = actor.get_id();
+        let err = |cause: String| ClusterError::Watch { actor: id.to_string(), cause };
+        if id.is_local() {
+            return Err(err("the actor is local: supervise or link it instead".into()));
+        }
+        let sessions = ractor::call!(self.server, NodeServerMessage::GetSessions).map_err(|e| err(e.to_string()))?;
+        let peer = sessions
+            .values()
+            .find(|s| s.node_id == id.node())
+            .and_then(|s| s.peer_name.as_ref())
+            .map(|n| node_name(&n.name).to_string())
+            .ok_or_else(|| err(format!("no connected node with id {}", id.node())))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared.watches.lock().unwrap_or_else(PoisonError::into_inner).push(Watch { cell: actor, peer, tx });
+        Ok(rx)
+    }
+
     /// Stops the node.
     pub fn stop(&self) {
         self.monitor.abort();
@@ -565,6 +627,7 @@ async fn monitor(shared: Arc<Shared>, server: ActorRef<NodeServerMessage>) {
             end_session(&server, &peer).await;
         }
         close_stalled_handshakes(&shared);
+        check_watches(&shared);
     }
 }
 
@@ -600,6 +663,38 @@ async fn accept_tls(
                 )),
             }
         });
+    }
+}
+
+/// Fires the watches whose actor exited (ractor_cluster stops the local stand-in of a remote
+/// actor when its node reports the exit) or whose node is down.
+fn check_watches(shared: &Shared) {
+    let fired: Vec<(Watch, RemoteDown)> = {
+        let peers = shared.lock();
+        let mut watches = shared.watches.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fired = Vec::new();
+        let mut i = 0;
+        while i < watches.len() {
+            let w = &watches[i];
+            let actor = w.cell.get_id().to_string();
+            let node_down = peers.get(&w.peer).is_some_and(|p| p.down);
+            let why = if node_down {
+                Some(RemoteDown::NodeDown { actor, node: w.peer.clone() })
+            } else if w.cell.get_status() == ractor::ActorStatus::Stopped {
+                Some(RemoteDown::Exited { actor, node: w.peer.clone() })
+            } else {
+                None
+            };
+            match why {
+                Some(why) => fired.push((watches.swap_remove(i), why)),
+                None => i += 1,
+            }
+        }
+        fired
+    };
+    for (w, why) in fired {
+        tracing::info!(target: "warden::cluster", node = %shared.name, watched = ?why, "watched remote actor gone");
+        let _ = w.tx.send(why);
     }
 }
 

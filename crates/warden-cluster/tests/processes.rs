@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use warden_cluster::{Node, NodeConfig, NodeEvent};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -23,9 +24,33 @@ async fn peer_node() {
         panic!("run by the detection tests only");
     };
     let node = Node::start(NodeConfig::new(name, "test-cookie")).await.expect("peer starts");
+    // A short-lived actor others can watch, when asked for.
+    if let Ok(ms) = std::env::var("WARDEN_PEER_TARGET_MS") {
+        let (target, _) = Actor::spawn(None, Target, ms.parse::<u64>().expect("ms")).await.expect("target");
+        ractor::pg::join(TARGETS.to_string(), vec![target.get_cell()]);
+    }
     node.connect(target.parse().expect("an address")).await.expect("peer connects");
     println!("ready");
     tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+const TARGETS: &str = "warden.test.targets";
+
+/// An actor that stops itself after the given number of milliseconds.
+struct Target;
+
+impl Actor for Target {
+    type Msg = String;
+    type State = ();
+    type Arguments = u64;
+    async fn pre_start(&self, myself: ActorRef<String>, ms: u64) -> Result<(), ActorProcessingErr> {
+        myself.send_after(Duration::from_millis(ms), || "stop".to_string());
+        Ok(())
+    }
+    async fn handle(&self, myself: ActorRef<String>, _: String, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        myself.stop(None);
+        Ok(())
+    }
 }
 
 struct Peer(Child);
@@ -40,7 +65,15 @@ impl Drop for Peer {
 }
 
 fn spawn_peer(name: &str, target: std::net::SocketAddr) -> Peer {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    spawn_peer_with(name, target, None)
+}
+
+fn spawn_peer_with(name: &str, target: std::net::SocketAddr, target_ms: Option<u64>) -> Peer {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if let Some(ms) = target_ms {
+        cmd.env("WARDEN_PEER_TARGET_MS", ms.to_string());
+    }
+    let mut child = cmd
         .args(["--ignored", "--exact", "peer_node", "--nocapture", "--test-threads", "1"])
         .env("WARDEN_PEER_NAME", name)
         .env("WARDEN_PEER_OF", target.to_string())
