@@ -266,6 +266,9 @@ struct Shared {
     authenticated: Mutex<std::collections::HashSet<u64>>,
     /// Remote actors being watched.
     watches: Mutex<Vec<Watch>>,
+    /// Addresses this node was asked to connect to, and the peer each is when up: the monitor
+    /// connects again to those that are not (a peer back from a freeze or a restart rejoins).
+    seeds: Mutex<Vec<(SocketAddr, Option<String>)>>,
     /// Sessions still in their handshake: when they opened, and their actor.
     handshaking: Mutex<HashMap<u64, Handshake>>,
     events: broadcast::Sender<NodeEvent>,
@@ -449,6 +452,12 @@ impl NodeEventSubscription for Sessions {
             detector.heartbeat(Instant::now().duration_since(self.shared.origin));
             let fresh = Peer { detector, last: Instant::now(), suspected: false, down: false };
             self.shared.lock().insert(peer.clone(), fresh);
+            if let Ok(addr) = ses.peer_addr.parse::<SocketAddr>() {
+                let mut seeds = self.shared.seeds.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(seed) = seeds.iter_mut().find(|(a, _)| *a == addr) {
+                    seed.1 = Some(peer.clone());
+                }
+            }
             self.shared.emit(NodeEvent::Up { peer, addr: ses.peer_addr.clone() });
         }
     }
@@ -519,6 +528,7 @@ impl Node {
             authenticated: Mutex::new(Default::default()),
             handshaking: Mutex::new(HashMap::new()),
             watches: Mutex::new(Vec::new()),
+            seeds: Mutex::new(Vec::new()),
             events,
         });
         let _ = server.cast(NodeServerMessage::SubscribeToEvents {
@@ -555,18 +565,13 @@ impl Node {
     /// Connects to the node at `addr` (the handshake completes asynchronously: watch for
     /// [`NodeEvent::Up`] or [`NodeEvent::Refused`]).
     pub async fn connect(&self, addr: SocketAddr) -> Result<(), ClusterError> {
-        let err = |cause: String| ClusterError::Connect { name: self.shared.name.clone(), addr, cause };
-        match &self.shared.config.tls {
-            None => ractor_cluster::client_connect(&self.server, addr).await.map_err(|e| err(e.to_string())),
-            Some(tls) => {
-                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(tls.server_name.clone())
-                    .map_err(|e| err(format!("invalid TLS server name {:?}: {e}", tls.server_name)))?;
-                let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
-                ractor_cluster::client_connect_enc(&self.server, addr, connector, name)
-                    .await
-                    .map_err(|e| err(format!("TLS: {e}")))
+        {
+            let mut seeds = self.shared.seeds.lock().unwrap_or_else(PoisonError::into_inner);
+            if !seeds.iter().any(|(a, _)| *a == addr) {
+                seeds.push((addr, None));
             }
         }
+        connect_to(&self.server, &self.shared, addr).await
     }
 
     /// Watches an actor on another node (a member of a process group, say): the receiver gets
@@ -616,6 +621,10 @@ impl Drop for Node {
 async fn monitor(shared: Arc<Shared>, server: ActorRef<NodeServerMessage>) {
     let mut tick = tokio::time::interval(shared.config.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Rejoin attempts about once a second.
+    let rejoin_every =
+        (Duration::from_secs(1).as_millis() / shared.config.heartbeat_interval.as_millis().max(1)).max(1) as u64;
+    let mut rounds = 0u64;
     loop {
         tick.tick().await;
         for member in ractor::pg::get_members(&HEARTBEAT_GROUP.to_string()) {
@@ -628,6 +637,10 @@ async fn monitor(shared: Arc<Shared>, server: ActorRef<NodeServerMessage>) {
         }
         close_stalled_handshakes(&shared);
         check_watches(&shared);
+        rounds += 1;
+        if rounds.is_multiple_of(rejoin_every) {
+            rejoin_seeds(&shared, &server).await;
+        }
     }
 }
 
@@ -663,6 +676,46 @@ async fn accept_tls(
                 )),
             }
         });
+    }
+}
+
+async fn connect_to(
+    server: &ActorRef<NodeServerMessage>,
+    shared: &Shared,
+    addr: SocketAddr,
+) -> Result<(), ClusterError> {
+    let err = |cause: String| ClusterError::Connect { name: shared.name.clone(), addr, cause };
+    match &shared.config.tls {
+        None => ractor_cluster::client_connect(server, addr).await.map_err(|e| err(e.to_string())),
+        Some(tls) => {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+                .map_err(|e| err(format!("invalid TLS server name {:?}: {e}", tls.server_name)))?;
+            let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+            ractor_cluster::client_connect_enc(server, addr, connector, name)
+                .await
+                .map_err(|e| err(format!("TLS: {e}")))
+        }
+    }
+}
+
+/// Connects again to the seeds whose peer is not up (at most once a second).
+async fn rejoin_seeds(shared: &Shared, server: &ActorRef<NodeServerMessage>) {
+    let lost: Vec<SocketAddr> = {
+        let peers = shared.lock();
+        let seeds = shared.seeds.lock().unwrap_or_else(PoisonError::into_inner);
+        seeds
+            .iter()
+            .filter(|(_, peer)| match peer {
+                Some(p) => peers.get(p).is_none_or(|p| p.down),
+                None => true,
+            })
+            .map(|(a, _)| *a)
+            .collect()
+    };
+    for addr in lost {
+        if let Err(e) = connect_to(server, shared, addr).await {
+            tracing::debug!(target: "warden::cluster", node = %shared.name, error = %e, "rejoin attempt failed");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Node failure detection against real node processes: a SIGKILLed node and a SIGSTOPped
-//! (frozen) node are both declared down by the node watching them. ractor_cluster alone
-//! notices the first only through the closed socket and never notices the second.
+//! (frozen) node are both declared down by the node watching them, and a frozen node rejoins
+//! with a new session once it runs again. ractor_cluster alone notices the first only through
+//! the closed socket and never notices the second.
 //!
 //! The peer nodes are this test binary run again with `--ignored --exact peer_node` and their
 //! settings in environment variables.
@@ -135,6 +136,14 @@ async fn killed_and_frozen_nodes_are_declared_down() {
         eprintln!("{name} node declared down after {took:?} ({cause})");
         if signal == Signal::SIGSTOP {
             assert!(cause.contains("heartbeat"), "a frozen node keeps its socket: only heartbeats can tell ({cause})");
+            // Woken up, it finds its old session ended and rejoins with a new one.
+            kill(Pid::from_raw(peer.0.id() as i32), Signal::SIGCONT).unwrap();
+            let t = Instant::now();
+            assert!(
+                wait_for(&mut events, |e| matches!(e, NodeEvent::Up { peer, .. } if peer == name)).await.is_some(),
+                "{name} did not rejoin after SIGCONT"
+            );
+            eprintln!("{name} node rejoined {:?} after SIGCONT", t.elapsed());
         }
         drop(peer);
     }
