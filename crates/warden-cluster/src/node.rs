@@ -563,7 +563,8 @@ impl Node {
     }
 
     /// Connects to the node at `addr` (the handshake completes asynchronously: watch for
-    /// [`NodeEvent::Up`] or [`NodeEvent::Refused`]).
+    /// [`NodeEvent::Up`] or [`NodeEvent::Refused`]) and keeps it as a seed: whenever that peer
+    /// is not up, the node connects to it again (about once a second).
     pub async fn connect(&self, addr: SocketAddr) -> Result<(), ClusterError> {
         {
             let mut seeds = self.shared.seeds.lock().unwrap_or_else(PoisonError::into_inner);
@@ -654,7 +655,15 @@ async fn accept_tls(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
     loop {
-        let Ok((stream, peer_addr)) = listener.accept().await else { continue };
+        let (stream, peer_addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: do not spin on the error.
+                tracing::warn!(target: "warden::cluster", node = %shared.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let (acceptor, shared, server) = (acceptor.clone(), shared.clone(), server.clone());
         tokio::spawn(async move {
             let local_addr = match stream.local_addr() {
