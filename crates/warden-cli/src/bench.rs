@@ -1,0 +1,121 @@
+//! `warden bench-cluster`: node failure detection measured against real node processes.
+//!
+//! A watcher node runs in this process; each repetition starts one peer (this binary, `warden
+//! node`) that connects to it, waits until the watcher sees it up plus half a second of
+//! heartbeats, then SIGKILLs or SIGSTOPs it and times the watcher's `Down` event. Then three
+//! idle nodes (the watcher and two peers) run for a while and every `Suspected` or `Down` the
+//! watcher reports is a false suspicion. Prints one JSON object; percentiles are nearest-rank
+//! over the repetitions (with 20, p99 is the largest).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use tokio::sync::broadcast::Receiver;
+use warden_cluster::{Node, NodeConfig, NodeEvent};
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        signal(&self.0, Signal::SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+}
+
+fn spawn_peer(name: &str, target: std::net::SocketAddr) -> anyhow::Result<Peer> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let child = Command::new(exe)
+        .args(["node", "--name", name, "--cookie", "bench", "--connect", &target.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting a peer node")?;
+    Ok(Peer(child))
+}
+
+async fn until(rx: &mut Receiver<NodeEvent>, within: Duration, pred: impl Fn(&NodeEvent) -> bool) -> Option<NodeEvent> {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(end, rx.recv()).await {
+            Ok(Ok(e)) if pred(&e) => return Some(e),
+            Ok(Ok(_)) => continue,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// The q-quantile of `xs` (nearest rank).
+fn percentile(mut xs: Vec<f64>, q: f64) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
+    xs[rank - 1]
+}
+
+async fn time_down(watcher: &Node, events: &mut Receiver<NodeEvent>, name: &str, freeze: bool) -> anyhow::Result<f64> {
+    let peer = spawn_peer(name, watcher.addr())?;
+    until(events, Duration::from_secs(20), |e| matches!(e, NodeEvent::Up { peer, .. } if peer == name))
+        .await
+        .with_context(|| format!("{name} did not come up"))?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    if freeze {
+        signal(&peer.0, Signal::SIGSTOP);
+    } else {
+        let mut peer = peer;
+        let _ = peer.0.kill();
+        let _ = peer.0.wait();
+        until(events, Duration::from_secs(20), |e| matches!(e, NodeEvent::Down { peer, .. } if peer == name))
+            .await
+            .with_context(|| format!("{name} was never declared down"))?;
+        return Ok(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    until(events, Duration::from_secs(20), |e| matches!(e, NodeEvent::Down { peer, .. } if peer == name))
+        .await
+        .with_context(|| format!("{name} was never declared down"))?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    drop(peer);
+    Ok(ms)
+}
+
+pub async fn run(reps: usize, quiet: Duration) -> anyhow::Result<()> {
+    let watcher = Node::start(NodeConfig::new("bench-watcher", "bench")).await?;
+    let mut events = watcher.subscribe();
+    let (mut killed, mut frozen) = (Vec::new(), Vec::new());
+    for i in 0..reps {
+        killed.push(time_down(&watcher, &mut events, &format!("killed-{i}"), false).await?);
+        frozen.push(time_down(&watcher, &mut events, &format!("frozen-{i}"), true).await?);
+    }
+    // Quiet run: two idle peers, every suspicion is false.
+    let peers = [spawn_peer("quiet-1", watcher.addr())?, spawn_peer("quiet-2", watcher.addr())?];
+    for name in ["quiet-1", "quiet-2"] {
+        until(&mut events, Duration::from_secs(20), |e| matches!(e, NodeEvent::Up { peer, .. } if peer == name))
+            .await
+            .with_context(|| format!("{name} did not come up"))?;
+    }
+    let mut false_suspicions = 0u64;
+    let end = tokio::time::Instant::now() + quiet;
+    while let Ok(e) = tokio::time::timeout_at(end, events.recv()).await {
+        if matches!(e, Ok(NodeEvent::Suspected { .. } | NodeEvent::Down { .. })) {
+            false_suspicions += 1;
+        }
+    }
+    drop(peers);
+    let out = serde_json::json!({
+        "node_down_killed_p50_ms": {"warden": percentile(killed.clone(), 0.5)},
+        "node_down_killed_p99_ms": {"warden": percentile(killed, 0.99)},
+        "node_down_frozen_p50_ms": {"warden": percentile(frozen.clone(), 0.5)},
+        "node_down_frozen_p99_ms": {"warden": percentile(frozen, 0.99)},
+        "false_suspicions": {"warden": false_suspicions},
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    eprintln!("bench-cluster: {reps} kills and {reps} freezes, {} s quiet run", quiet.as_secs());
+    Ok(())
+}
