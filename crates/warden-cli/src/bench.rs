@@ -95,10 +95,19 @@ pub async fn run(reps: usize, quiet: Duration) -> anyhow::Result<()> {
     }
     // Quiet run: two idle peers, every suspicion is false.
     let peers = [spawn_peer("quiet-1", watcher.addr())?, spawn_peer("quiet-2", watcher.addr())?];
-    for name in ["quiet-1", "quiet-2"] {
-        until(&mut events, Duration::from_secs(20), |e| matches!(e, NodeEvent::Up { peer, .. } if peer == name))
-            .await
-            .with_context(|| format!("{name} did not come up"))?;
+    // Both up, in whichever order their handshakes finish.
+    let mut waiting = vec!["quiet-1", "quiet-2"];
+    while !waiting.is_empty() {
+        let up = until(
+            &mut events,
+            Duration::from_secs(20),
+            |e| matches!(e, NodeEvent::Up { peer, .. } if waiting.contains(&peer.as_str())),
+        )
+        .await
+        .with_context(|| format!("{waiting:?} did not come up"))?;
+        if let NodeEvent::Up { peer, .. } = up {
+            waiting.retain(|w| *w != peer);
+        }
     }
     let mut false_suspicions = 0u64;
     let end = tokio::time::Instant::now() + quiet;
