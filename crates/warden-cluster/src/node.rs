@@ -228,6 +228,13 @@ struct Peer {
     down: bool,
 }
 
+impl Peer {
+    /// A fresh history, last heard from `now`.
+    fn new(params: PhiParams, now: Instant) -> Self {
+        Peer { detector: PhiAccrual::new(params), last: now, suspected: false, down: false }
+    }
+}
+
 /// One watched remote actor.
 struct Watch {
     cell: ractor::ActorCell,
@@ -305,12 +312,7 @@ impl Shared {
         let now = Instant::now();
         let at = now.duration_since(self.origin);
         let mut peers = self.lock();
-        let p = peers.entry(peer.to_string()).or_insert_with(|| Peer {
-            detector: PhiAccrual::new(self.config.detector),
-            last: now,
-            suspected: false,
-            down: false,
-        });
+        let p = peers.entry(peer.to_string()).or_insert_with(|| Peer::new(self.config.detector, now));
         if p.down {
             return; // a peer declared down must rejoin with a new session
         }
@@ -359,12 +361,7 @@ impl Shared {
         let silent_for = {
             let mut peers = self.lock();
             // A peer that closes before its first heartbeat arrived is down all the same.
-            let p = peers.entry(peer.to_string()).or_insert_with(|| Peer {
-                detector: PhiAccrual::new(self.config.detector),
-                last: now,
-                suspected: false,
-                down: false,
-            });
+            let p = peers.entry(peer.to_string()).or_insert_with(|| Peer::new(self.config.detector, now));
             if p.down {
                 return;
             }
@@ -448,9 +445,9 @@ impl NodeEventSubscription for Sessions {
             let peer = node_name(&name.name).to_string();
             // A (re)joining peer starts a fresh history, with the handshake as its first sign
             // of life: a peer that freezes before its first heartbeat is still detected.
-            let mut detector = PhiAccrual::new(self.shared.config.detector);
-            detector.heartbeat(Instant::now().duration_since(self.shared.origin));
-            let fresh = Peer { detector, last: Instant::now(), suspected: false, down: false };
+            let now = Instant::now();
+            let mut fresh = Peer::new(self.shared.config.detector, now);
+            fresh.detector.heartbeat(now.duration_since(self.shared.origin));
             self.shared.lock().insert(peer.clone(), fresh);
             if let Ok(addr) = ses.peer_addr.parse::<SocketAddr>() {
                 let mut seeds = self.shared.seeds.lock().unwrap_or_else(PoisonError::into_inner);

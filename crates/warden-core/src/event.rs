@@ -192,6 +192,9 @@ impl std::fmt::Debug for EventBus {
 /// Bookkeeping queued by a supervisor: a crash report to write, or figures to count.
 pub(crate) type Deferred = Box<dyn FnOnce(&EventBus) + Send>;
 
+/// The most bookkeeping items a tree keeps queued before a supervisor writes them inline.
+pub const MAX_PENDING: usize = 65_536;
+
 /// How long after a failure its crash report, figures and metrics are written at the latest
 /// (sooner if anyone reads them).
 pub const FLUSH_DELAY: Duration = Duration::from_millis(1);
@@ -244,11 +247,19 @@ impl EventBus {
     }
 
     /// Queues bookkeeping; returns `true` if the queue was empty (the caller schedules a
-    /// flush in [`FLUSH_DELAY`]).
+    /// flush in [`FLUSH_DELAY`]). The queue is bounded: past [`MAX_PENDING`] items (a storm of
+    /// failures outrunning the flush), the caller writes everything queued itself.
     pub(crate) fn defer(&self, work: Deferred) -> bool {
-        let mut q = self.pending.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.push(work);
-        q.len() == 1
+        let len = {
+            let mut q = self.pending.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.push(work);
+            q.len()
+        };
+        if len > MAX_PENDING {
+            self.flush();
+            return false; // a flush is already scheduled for the first of them
+        }
+        len == 1
     }
 
     /// The figures without flushing (for deferred work itself).
@@ -279,5 +290,31 @@ impl EventBus {
 impl Default for EventBus {
     fn default() -> Self {
         EventBus::new(DEFAULT_EVENT_CAPACITY)
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn the_bookkeeping_queue_is_bounded() {
+        let bus = EventBus::new(16);
+        let done = Arc::new(AtomicUsize::new(0));
+        for i in 0..MAX_PENDING {
+            let d = done.clone();
+            let first = bus.defer(Box::new(move |_| {
+                d.fetch_add(1, Ordering::Relaxed);
+            }));
+            assert_eq!(first, i == 0);
+        }
+        assert_eq!(done.load(Ordering::Relaxed), 0, "queued, not written");
+        let d = done.clone();
+        bus.defer(Box::new(move |_| {
+            d.fetch_add(1, Ordering::Relaxed);
+        }));
+        assert_eq!(done.load(Ordering::Relaxed), MAX_PENDING + 1, "one past the bound writes them all");
     }
 }
