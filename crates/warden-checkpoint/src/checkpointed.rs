@@ -75,10 +75,18 @@ pub trait EventSourced: Checkpoint {
             let seq = ctx.claim.entry.last_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let bytes = envelope::encode(Kind::Event, Self::EVENT_VERSION, seq, unix_ms_now(), &event)
                 .map_err(|e| PersistError::Encode(e.to_string()))?;
-            ctx.service
-                .write(WriteOp::Append { key: ctx.key.clone(), seq, bytes })
-                .await
-                .map_err(PersistError::Store)?;
+            if let Err(e) = ctx.service.write(WriteOp::Append { key: ctx.key.clone(), seq, bytes }).await {
+                // Nothing was committed: give the number back, so the journal has no hole
+                // (replicas refuse a batch that would leave one). Handlers run one at a time,
+                // so nobody took a later number meanwhile.
+                let _ = ctx.claim.entry.last_seq.compare_exchange(
+                    seq,
+                    seq - 1,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                return Err(PersistError::Store(e));
+            }
             self.apply(state, &event);
             Ok(seq)
         }

@@ -218,8 +218,9 @@ impl Store for RedbStore {
     }
 }
 
-/// A shared store is a store.
-impl<S: Store> Store for Arc<S> {
+/// A shared store is a store (one node's store backs its checkpoint service and takes the
+/// batches other nodes replicate into it).
+impl<S: Store + ?Sized> Store for Arc<S> {
     fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
         (**self).commit(ops)
     }

@@ -409,6 +409,15 @@ impl Checkpoints {
     pub(crate) async fn claim(&self, key: &Arc<str>, actor: ActorId) -> Result<Claim, CheckpointError> {
         let existing = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned();
         let entry = match existing {
+            // A key released and claimed again: the store may have moved on meanwhile (batches
+            // replicated from another node, where the actor ran in between), so the sequence
+            // numbers continue from the higher of the two.
+            Some(e) if e.owner.lock().unwrap_or_else(PoisonError::into_inner).is_none() => {
+                let k = key.clone();
+                let stored = self.blocking(move |s| s.last_seq(&k)).await?;
+                e.last_seq.fetch_max(stored, std::sync::atomic::Ordering::Relaxed);
+                e
+            }
             Some(e) => e,
             None => {
                 let k = key.clone();

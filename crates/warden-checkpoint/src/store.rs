@@ -229,23 +229,45 @@ pub trait Replicator: Send + Sync + 'static {
     fn replicate(&self, ops: &[WriteOp]) -> Result<(), String>;
 }
 
-/// A store that commits locally first, then hands each committed batch to a [`Replicator`].
-/// Reads are local. Local durability decides acknowledgements: a replica that is down costs
-/// redundancy, not availability.
+/// A store that copies every batch to a [`Replicator`]. Reads are local.
+///
+/// Two modes:
+/// * [`Replicated::new`] (asynchronous): commits locally first, then replicates; a failed
+///   replication is logged and never undoes the local commit. Local durability decides
+///   acknowledgements: a replica that is down costs redundancy, not availability.
+/// * [`Replicated::synchronous`]: replicates first and commits locally only once the replicator
+///   confirmed; a failed replication fails the commit (nothing is written locally), so an
+///   acknowledged change exists on the replicas before it exists here. This is what state that
+///   moves to another node on failover (cluster singletons) needs: every acknowledged change
+///   survives the loss of this node. It costs a round trip to a replica per batch (group
+///   commit amortises it).
 pub struct Replicated<S> {
     local: S,
     replicator: Box<dyn Replicator>,
+    synchronous: bool,
 }
 
 impl<S: Store> Replicated<S> {
-    /// Wraps `local`, replicating through `replicator`.
+    /// Wraps `local`, replicating through `replicator` after each local commit.
     pub fn new(local: S, replicator: impl Replicator) -> Self {
-        Replicated { local, replicator: Box::new(replicator) }
+        Replicated { local, replicator: Box::new(replicator), synchronous: false }
+    }
+
+    /// Wraps `local`, replicating through `replicator` before each local commit; a batch the
+    /// replicator refuses is not committed.
+    pub fn synchronous(local: S, replicator: impl Replicator) -> Self {
+        Replicated { local, replicator: Box::new(replicator), synchronous: true }
     }
 }
 
 impl<S: Store> Store for Replicated<S> {
     fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        if self.synchronous && !ops.is_empty() {
+            self.replicator
+                .replicate(ops)
+                .map_err(|cause| StoreError::Commit { ops: ops.len(), cause: format!("not replicated: {cause}") })?;
+            return self.local.commit(ops);
+        }
         self.local.commit(ops)?;
         if let Err(e) = self.replicator.replicate(ops) {
             tracing::warn!(target: "warden::checkpoint", ops = ops.len(), error = %e, "replication of a committed batch failed");
@@ -326,5 +348,30 @@ mod tests {
         check_store_contract(&store);
         assert_eq!(replica.keys().unwrap(), store.keys().unwrap());
         assert_eq!(replica.snapshots("acct/1").unwrap(), store.snapshots("acct/1").unwrap());
+    }
+
+    struct Refuses;
+    impl Replicator for Refuses {
+        fn replicate(&self, _: &[WriteOp]) -> Result<(), String> {
+            Err("no replica answered".into())
+        }
+    }
+
+    #[test]
+    fn synchronous_replication_commits_nothing_the_replicas_refused() {
+        let replica = MemoryStore::new();
+        let store = Replicated::synchronous(MemoryStore::new(), replica.clone());
+        check_store_contract(&store);
+        assert_eq!(replica.keys().unwrap(), store.keys().unwrap());
+
+        let local = MemoryStore::new();
+        let refused = Replicated::synchronous(local.clone(), Refuses);
+        let op = WriteOp::Append { key: Arc::from("k"), seq: 1, bytes: vec![1] };
+        let err = refused.commit(std::slice::from_ref(&op)).unwrap_err();
+        assert!(err.to_string().contains("not replicated: no replica answered"), "{err}");
+        assert_eq!(local.last_seq("k").unwrap(), 0, "nothing written locally");
+        // Asynchronous mode keeps the local commit.
+        Replicated::new(local.clone(), Refuses).commit(&[op]).unwrap();
+        assert_eq!(local.last_seq("k").unwrap(), 1);
     }
 }

@@ -10,7 +10,11 @@
 //! `warden bench-cluster [--reps N] [--quiet-s S]` measures node failure detection against
 //! real node processes (this binary in `node` mode) and prints JSON.
 //!
-//! The demo clusters (`warden demo`) are not written yet; see docs/cluster.md.
+//! `warden demo <bank|pipeline> [--nodes N] [--duration D] [--faults PLAN] [--seed S]
+//! [--report FILE] [--data-dir DIR]` runs a bundled demo cluster: N node processes (this binary
+//! in the hidden `demo-node` mode) on loopback, a workload, injected faults, live progress on
+//! stderr and a JSON report on stdout; it exits 1 when the demo's invariant failed. See
+//! docs/demos.md.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -20,6 +24,7 @@ use clap::{Parser, Subcommand};
 use warden_cluster::{Node, NodeConfig, NodeEvent, TlsSettings};
 
 mod bench;
+mod demo;
 
 #[derive(Parser, Debug)]
 #[command(name = "warden", about = "warden: fault-tolerant ractor actors")]
@@ -30,6 +35,28 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Runs a bundled demo cluster under faults and prints its report as JSON.
+    Demo(demo::DemoArgs),
+    /// One node of a demo cluster (started by `warden demo`).
+    #[command(hide = true)]
+    DemoNode {
+        #[arg(value_enum)]
+        demo: demo::Demo,
+        #[arg(long)]
+        name: String,
+        #[arg(long, env = "WARDEN_COOKIE", hide_env_values = true)]
+        cookie: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        connect: Vec<SocketAddr>,
+        #[arg(long)]
+        cluster_size: usize,
+        #[arg(long)]
+        accounts: usize,
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
     /// Measures node failure detection against real node processes on loopback and prints
     /// the figures as JSON: `node_down_killed_p99_ms`, `node_down_frozen_p99_ms`,
     /// `false_suspicions` (each `{"warden": value}`, the shape of warden-bench's output).
@@ -95,6 +122,26 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     match Cli::parse().command {
+        Command::Demo(args) => {
+            let code = demo::run(args).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::DemoNode { demo, name, cookie, port, connect, cluster_size, accounts, data_dir } => {
+            anyhow::ensure!(!cookie.is_empty(), "the cookie must not be empty");
+            demo::node::run(demo::node::NodeSettings {
+                demo,
+                name,
+                cookie,
+                port,
+                connect,
+                cluster_size,
+                data_dir,
+                accounts,
+            })
+            .await?;
+        }
         Command::BenchCluster { reps, quiet_s } => bench::run(reps.max(1), Duration::from_secs(quiet_s)).await?,
         Command::Node { name, cookie, bind, port, connect, heartbeat_ms, tls_ca, tls_cert, tls_key, tls_name } => {
             anyhow::ensure!(!cookie.is_empty(), "--cookie must not be empty");

@@ -1,12 +1,18 @@
 //! The cluster layer of warden, on `ractor_cluster` (never a home-made transport).
 //!
-//! Today: [`Node`], a ractor_cluster node server bound to loopback by default and guarded by the
-//! cluster cookie, with phi-accrual heartbeats between nodes ([`NodeEvent`]: up, suspected,
-//! recovered, down, refused). Planned (issue 6): TLS, handshake timeouts, remote monitoring,
-//! cluster singletons with replicated checkpoints, and the demo clusters.
+//! [`Node`]: a ractor_cluster node server bound to loopback by default, guarded by the cluster
+//! cookie (and optionally mutual TLS), with phi-accrual heartbeats between nodes
+//! ([`NodeEvent`]: up, suspected, recovered, down, refused), bounded handshakes and remote
+//! monitoring. [`replication`]: checkpoints committed on a majority of nodes before they count.
+//! [`singleton`]: actors that run on exactly one node, move on failover with their state, and
+//! stop on the minority side of a split.
 
 #![warn(missing_docs)]
 
 pub mod node;
+pub mod replication;
+pub mod singleton;
 
-pub use node::{ClusterError, Node, NodeConfig, NodeEvent, RemoteDown, TlsSettings, HEARTBEAT_GROUP};
+pub use node::{ClusterError, Node, NodeConfig, NodeEvent, NodeView, RemoteDown, TlsSettings, HEARTBEAT_GROUP};
+pub use replication::{CatchUpError, ClusterReplicator, Replication, REPLICA_GROUP};
+pub use singleton::{SingletonConfig, SingletonEvent, SingletonSpec, Singletons};

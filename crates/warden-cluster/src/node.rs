@@ -278,6 +278,8 @@ struct Shared {
     seeds: Mutex<Vec<(SocketAddr, Option<String>)>>,
     /// Sessions still in their handshake: when they opened, and their actor.
     handshaking: Mutex<HashMap<u64, Handshake>>,
+    /// The node name behind each ractor_cluster node id seen (to place remote actors).
+    node_ids: Mutex<HashMap<u64, String>>,
     events: broadcast::Sender<NodeEvent>,
 }
 
@@ -445,6 +447,7 @@ impl NodeEventSubscription for Sessions {
             let peer = node_name(&name.name).to_string();
             // A (re)joining peer starts a fresh history, with the handshake as its first sign
             // of life: a peer that freezes before its first heartbeat is still detected.
+            self.shared.node_ids.lock().unwrap_or_else(PoisonError::into_inner).insert(ses.node_id, peer.clone());
             let now = Instant::now();
             let mut fresh = Peer::new(self.shared.config.detector, now);
             fresh.detector.heartbeat(now.duration_since(self.shared.origin));
@@ -457,6 +460,50 @@ impl NodeEventSubscription for Sessions {
             }
             self.shared.emit(NodeEvent::Up { peer, addr: ses.peer_addr.clone() });
         }
+    }
+}
+
+/// What a node currently believes about the cluster: which peers are up, and where a remote
+/// actor lives. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeView {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NodeView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeView").field("name", &self.shared.name).finish()
+    }
+}
+
+impl NodeView {
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The peers this node has a session with and has not declared down (suspected ones
+    /// included), sorted.
+    pub fn live_peers(&self) -> Vec<String> {
+        let mut live: Vec<String> =
+            self.shared.lock().iter().filter(|(_, p)| !p.down).map(|(name, _)| name.clone()).collect();
+        live.sort();
+        live
+    }
+
+    /// The name of the node `actor` runs on: this node for a local actor, the peer for a
+    /// remote one (`None` for a node id never seen).
+    pub fn node_of(&self, actor: &ractor::ActorCell) -> Option<String> {
+        let id = actor.get_id();
+        if id.is_local() {
+            return Some(self.shared.name.clone());
+        }
+        self.shared.node_ids.lock().unwrap_or_else(PoisonError::into_inner).get(&id.node()).cloned()
+    }
+
+    /// Node events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.shared.events.subscribe()
     }
 }
 
@@ -524,6 +571,7 @@ impl Node {
             peers: Mutex::new(HashMap::new()),
             authenticated: Mutex::new(Default::default()),
             handshaking: Mutex::new(HashMap::new()),
+            node_ids: Mutex::new(HashMap::new()),
             watches: Mutex::new(Vec::new()),
             seeds: Mutex::new(Vec::new()),
             events,
@@ -557,6 +605,11 @@ impl Node {
     /// Node events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// A cheap handle on the node's view of the cluster, for services that outlive a borrow.
+    pub fn view(&self) -> NodeView {
+        NodeView { shared: self.shared.clone() }
     }
 
     /// Connects to the node at `addr` (the handshake completes asynchronously: watch for

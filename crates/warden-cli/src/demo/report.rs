@@ -1,0 +1,116 @@
+//! The machine-readable report of a demo run, and the figures it is made of.
+
+use serde::Serialize;
+
+/// p50 / p99 / max of a set of measurements (nearest rank; all zero when empty).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spread {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// How many measurements.
+    pub n: usize,
+}
+
+impl Spread {
+    /// The spread of `values`.
+    pub fn of(values: &[f64]) -> Spread {
+        if values.is_empty() {
+            return Spread::default();
+        }
+        let mut v = values.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Spread { p50: rank(0.50), p99: rank(0.99), max: v[v.len() - 1], n: v.len() }
+    }
+}
+
+/// One injected fault, as the report lists it (times in ms from the start of the workload).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FaultRecord {
+    /// `panic`, `hang`, `kill`, `stop`, `restart`.
+    pub kind: String,
+    /// What was hit (a node or an actor; `@` targets resolved).
+    pub target: String,
+    /// When it was injected.
+    pub injected_at_ms: u64,
+    /// When the cluster noticed (crash report, hang report, node down, node back up).
+    pub detected_at_ms: Option<u64>,
+    /// When service was back (actor restarted; singletons of a lost node running elsewhere and
+    /// requests succeeding again; a restarted node seen up by every other node).
+    pub recovered_at_ms: Option<u64>,
+    /// For a lost node that hosted the demo's key singleton (the auditor, the results
+    /// recorder): injection until that singleton answered from another node with its state
+    /// (its counter at least where it was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub singleton_back_ms: Option<u64>,
+    /// Singletons the fault displaced, with the node each came back on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<String>,
+    /// Anything worth knowing (e.g. a redirected target).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// The report of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// `bank` or `pipeline`.
+    pub demo: String,
+    /// Node processes.
+    pub nodes: usize,
+    /// The plan's seed.
+    pub seed: u64,
+    /// The workload's length, seconds.
+    pub duration_s: f64,
+    /// Faults injected.
+    pub faults_injected: usize,
+    /// Faults the cluster detected.
+    pub faults_detected: usize,
+    /// Faults the cluster recovered from.
+    pub faults_recovered: usize,
+    /// Injection to detection.
+    pub detection_latency_ms: Spread,
+    /// Injection to recovery.
+    pub recovery_time_ms: Spread,
+    /// Mean time between the detected failures, seconds.
+    pub mtbf_s: Option<f64>,
+    /// Mean time to recover, ms.
+    pub mttr_ms: Option<f64>,
+    /// Share of 250 ms windows of the workload in which at least one request succeeded.
+    pub availability: f64,
+    /// Requests acknowledged (bank: transfers; pipeline: jobs completed or reported failed).
+    pub acknowledged_ops: u64,
+    /// Acknowledged requests whose effect was missing at the end.
+    pub lost_acknowledged_ops: u64,
+    /// Requests that failed or timed out (not acknowledged: their outcome was unknown to the
+    /// client, and the invariant holds either way).
+    pub failed_requests: u64,
+    /// Suspicions or downs of nodes no fault had hit.
+    pub false_suspicions: u64,
+    /// The invariant, in words.
+    pub invariant: String,
+    /// Whether it held.
+    pub invariant_ok: bool,
+    /// Every fault.
+    pub faults: Vec<FaultRecord>,
+    /// Demo-specific figures (money counted, jobs, the auditor's state, ...).
+    pub details: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_nearest_rank() {
+        let s = Spread::of(&[5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!((s.p50, s.p99, s.max, s.n), (3.0, 5.0, 5.0, 5));
+        let v: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(Spread::of(&v).p99, 198.0);
+        assert_eq!(Spread::of(&[]), Spread::default());
+    }
+}
