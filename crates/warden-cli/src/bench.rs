@@ -5,7 +5,10 @@
 //! heartbeats, then SIGKILLs or SIGSTOPs it and times the watcher's `Down` event. Then three
 //! idle nodes (the watcher and two peers) run for a while and every `Suspected` or `Down` the
 //! watcher reports is a false suspicion. Prints one JSON object; percentiles are nearest-rank
-//! over the repetitions (with 20, p99 is the largest).
+//! over the repetitions (with 20, p99 is the largest). Last, a 3-node bank demo in which the
+//! node hosting the auditor singleton is killed again and again gives
+//! `singleton_failover_p50_ms` / `_p99_ms`: kill until the auditor answers from another node
+//! with its state.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,7 +88,40 @@ async fn time_down(watcher: &Node, events: &mut Receiver<NodeEvent>, name: &str,
     Ok(ms)
 }
 
-pub async fn run(reps: usize, quiet: Duration) -> anyhow::Result<()> {
+/// Singleton failover: a 3-node bank demo (real node processes) in which the node hosting the
+/// auditor is killed `n` times (each restarted 4 s later); each time, from the kill until the
+/// auditor answers from another node with its audit count at least where it was.
+async fn singleton_failovers(n: usize) -> anyhow::Result<(Vec<f64>, bool)> {
+    use crate::demo::{launcher, plan, Demo, RunSettings};
+    let mut faults = Vec::new();
+    for i in 0..n as u64 {
+        let at = Duration::from_secs(3 + 8 * i);
+        faults.push(plan::Fault { at, kind: plan::Kind::Kill, target: "@auditor".into(), hold: Duration::ZERO });
+        faults.push(plan::Fault {
+            at: at + Duration::from_secs(4),
+            kind: plan::Kind::Restart,
+            target: "@killed".into(),
+            hold: Duration::ZERO,
+        });
+    }
+    let settings = RunSettings {
+        demo: Demo::Bank,
+        nodes: 3,
+        duration: Duration::from_secs(3 + 8 * n as u64 + 4),
+        seed: 1,
+        data_dir: None,
+        accounts: 12,
+        concurrency: 4,
+        quiet: true,
+        node_logs: false,
+    };
+    let report = launcher::run(settings, faults, Default::default()).await?;
+    let back: Vec<f64> = report.faults.iter().filter_map(|f| f.singleton_back_ms.map(|v| v as f64)).collect();
+    anyhow::ensure!(back.len() == n, "the auditor came back after {} of {n} kills", back.len());
+    Ok((back, report.invariant_ok))
+}
+
+pub async fn run(reps: usize, quiet: Duration, failovers: usize) -> anyhow::Result<()> {
     let watcher = Node::start(NodeConfig::new("bench-watcher", "bench")).await?;
     let mut events = watcher.subscribe();
     let (mut killed, mut frozen) = (Vec::new(), Vec::new());
@@ -117,14 +153,25 @@ pub async fn run(reps: usize, quiet: Duration) -> anyhow::Result<()> {
         }
     }
     drop(peers);
-    let out = serde_json::json!({
+    drop(watcher);
+    let (failover, invariant_ok) =
+        if failovers > 0 { singleton_failovers(failovers).await? } else { (Vec::new(), true) };
+    let mut out = serde_json::json!({
         "node_down_killed_p50_ms": {"warden": percentile(killed.clone(), 0.5)},
         "node_down_killed_p99_ms": {"warden": percentile(killed, 0.99)},
         "node_down_frozen_p50_ms": {"warden": percentile(frozen.clone(), 0.5)},
         "node_down_frozen_p99_ms": {"warden": percentile(frozen, 0.99)},
         "false_suspicions": {"warden": false_suspicions},
     });
+    if !failover.is_empty() {
+        out["singleton_failover_p50_ms"] = serde_json::json!({"warden": percentile(failover.clone(), 0.5)});
+        out["singleton_failover_p99_ms"] = serde_json::json!({"warden": percentile(failover.clone(), 0.99)});
+        out["singleton_failover_invariant_ok"] = serde_json::json!({"warden": invariant_ok});
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
-    eprintln!("bench-cluster: {reps} kills and {reps} freezes, {} s quiet run", quiet.as_secs());
+    eprintln!(
+        "bench-cluster: {reps} kills and {reps} freezes, {} s quiet run, {failovers} singleton failovers",
+        quiet.as_secs()
+    );
     Ok(())
 }

@@ -7,8 +7,8 @@
 //! then `up`, `suspected`, `recovered`, `down` and `refused` events. Logs go to stderr
 //! (`RUST_LOG` filters them). Ctrl-C or SIGTERM stops the node.
 //!
-//! `warden bench-cluster [--reps N] [--quiet-s S]` measures node failure detection against
-//! real node processes (this binary in `node` mode) and prints JSON.
+//! `warden bench-cluster [--reps N] [--quiet-s S] [--failovers F]` measures node failure
+//! detection and singleton failover against real node processes and prints JSON.
 //!
 //! `warden demo <bank|pipeline> [--nodes N] [--duration D] [--faults PLAN] [--seed S]
 //! [--report FILE] [--data-dir DIR]` runs a bundled demo cluster: N node processes (this binary
@@ -57,9 +57,9 @@ enum Command {
         #[arg(long)]
         data_dir: std::path::PathBuf,
     },
-    /// Measures node failure detection against real node processes on loopback and prints
-    /// the figures as JSON: `node_down_killed_p99_ms`, `node_down_frozen_p99_ms`,
-    /// `false_suspicions` (each `{"warden": value}`, the shape of warden-bench's output).
+    /// Measures node failure detection and singleton failover against real node processes on
+    /// loopback and prints the figures as JSON: `node_down_killed_p99_ms`,
+    /// `node_down_frozen_p99_ms`, `false_suspicions`, `singleton_failover_p99_ms` (each `{"warden": value}`, the shape of warden-bench's output).
     BenchCluster {
         /// Kills and freezes measured, each.
         #[arg(long, default_value_t = 20)]
@@ -67,6 +67,10 @@ enum Command {
         /// Seconds of three idle nodes watched for false suspicions.
         #[arg(long, default_value_t = 30)]
         quiet_s: u64,
+        /// Singleton failovers measured (kills of the node hosting the bank demo's auditor);
+        /// 0 skips them.
+        #[arg(long, default_value_t = 20)]
+        failovers: usize,
     },
     /// Runs one node and prints its peer events as JSON lines.
     Node {
@@ -142,7 +146,9 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
         }
-        Command::BenchCluster { reps, quiet_s } => bench::run(reps.max(1), Duration::from_secs(quiet_s)).await?,
+        Command::BenchCluster { reps, quiet_s, failovers } => {
+            bench::run(reps.max(1), Duration::from_secs(quiet_s), failovers).await?
+        }
         Command::Node { name, cookie, bind, port, connect, heartbeat_ms, tls_ca, tls_cert, tls_key, tls_name } => {
             anyhow::ensure!(!cookie.is_empty(), "--cookie must not be empty");
             anyhow::ensure!(heartbeat_ms > 0, "--heartbeat-ms must be at least 1");

@@ -119,27 +119,52 @@ fn held(store: &dyn Store, key: &str) -> Result<Held, StoreError> {
 /// followed by the keys concerned (one per line).
 const GAP: &str = "gap:";
 
-/// The keys of `ops` whose journal entries would not continue what `store` holds (a replica
-/// that was down or frozen missed batches). A journal with a hole would look complete to a
-/// catch-up, so such a batch is refused and the writer sends the whole key first. Snapshots
-/// cover everything up to their sequence number and are always accepted.
-fn gaps(store: &dyn Store, ops: &[WriteOp]) -> Result<Vec<String>, StoreError> {
+/// What a replica refuses in a batch.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Refusal {
+    /// Keys whose entries would not continue what this replica holds (it was down or frozen
+    /// and missed batches): a journal with a hole would look complete to a catch-up, so the
+    /// writer is asked to send the whole key first.
+    gaps: Vec<String>,
+    /// Keys with an entry that differs from one this replica already holds at that sequence
+    /// number: a stale writer (an instance on a node that was cut off) must not rewrite
+    /// history. Not repairable by the writer; the batch simply does not count here.
+    conflicts: Vec<String>,
+}
+
+impl Refusal {
+    fn is_empty(&self) -> bool {
+        self.gaps.is_empty() && self.conflicts.is_empty()
+    }
+}
+
+/// Checks `ops` against what `store` holds. Snapshots cover everything up to their sequence
+/// number and are accepted; an append must continue the journal, or repeat an entry exactly.
+fn refusals(store: &dyn Store, ops: &[WriteOp]) -> Result<Refusal, StoreError> {
     let mut next: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-    let mut gaps = Vec::new();
+    let mut refusal = Refusal::default();
+    let push = |list: &mut Vec<String>, key: &str| {
+        if !list.iter().any(|k| k == key) {
+            list.push(key.to_string());
+        }
+    };
     for op in ops {
         match op {
             WriteOp::Snapshot { key, seq, .. } => {
                 let n = next.entry(key).or_insert(0);
                 *n = (*n).max(seq + 1);
             }
-            WriteOp::Append { key, seq, .. } => {
+            WriteOp::Append { key, seq, bytes } => {
                 let expected = match next.get(&**key) {
                     Some(n) => *n,
                     None => store.last_seq(key)? + 1,
                 };
                 if *seq > expected {
-                    if !gaps.iter().any(|g| g == &**key) {
-                        gaps.push(key.to_string());
+                    push(&mut refusal.gaps, key);
+                } else if *seq < expected && !next.contains_key(&**key) {
+                    let held = store.journal_after(key, seq.saturating_sub(1))?;
+                    if held.first().is_none_or(|(s, b)| s != seq || b != bytes) {
+                        push(&mut refusal.conflicts, key);
                     }
                 } else {
                     next.insert(key, expected.max(seq + 1));
@@ -148,7 +173,7 @@ fn gaps(store: &dyn Store, ops: &[WriteOp]) -> Result<Vec<String>, StoreError> {
             WriteOp::DeleteSnapshot { .. } => {}
         }
     }
-    Ok(gaps)
+    Ok(refusal)
 }
 
 /// Commits other nodes' batches into this node's store and answers catch-up requests.
@@ -173,9 +198,9 @@ impl Actor for Sink {
                 let outcome = tokio::task::spawn_blocking(move || {
                     let ops: Vec<WireOp> = decode(&bytes)?;
                     let ops: Vec<WriteOp> = ops.into_iter().map(WireOp::into_op).collect();
-                    let gaps = gaps(&*store, &ops).map_err(|e| e.to_string())?;
-                    if !gaps.is_empty() {
-                        return Ok(Some(gaps));
+                    let refusal = refusals(&*store, &ops).map_err(|e| e.to_string())?;
+                    if !refusal.is_empty() {
+                        return Ok(Some(refusal));
                     }
                     store.commit(&ops).map(|_| None).map_err(|e| e.to_string())
                 })
@@ -183,7 +208,12 @@ impl Actor for Sink {
                 .unwrap_or_else(|e| Err(format!("replica commit task failed: {e}")));
                 let answer = match outcome {
                     Ok(None) => String::new(),
-                    Ok(Some(gaps)) => format!("{GAP}{}", gaps.join("\n")),
+                    Ok(Some(r)) if r.conflicts.is_empty() => format!("{GAP}{}", r.gaps.join("\n")),
+                    Ok(Some(r)) => {
+                        let e = format!("refused: entries differ from the ones held for {}", r.conflicts.join(", "));
+                        tracing::warn!(target: "warden::cluster", error = %e, "replicated batch refused");
+                        e
+                    }
                     Err(e) => {
                         tracing::warn!(target: "warden::cluster", error = %e, "replicated batch refused");
                         e
@@ -454,15 +484,18 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_refuses_appends_that_leave_a_hole() {
+    fn a_replica_refuses_holes_and_rewrites() {
         let store = MemoryStore::new();
-        let a = |key: &str, seq: u64| WriteOp::Append { key: Arc::from(key), seq, bytes: vec![] };
-        store.commit(&[a("k", 1), a("k", 2)]).unwrap();
-        assert!(gaps(&store, &[a("k", 3), a("k", 4), a("new", 1)]).unwrap().is_empty());
-        assert!(gaps(&store, &[a("k", 2)]).unwrap().is_empty(), "rewriting an entry is no hole");
-        assert_eq!(gaps(&store, &[a("k", 4), a("new", 2), a("new", 3)]).unwrap(), vec!["k", "new"]);
+        let a = |key: &str, seq: u64, b: u8| WriteOp::Append { key: Arc::from(key), seq, bytes: vec![b] };
+        store.commit(&[a("k", 1, 1), a("k", 2, 2)]).unwrap();
+        assert!(refusals(&store, &[a("k", 3, 3), a("k", 4, 4), a("new", 1, 0)]).unwrap().is_empty());
+        assert!(refusals(&store, &[a("k", 2, 2)]).unwrap().is_empty(), "repeating an entry exactly is fine");
+        let r = refusals(&store, &[a("k", 4, 4), a("new", 2, 0), a("new", 3, 0)]).unwrap();
+        assert_eq!(r.gaps, vec!["k", "new"]);
+        let r = refusals(&store, &[a("k", 2, 9)]).unwrap();
+        assert_eq!(r, Refusal { gaps: vec![], conflicts: vec!["k".into()] }, "a stale writer rewriting seq 2");
         let snap = WriteOp::Snapshot { key: Arc::from("k"), seq: 9, bytes: vec![], retain: 2, created_unix_ms: 0 };
-        assert!(gaps(&store, &[snap, a("k", 10)]).unwrap().is_empty(), "a snapshot covers what came before");
+        assert!(refusals(&store, &[snap, a("k", 10, 0)]).unwrap().is_empty(), "a snapshot covers what came before");
     }
 
     #[test]

@@ -52,7 +52,13 @@ pub enum PlacementMsg {
 /// Answers other nodes' questions about where singletons run, from this node's view.
 struct Placement {
     view: NodeView,
+    /// What this node's host runs, even while an instance is between incarnations (a restart
+    /// leaves the group until the new incarnation joins).
+    hosting: Hosting,
 }
+
+/// The names of the singletons a host runs.
+type Hosting = Arc<Mutex<std::collections::BTreeSet<String>>>;
 
 /// The live nodes `view` sees hosting `name` (itself included).
 fn hosts_seen(view: &NodeView, name: &str) -> Vec<String> {
@@ -81,7 +87,12 @@ impl Actor for Placement {
     async fn handle(&self, _: ActorRef<PlacementMsg>, msg: PlacementMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
         match msg {
             PlacementMsg::Hosts(name, reply) => {
-                let _ = reply.send(hosts_seen(&self.view, &name).join(","));
+                let mut hosts = hosts_seen(&self.view, &name);
+                let me = self.view.name().to_string();
+                if !hosts.contains(&me) && self.hosting.lock().unwrap_or_else(PoisonError::into_inner).contains(&name) {
+                    hosts.push(me);
+                }
+                let _ = reply.send(hosts.join(","));
             }
         }
         Ok(())
@@ -207,6 +218,8 @@ struct Inner {
     failures: Mutex<HashMap<String, Instant>>,
     /// The live members last seen, and since when.
     members: Mutex<(Vec<String>, Instant)>,
+    /// The names in `running`, for the placement actor.
+    hosting: Hosting,
 }
 
 /// A node's singleton host.
@@ -253,12 +266,14 @@ impl Singletons {
         replication: Option<Arc<Replication>>,
         specs: Vec<SingletonSpec>,
     ) -> Result<Singletons, crate::ClusterError> {
-        let (placement, _) =
-            Actor::spawn(None, Placement { view: view.clone() }, ()).await.map_err(|e| crate::ClusterError::Start {
-                name: view.name().to_string(),
-                addr: ([127, 0, 0, 1], 0).into(),
-                cause: format!("singleton placement actor: {e}"),
-            })?;
+        let hosting: Hosting = Arc::default();
+        let (placement, _) = Actor::spawn(None, Placement { view: view.clone(), hosting: hosting.clone() }, ())
+            .await
+            .map_err(|e| crate::ClusterError::Start {
+            name: view.name().to_string(),
+            addr: ([127, 0, 0, 1], 0).into(),
+            cause: format!("singleton placement actor: {e}"),
+        })?;
         let (events, _) = broadcast::channel(256);
         let inner = Arc::new(Inner {
             view,
@@ -269,6 +284,7 @@ impl Singletons {
             events,
             failures: Mutex::new(HashMap::new()),
             members: Mutex::new((Vec::new(), Instant::now())),
+            hosting,
         });
         let task = tokio::spawn(host(inner.clone()));
         Ok(Singletons { inner, task, placement: Some(placement) })
@@ -295,6 +311,7 @@ impl Singletons {
     pub async fn shutdown(&self) {
         self.task.abort();
         let mut running = self.inner.running.lock().await;
+        self.inner.hosting.lock().unwrap_or_else(PoisonError::into_inner).clear();
         for (name, r) in running.drain() {
             r.supervisor.shutdown().await;
             self.inner.emit(SingletonEvent::Stopped {
@@ -336,8 +353,14 @@ impl Inner {
         let _ = self.events.send(event);
     }
 
-    /// One placement check of every singleton.
+    /// One placement check of every singleton; then tells the placement actor what runs here.
     async fn check(&self) {
+        self.place().await;
+        let names = self.running.lock().await.keys().cloned().collect();
+        *self.hosting.lock().unwrap_or_else(PoisonError::into_inner) = names;
+    }
+
+    async fn place(&self) {
         let me = self.view.name().to_string();
         let mut live = self.view.live_peers();
         live.push(me.clone());
@@ -351,6 +374,28 @@ impl Inner {
             v.1.elapsed() >= self.config.settle
         };
         let mut running = self.running.lock().await;
+        if !majority && !running.is_empty() {
+            // Fence first, all at once and without awaiting anything: leave the groups (so no
+            // peer that reconnects takes a stale instance for the host), then kill (no
+            // graceful stop, whose final snapshot would come from the stale side).
+            let fenced: Vec<(String, Running)> = running.drain().collect();
+            for (name, r) in &fenced {
+                if let Some(cell) = (r.cell)() {
+                    ractor::pg::leave(group_of(name), vec![cell]);
+                }
+                if let Some(sup) = r.supervisor.cell() {
+                    let children = sup.get_children();
+                    sup.kill();
+                    for child in children {
+                        child.kill();
+                    }
+                }
+            }
+            for (name, _) in fenced {
+                self.emit(SingletonEvent::Stopped { name, node: me.clone(), why: "minority".into() });
+            }
+            return;
+        }
         for spec in &self.specs {
             let name = spec.name.as_str();
             let group = group_of(name);

@@ -337,6 +337,12 @@ impl Launcher {
                         }
                     }
                     "up" => {
+                        let resumed = w.procs.iter().any(|p| p.name == peer && p.state == State::Up);
+                        for f in w.faults.iter_mut().filter(|f| f.kind == Kind::Stop && f.rec.target == peer) {
+                            if resumed && f.rec.detected_at_ms.is_some() && f.rec.rejoined_at_ms.is_none() {
+                                f.rec.rejoined_at_ms = Some(at);
+                            }
+                        }
                         for f in w.faults.iter_mut().filter(|f| f.kind == Kind::Restart && f.rec.target == peer) {
                             if f.rec.detected_at_ms.is_none() {
                                 f.rec.detected_at_ms = Some(at);
@@ -970,14 +976,15 @@ async fn check_bank(l: &Arc<Launcher>, settings: &RunSettings, st: &WorkState, r
     };
     let books: Vec<Book> = serde_json::from_value(v["books"].clone()).unwrap_or_default();
     let by_name: HashMap<&str, &Book> = books.iter().map(|b| (b.name.as_str(), b)).collect();
-    let lost = st
-        .transfers
-        .iter()
-        .filter(|t| {
-            !(by_name.get(t.from.as_str()).is_some_and(|b| b.debited.contains(&t.id))
-                && by_name.get(t.to.as_str()).is_some_and(|b| b.credited.contains(&t.id)))
-        })
-        .count() as u64;
+    let mut missing = Vec::new();
+    for t in &st.transfers {
+        let debited = by_name.get(t.from.as_str()).is_some_and(|b| b.debited.contains(&t.id));
+        let credited = by_name.get(t.to.as_str()).is_some_and(|b| b.credited.contains(&t.id));
+        if !(debited && credited) {
+            missing.push(json!({"transfer": t, "debited": debited, "credited": credited}));
+        }
+    }
+    let lost = missing.len() as u64;
     let total: i64 = v["audit"]["total"].as_i64().unwrap_or(i64::MIN);
     let in_flight = v["audit"]["in_flight"].as_i64().unwrap_or(-1);
     report.lost_acknowledged_ops = lost;
@@ -991,6 +998,7 @@ async fn check_bank(l: &Arc<Launcher>, settings: &RunSettings, st: &WorkState, r
         "credits_in_flight": in_flight,
         "transfers_acknowledged": st.transfers.len(),
         "auditor": auditor,
+        "lost_transfers": missing.iter().take(20).collect::<Vec<_>>(),
     });
 }
 

@@ -47,6 +47,10 @@ pub struct FaultRecord {
     /// (its counter at least where it was).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub singleton_back_ms: Option<u64>,
+    /// For a stopped node: when, after SIGCONT, another node reported it up again (it rejoined
+    /// with a new session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejoined_at_ms: Option<u64>,
     /// Singletons the fault displaced, with the node each came back on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub moved: Vec<String>,
