@@ -163,6 +163,9 @@ pub struct CheckpointStats {
     pub commit_micros: u64,
 }
 
+/// How long a claim waits for the previous holder of its key to release it.
+const CLAIM_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What the registry knows about one key.
 pub(crate) struct KeyEntry {
     /// The highest sequence number handed out (snapshots of plain checkpointed actors, events
@@ -435,16 +438,29 @@ impl Checkpoints {
                     .clone()
             }
         };
-        {
-            let mut owner = entry.owner.lock().unwrap_or_else(PoisonError::into_inner);
-            match owner.as_ref() {
-                Some(o) if o.actor != actor => {
-                    return Err(CheckpointError::KeyInUse { key: key.to_string(), owner: o.actor.to_string() })
+        // An incarnation that was just killed (a hung handler, say) releases its claim when its
+        // task has been torn down, which can be a moment after its supervisor already starts
+        // the next one: wait a little for that before calling the key taken.
+        let deadline = std::time::Instant::now() + CLAIM_RELEASE_WAIT;
+        loop {
+            let taken_by = {
+                let mut owner = entry.owner.lock().unwrap_or_else(PoisonError::into_inner);
+                match owner.as_ref() {
+                    Some(o) if o.actor != actor => Some(o.actor.to_string()),
+                    _ => {
+                        *owner = Some(Owner { actor, poke: None });
+                        None
+                    }
                 }
-                _ => *owner = Some(Owner { actor, poke: None }),
+            };
+            match taken_by {
+                None => return Ok(Claim { entry, actor }),
+                Some(owner) if std::time::Instant::now() >= deadline => {
+                    return Err(CheckpointError::KeyInUse { key: key.to_string(), owner })
+                }
+                Some(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
             }
         }
-        Ok(Claim { entry, actor })
     }
 
     /// Hands a snapshot to the snapshot actor; `ack` (if any) hears of its commit.

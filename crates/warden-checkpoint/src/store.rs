@@ -262,7 +262,10 @@ impl<S: Store> Replicated<S> {
 
 impl<S: Store> Store for Replicated<S> {
     fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
-        if self.synchronous && !ops.is_empty() {
+        if ops.is_empty() {
+            return self.local.commit(ops);
+        }
+        if self.synchronous {
             self.replicator
                 .replicate(ops)
                 .map_err(|cause| StoreError::Commit { ops: ops.len(), cause: format!("not replicated: {cause}") })?;

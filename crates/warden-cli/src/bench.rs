@@ -114,6 +114,7 @@ async fn singleton_failovers(n: usize) -> anyhow::Result<(Vec<f64>, bool)> {
         concurrency: 4,
         quiet: true,
         node_logs: false,
+        observe: None,
     };
     let report = launcher::run(settings, faults, Default::default()).await?;
     let back: Vec<f64> = report.faults.iter().filter_map(|f| f.singleton_back_ms.map(|v| v as f64)).collect();

@@ -7,6 +7,9 @@
 //! then `up`, `suspected`, `recovered`, `down` and `refused` events. Logs go to stderr
 //! (`RUST_LOG` filters them). Ctrl-C or SIGTERM stops the node.
 //!
+//! `warden node ... --observe [ADDR]` and `warden demo ... --observe [ADDR]` also serve the
+//! observer web page (docs/observer.md).
+//!
 //! `warden bench-cluster [--reps N] [--quiet-s S] [--failovers F]` measures node failure
 //! detection and singleton failover against real node processes and prints JSON.
 //!
@@ -104,6 +107,11 @@ enum Command {
         /// Mutual TLS: the name the node certificates are issued for.
         #[arg(long, default_value = "warden-node")]
         tls_name: String,
+        /// Serve the observer page (this node's view of the membership, with phi), `/metrics`
+        /// and the health endpoints on this address, 127.0.0.1 on a free port when none is
+        /// given. No fault injection: that exists only in demo mode.
+        #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+        observe: Option<SocketAddr>,
     },
 }
 
@@ -117,6 +125,43 @@ fn json(event: &NodeEvent) -> serde_json::Value {
         }),
         NodeEvent::Refused { addr, cause } => serde_json::json!({"event": "refused", "addr": addr, "cause": cause}),
     }
+}
+
+/// Serves the observer for a bare node: itself and its peers as it sees them (a bare node runs
+/// no supervision tree), refreshed twice a second; no fault injection.
+async fn observe_node(node: &Node, addr: SocketAddr) -> anyhow::Result<warden_observe::web::Observer> {
+    use serde_json::json;
+    let view = node.view();
+    let (tx, rx) = tokio::sync::watch::channel(json!({"nodes": []}));
+    let (_ready_tx, ready_rx) = tokio::sync::watch::channel(true);
+    let config = warden_observe::web::ObserverConfig {
+        bind: Some(addr),
+        metrics: warden_observe::install_prometheus().ok(),
+        faults: None,
+    };
+    let observer = warden_observe::web::Observer::serve(config, rx, ready_rx).await?;
+    let me = node.addr().to_string();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        loop {
+            let peers = view.peers();
+            let observed_peers: Vec<_> = peers
+                .iter()
+                .map(|p| json!({"name": p.name, "state": p.state, "phi": if p.phi.is_finite() { json!(p.phi) } else { json!(null) }}))
+                .collect();
+            let mut nodes = vec![json!({"name": view.name(), "state": "up", "addr": me, "observed": {
+                "node": view.name(), "peers": observed_peers, "supervisors": [], "crash_reports": [], "checkpoints": []
+            }})];
+            nodes.extend(peers.iter().map(|p| json!({"name": p.name, "state": p.state, "observed": null})));
+            let snapshot = json!({"demo_mode": false, "ready": true, "elapsed_ms": started.elapsed().as_millis() as u64, "nodes": nodes});
+            if tx.send(snapshot).is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    eprintln!("observer: http://{}/", observer.addr());
+    Ok(observer)
 }
 
 #[tokio::main]
@@ -149,7 +194,19 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchCluster { reps, quiet_s, failovers } => {
             bench::run(reps.max(1), Duration::from_secs(quiet_s), failovers).await?
         }
-        Command::Node { name, cookie, bind, port, connect, heartbeat_ms, tls_ca, tls_cert, tls_key, tls_name } => {
+        Command::Node {
+            name,
+            cookie,
+            bind,
+            port,
+            connect,
+            heartbeat_ms,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tls_name,
+            observe,
+        } => {
             anyhow::ensure!(!cookie.is_empty(), "--cookie must not be empty");
             anyhow::ensure!(heartbeat_ms > 0, "--heartbeat-ms must be at least 1");
             let tls = match (tls_ca, tls_cert, tls_key) {
@@ -165,6 +222,10 @@ async fn main() -> anyhow::Result<()> {
             let node = Node::start(config).await.with_context(|| format!("starting node {name}"))?;
             let mut events = node.subscribe();
             println!("{}", serde_json::json!({"event": "listening", "node": name, "addr": node.addr().to_string()}));
+            let _observer = match observe {
+                Some(addr) => Some(observe_node(&node, addr).await?),
+                None => None,
+            };
             for addr in connect {
                 node.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
             }

@@ -148,3 +148,55 @@ fn bench_cluster_measures_detection_with_real_node_processes() {
     }
     assert_eq!(json["false_suspicions"]["warden"].as_u64(), Some(0), "{json}");
 }
+
+/// One HTTP/1.1 request over a plain socket: the status code and the body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the observer");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+#[test]
+fn a_node_serves_the_observer_on_loopback_without_fault_injection() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["node", "--name", "gamma", "--cookie", "secret", "--observe"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run warden node --observe");
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let url = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("observer: http://").map(|u| u.trim_end_matches('/').to_string()))
+        .expect("the node printed the observer's address");
+    assert!(url.starts_with("127.0.0.1:"), "loopback by default: {url}");
+    let (code, page) = http(&url, "GET", "/", "");
+    assert_eq!(code, 200);
+    assert!(page.contains("warden observer") && page.contains("EventSource"), "the embedded page");
+    assert_eq!(http(&url, "GET", "/health/live", "").0, 200);
+    assert_eq!(http(&url, "GET", "/health/ready", "").0, 200);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, snapshot) = http(&url, "GET", "/api/snapshot", "");
+        if snapshot.contains("\"gamma\"") {
+            assert!(snapshot.contains("\"demo_mode\":false"), "{snapshot}");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "the snapshot never named the node: {snapshot}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _) = http(&url, "POST", "/api/fault", r#"{"kind":"kill","target":"gamma"}"#);
+    assert_eq!(code, 404, "no fault injection outside demo mode");
+    assert!(http(&url, "GET", "/metrics", "").0 == 200, "the Prometheus text is served");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -13,6 +13,8 @@ pub mod node;
 pub mod replication;
 pub mod singleton;
 
-pub use node::{ClusterError, Node, NodeConfig, NodeEvent, NodeView, RemoteDown, TlsSettings, HEARTBEAT_GROUP};
+pub use node::{
+    ClusterError, Node, NodeConfig, NodeEvent, NodeView, PeerStatus, RemoteDown, TlsSettings, HEARTBEAT_GROUP,
+};
 pub use replication::{CatchUpError, ClusterReplicator, Replication, REPLICA_GROUP};
 pub use singleton::{SingletonConfig, SingletonEvent, SingletonSpec, Singletons};

@@ -463,6 +463,19 @@ impl NodeEventSubscription for Sessions {
     }
 }
 
+/// One peer as a node sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStatus {
+    /// Its name.
+    pub name: String,
+    /// Its phi-accrual suspicion level now (infinite once down).
+    pub phi: f64,
+    /// `up`, `suspected` or `down`.
+    pub state: &'static str,
+    /// Time since its last heartbeat (or its handshake).
+    pub silent_ms: u64,
+}
+
 /// What a node currently believes about the cluster: which peers are up, and where a remote
 /// actor lives. Cheap to clone.
 #[derive(Clone)]
@@ -489,6 +502,32 @@ impl NodeView {
             self.shared.lock().iter().filter(|(_, p)| !p.down).map(|(name, _)| name.clone()).collect();
         live.sort();
         live
+    }
+
+    /// Every peer this node has heard of, with its suspicion level now (phi) and its state
+    /// (`up`, `suspected` or `down`), sorted by name.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let now = Instant::now();
+        let at = now.duration_since(self.shared.origin);
+        let mut peers: Vec<PeerStatus> = self
+            .shared
+            .lock()
+            .iter()
+            .map(|(name, p)| PeerStatus {
+                name: name.clone(),
+                phi: if p.down { f64::INFINITY } else { p.detector.phi(at) },
+                state: if p.down {
+                    "down"
+                } else if p.suspected {
+                    "suspected"
+                } else {
+                    "up"
+                },
+                silent_ms: now.duration_since(p.last).as_millis() as u64,
+            })
+            .collect();
+        peers.sort_by(|a, b| a.name.cmp(&b.name));
+        peers
     }
 
     /// The name of the node `actor` runs on: this node for a local actor, the peer for a

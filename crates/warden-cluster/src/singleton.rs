@@ -99,6 +99,10 @@ impl Actor for Placement {
     }
 }
 
+/// The restart intensity of the one-for-one supervisor each singleton runs under here:
+/// restarts allowed within the period.
+pub const SUPERVISOR_INTENSITY: (u32, Duration) = (50, Duration::from_secs(10));
+
 /// The process group of a singleton's actor.
 pub fn group_of(name: &str) -> String {
     format!("warden.singleton.{name}")
@@ -300,6 +304,19 @@ impl Singletons {
         let mut names: Vec<String> = self.inner.running.lock().await.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Every singleton hosted here with its supervisor.
+    pub async fn supervisors(&self) -> Vec<(String, SupervisorRef)> {
+        let mut all: Vec<(String, SupervisorRef)> =
+            self.inner.running.lock().await.iter().map(|(n, r)| (n.clone(), r.supervisor.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// The checkpoint keys of a declared singleton.
+    pub fn checkpoint_keys(&self, name: &str) -> Vec<String> {
+        self.inner.specs.iter().find(|s| s.name == name).map(|s| s.keys.clone()).unwrap_or_default()
     }
 
     /// The supervisor of a singleton hosted here (crash reports, stats).
@@ -513,7 +530,7 @@ impl Inner {
         let (child, cell) = (spec.make)();
         let supervisor = Supervisor::start(
             &format!("singleton-{}", spec.name),
-            SupervisorSpec::one_for_one().intensity(50, Duration::from_secs(10)).child(child),
+            SupervisorSpec::one_for_one().intensity(SUPERVISOR_INTENSITY.0, SUPERVISOR_INTENSITY.1).child(child),
         )
         .await
         .map_err(|e| e.to_string())?;

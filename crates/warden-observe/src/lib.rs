@@ -3,7 +3,9 @@
 //!
 //! warden-core counts through the `metrics` facade; this crate installs the Prometheus recorder
 //! (metrics-exporter-prometheus, without its own HTTP server) and serves its text on our own
-//! axum route. The endpoint binds to loopback unless told otherwise.
+//! axum route. The endpoint binds to loopback unless told otherwise. [`web`] is the observer:
+//! a live web page of a cluster's trees, crash reports, membership and checkpoints, with the
+//! same `/metrics` and health endpoints.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), warden_observe::ObserveError> {
@@ -14,6 +16,8 @@
 //! ```
 
 #![warn(missing_docs)]
+
+pub mod web;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -28,7 +32,7 @@ pub enum ObserveError {
     #[error("a metrics recorder is already installed in this process: {0}")]
     RecorderInstalled(String),
     /// The endpoint could not bind its address.
-    #[error("the metrics endpoint could not bind {addr}: {source}")]
+    #[error("the HTTP endpoint could not bind {addr}: {source}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,

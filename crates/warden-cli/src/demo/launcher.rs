@@ -96,6 +96,11 @@ struct Launcher {
     lines: mpsc::UnboundedSender<(String, String)>,
     data_dir: PathBuf,
     cookie: String,
+    /// Requests acknowledged and failed so far (the progress line, the observer).
+    acked: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    /// Every singleton placed once: the workload may start (`/health/ready`).
+    ready: AtomicBool,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -662,6 +667,9 @@ pub async fn run(settings: RunSettings, plan: Vec<Fault>, interrupted: Arc<Atomi
         lines: lines_tx,
         data_dir: data_dir.clone(),
         cookie,
+        acked: Arc::new(AtomicU64::new(0)),
+        failed: Arc::new(AtomicU64::new(0)),
+        ready: AtomicBool::new(false),
     });
     let l = launcher.clone();
     let reader = tokio::spawn(async move {
@@ -677,7 +685,14 @@ pub async fn run(settings: RunSettings, plan: Vec<Fault>, interrupted: Arc<Atomi
         }
     });
 
+    let observer = match settings.observe {
+        Some(addr) => Some(observe::start(launcher.clone(), addr).await?),
+        None => None,
+    };
     let outcome = drive(&launcher, &settings, plan, &interrupted).await;
+    if let Some(o) = observer {
+        o.stop().await;
+    }
     launcher.stop_all();
     settler.abort();
     reader.abort();
@@ -709,10 +724,10 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     l.note(format!("cluster ready after {} ms", l.start.elapsed().as_millis()));
+    l.ready.store(true, Ordering::Relaxed);
     let workload_start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let (acked, failed) = (l.acked.clone(), l.failed.clone());
     let state = Arc::new(Mutex::new(WorkState::default()));
     let mut workers = Vec::new();
     for w in 0..settings.concurrency {
@@ -1048,4 +1063,143 @@ async fn check_pipeline(l: &Arc<Launcher>, st: &WorkState, report: &mut Report) 
 pub fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report)?;
     std::fs::write(path, text + "\n").with_context(|| format!("writing the report to {}", path.display()))
+}
+
+/// The observer of a demo run (`--observe`): the launcher asks every running node for its
+/// trees, crash reports, peers and checkpoints twice a second, adds what it knows (node
+/// processes, faults, progress) and publishes the whole as one snapshot; the page's fault
+/// buttons come back here as faults injected like planned ones.
+mod observe {
+    use super::*;
+    use warden_observe::web::{FaultRequest, Observer, ObserverConfig};
+
+    /// A snapshot of the whole cluster, as the page draws it.
+    async fn snapshot(l: &Arc<Launcher>) -> Value {
+        let procs: Vec<(String, State, u16)> =
+            l.lock().procs.iter().map(|p| (p.name.clone(), p.state, p.port)).collect();
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, (name, state, _)) in procs.iter().enumerate() {
+            if *state == State::Up {
+                let (l, name) = (l.clone(), name.clone());
+                asks.spawn(async move {
+                    (i, l.request(&name, json!({"op": "observe"}), Duration::from_millis(1500)).await)
+                });
+            }
+        }
+        let mut observed: Vec<Value> = vec![Value::Null; procs.len()];
+        while let Some(Ok((i, v))) = asks.join_next().await {
+            observed[i] = v.filter(Value::is_object).unwrap_or(Value::Null);
+        }
+        let nodes: Vec<Value> = procs
+            .iter()
+            .zip(observed)
+            .map(|((name, state, port), obs)| {
+                let state = match state {
+                    State::Up => "up",
+                    State::Killed => "killed",
+                    State::Stopped => "stopped",
+                };
+                json!({"name": name, "state": state, "addr": format!("127.0.0.1:{port}"), "observed": obs})
+            })
+            .collect();
+        let names: Vec<String> = procs.iter().map(|p| p.0.clone()).collect();
+        let targets = l.demo.targets(&names, l.settings.accounts);
+        let w = l.lock();
+        json!({
+            "demo": l.demo.name(),
+            "demo_mode": true,
+            "ready": l.ready.load(Ordering::Relaxed),
+            "elapsed_ms": ms(l.start.elapsed()),
+            "progress": {"acknowledged": l.acked.load(Ordering::Relaxed), "failed": l.failed.load(Ordering::Relaxed)},
+            "nodes": nodes,
+            "hosts": w.hosts,
+            "faults": w.faults.iter().map(|f| f.rec.clone()).collect::<Vec<_>>(),
+            "targets": {"actors": targets.actors, "nodes": targets.nodes},
+        })
+    }
+
+    /// Turns a click into a fault: checked against the demo's targets, injected now; a killed
+    /// node is started again 5 s later, a frozen one resumed after 3 s.
+    async fn clicked(l: &Arc<Launcher>, req: &FaultRequest) -> Result<String, String> {
+        let names: Vec<String> = l.lock().procs.iter().map(|p| p.name.clone()).collect();
+        let targets = l.demo.targets(&names, l.settings.accounts);
+        let kind = match req.kind.as_str() {
+            "panic" => Kind::Panic,
+            "hang" => Kind::Hang,
+            "kill" => Kind::Kill,
+            "stop" => Kind::Stop,
+            other => return Err(format!("unknown fault {other:?}")),
+        };
+        let known = if kind.is_node_fault() { &targets.nodes } else { &targets.actors };
+        if !known.contains(&req.target) {
+            return Err(format!(
+                "no {} {:?} in this demo",
+                if kind.is_node_fault() { "node" } else { "actor" },
+                req.target
+            ));
+        }
+        if kind.is_node_fault() {
+            let up = l.up_nodes();
+            if !up.contains(&req.target) {
+                return Err(format!("{} is not running", req.target));
+            }
+            if up.len() * 2 <= l.settings.nodes + 1 {
+                return Err("another node is already down: losing this one too would lose the majority".into());
+            }
+        }
+        let fault = Fault { at: Duration::ZERO, kind, target: req.target.clone(), hold: Duration::from_secs(3) };
+        l.inject(&fault).await;
+        if kind == Kind::Kill {
+            let (l, target) = (l.clone(), req.target.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let restart = Fault { at: Duration::ZERO, kind: Kind::Restart, target, hold: Duration::ZERO };
+                l.inject(&restart).await;
+            });
+        }
+        Ok(format!("{} {}", req.kind, req.target))
+    }
+
+    /// Starts the observer; prints its address.
+    pub async fn start(l: Arc<Launcher>, addr: std::net::SocketAddr) -> anyhow::Result<Observer> {
+        let (snap_tx, snap_rx) =
+            tokio::sync::watch::channel(json!({"demo": l.demo.name(), "demo_mode": true, "nodes": []}));
+        let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+        let (fault_tx, mut fault_rx) = tokio::sync::mpsc::channel::<FaultRequest>(16);
+        let metrics = warden_observe::install_prometheus().ok();
+        let config = ObserverConfig { bind: Some(addr), metrics, faults: Some(fault_tx) };
+        let observer = Observer::serve(config, snap_rx, ready_rx).await?;
+        let (lp, lf) = (l.clone(), l.clone());
+        tokio::spawn(async move {
+            loop {
+                let s = snapshot(&lp).await;
+                {
+                    let w = lp.lock();
+                    let up = w.procs.iter().filter(|p| p.state == State::Up).count();
+                    metrics::gauge!("warden_demo_nodes_up").set(up as f64);
+                    metrics::gauge!("warden_demo_faults_injected").set(w.faults.len() as f64);
+                    metrics::gauge!("warden_demo_faults_detected")
+                        .set(w.faults.iter().filter(|f| f.rec.detected_at_ms.is_some()).count() as f64);
+                    metrics::gauge!("warden_demo_faults_recovered")
+                        .set(w.faults.iter().filter(|f| f.rec.recovered_at_ms.is_some()).count() as f64);
+                }
+                metrics::gauge!("warden_demo_ops_acknowledged").set(lp.acked.load(Ordering::Relaxed) as f64);
+                metrics::gauge!("warden_demo_requests_failed").set(lp.failed.load(Ordering::Relaxed) as f64);
+                let _ = ready_tx.send(lp.ready.load(Ordering::Relaxed));
+                if snap_tx.send(s).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(req) = fault_rx.recv().await {
+                let answer = clicked(&lf, &req).await;
+                lf.note(format!("from the observer: {} {} -> {answer:?}", req.kind, req.target));
+                let _ = req.reply.send(answer);
+            }
+        });
+        eprintln!("observer: http://{}/", observer.addr());
+        Ok(observer)
+    }
 }

@@ -104,6 +104,10 @@ pub struct DemoArgs {
     /// Show the nodes' logs on stderr.
     #[arg(long)]
     pub node_logs: bool,
+    /// Serve the observer web page (live trees, crash reports, membership, fault buttons) on
+    /// this address, 127.0.0.1 on a free port when none is given; its address is printed.
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    pub observe: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -131,6 +135,8 @@ pub struct RunSettings {
     pub quiet: bool,
     /// Nodes' logs to stderr.
     pub node_logs: bool,
+    /// Where to serve the observer, if at all.
+    pub observe: Option<std::net::SocketAddr>,
 }
 
 /// Runs `warden demo`; returns the process exit code.
@@ -163,6 +169,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         concurrency: args.concurrency,
         quiet: args.quiet,
         node_logs: args.node_logs,
+        observe: args.observe,
     };
     if !args.quiet {
         eprintln!(

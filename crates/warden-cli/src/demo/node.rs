@@ -195,7 +195,16 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                let ctx = Ctx { demo: s.demo, accounts: s.accounts, faults: faults.clone(), pool: pool.clone(), host: singletons.clone() };
+                let ctx = Ctx {
+                    demo: s.demo,
+                    accounts: s.accounts,
+                    faults: faults.clone(),
+                    pool: pool.clone(),
+                    host: singletons.clone(),
+                    app: app.clone(),
+                    view: node.view(),
+                    checkpoints: checkpoints.clone(),
+                };
                 tokio::spawn(async move {
                     let id = req.id;
                     let result = ctx.serve(req).await;
@@ -221,6 +230,9 @@ struct Ctx {
     faults: Arc<Faults>,
     pool: Option<warden_pool::Pool<u64, u64>>,
     host: Arc<Singletons>,
+    app: Option<warden_core::SupervisorRef>,
+    view: warden_cluster::NodeView,
+    checkpoints: Checkpoints,
 }
 
 fn answer<T: Into<Value>>(r: Result<ractor::rpc::CallResult<T>, impl std::fmt::Display>) -> Value {
@@ -233,6 +245,97 @@ fn answer<T: Into<Value>>(r: Result<ractor::rpc::CallResult<T>, impl std::fmt::D
 }
 
 impl Ctx {
+    /// This node as the observer shows it: peers with phi, every supervisor with its children
+    /// and their reliability figures, the latest crash reports, the hosted singletons'
+    /// checkpoints.
+    async fn observe(&self) -> Value {
+        use warden_cluster::singleton::SUPERVISOR_INTENSITY;
+        let peers: Vec<Value> = self
+            .view
+            .peers()
+            .into_iter()
+            .map(|p| json!({"name": p.name, "state": p.state, "phi": if p.phi.is_finite() { json!(p.phi) } else { Value::Null }, "silent_ms": p.silent_ms}))
+            .collect();
+        let singleton_intensity =
+            format!("{} restarts in {} s", SUPERVISOR_INTENSITY.0, SUPERVISOR_INTENSITY.1.as_secs());
+        let mut queue: Vec<(String, warden_core::SupervisorRef, String)> = Vec::new();
+        let mut keys = Vec::new();
+        for (name, sup) in self.host.supervisors().await {
+            keys.extend(self.host.checkpoint_keys(&name));
+            queue.push((format!("singleton {name}"), sup, singleton_intensity.clone()));
+        }
+        if let Some(app) = &self.app {
+            queue.push(("node supervisor".into(), app.clone(), "default intensity".into()));
+        }
+        let (mut supervisors, mut reports) = (Vec::new(), Vec::new());
+        while let Some((name, sup, intensity)) = queue.pop() {
+            let recent: Vec<warden_core::CrashReport> = {
+                let all = sup.crash_reports();
+                let from = all.len().saturating_sub(5);
+                all[from..].to_vec()
+            };
+            let mut children = Vec::new();
+            for c in sup.which_children().await.unwrap_or_default() {
+                let path = c.path.to_string();
+                if let Some(child_sup) = &c.supervisor {
+                    queue.push((format!("{name} / {}", c.id), child_sup.clone(), "its own intensity".into()));
+                }
+                let last_failure = recent.iter().rev().find(|r| r.path == path).map(|r| r.reason_kind);
+                children.push(json!({
+                    "id": c.id,
+                    "path": path,
+                    "status": format!("{:?}", c.status).to_lowercase(),
+                    "type": format!("{:?}", c.child_type).to_lowercase(),
+                    "restarts": c.restarts,
+                    "incarnation": c.incarnation,
+                    "mailbox": Value::Null, // ractor does not expose a mailbox's length
+                    "stats": sup.stats(&path),
+                    "last_failure": last_failure,
+                }));
+            }
+            supervisors.push(json!({
+                "name": name,
+                "path": sup.path().to_string(),
+                "strategy": "one_for_one",
+                "intensity": intensity,
+                "stats": sup.subtree_stats(&sup.path().to_string()),
+                "children": children,
+            }));
+            reports.extend(recent);
+        }
+        supervisors.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        let mut checkpoints = Vec::new();
+        let store = self.checkpoints.store().ok();
+        for key in keys {
+            let newest = self.checkpoints.list(&key).await.ok().and_then(|l| l.last().cloned());
+            let last_seq = match store.clone() {
+                Some(st) => {
+                    let k = key.clone();
+                    tokio::task::spawn_blocking(move || st.last_seq(&k).ok()).await.ok().flatten()
+                }
+                None => None,
+            };
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            checkpoints.push(json!({
+                "key": key,
+                "last_seq": last_seq,
+                "snapshot_seq": newest.as_ref().map(|i| i.seq),
+                "size_bytes": newest.as_ref().map(|i| i.size),
+                "age_ms": newest.as_ref().map(|i| now_ms.saturating_sub(i.created_unix_ms)),
+            }));
+        }
+        json!({
+            "node": self.view.name(),
+            "peers": peers,
+            "supervisors": supervisors,
+            "crash_reports": reports,
+            "checkpoints": checkpoints,
+        })
+    }
+
     async fn serve(&self, req: Request) -> Value {
         let t = Some(Duration::from_millis(2500));
         match (self.demo, req.op.as_str()) {
@@ -302,6 +405,7 @@ impl Ctx {
                 None => json!("error: an account did not answer"),
             },
             (_, "hosted") => json!(self.host.hosted().await),
+            (_, "observe") => self.observe().await,
             (_, op) => json!(format!("error: unknown op {op:?} for this demo")),
         }
     }

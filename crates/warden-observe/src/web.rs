@@ -1,0 +1,292 @@
+//! The observer: a live web page of a cluster's supervision trees, crash reports, membership
+//! and checkpoints, served with `/metrics` and health endpoints by one small HTTP server.
+//!
+//! The server does not collect anything itself: its owner publishes snapshots (one JSON value
+//! describing the whole cluster, see docs/observer.md for its shape) on a `watch` channel, and
+//! the page receives each new one as a server-sent event (`/events`; the browser's
+//! `EventSource` reconnects by itself after a restart). The page is one static HTML file
+//! compiled into the binary: no build step, no CDN, works offline.
+//!
+//! Fault injection (`POST /api/fault`) exists only when the owner hands the server a channel
+//! for it (demo mode); otherwise the route is not registered at all, and a request gets 404.
+//! The server binds to 127.0.0.1 unless told otherwise.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use futures::Stream;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{ObserveError, CONTENT_TYPE};
+
+/// The page, embedded.
+pub const PAGE: &str = include_str!("observer.html");
+
+/// The faults the page may ask for.
+pub const FAULT_KINDS: [&str; 4] = ["panic", "hang", "kill", "stop"];
+
+/// A fault asked for from the page: `kind` is one of [`FAULT_KINDS`], `target` an actor (for
+/// `panic` / `hang`) or a node. The owner answers on `reply` with what it did, or why not.
+#[derive(Debug)]
+pub struct FaultRequest {
+    /// What to do.
+    pub kind: String,
+    /// To whom.
+    pub target: String,
+    /// The answer shown on the page.
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
+
+/// What the server serves.
+#[derive(Debug, Clone, Default)]
+pub struct ObserverConfig {
+    /// Where to listen; `None`: 127.0.0.1 on a free port.
+    pub bind: Option<SocketAddr>,
+    /// `/metrics` renders this recorder (404 without one).
+    pub metrics: Option<PrometheusHandle>,
+    /// Demo mode: fault requests go here. `None`: the fault route does not exist.
+    pub faults: Option<mpsc::Sender<FaultRequest>>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    snapshots: watch::Receiver<Value>,
+    ready: watch::Receiver<bool>,
+    metrics: Option<PrometheusHandle>,
+    faults: Option<mpsc::Sender<FaultRequest>>,
+}
+
+/// A running observer server.
+#[derive(Debug)]
+pub struct Observer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Deserialize)]
+struct FaultBody {
+    kind: String,
+    target: String,
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn snapshot(State(s): State<AppState>) -> Json<Value> {
+    Json(s.snapshots.borrow().clone())
+}
+
+/// The current snapshot first, then every new one.
+fn snapshot_stream(rx: watch::Receiver<Value>) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold((rx, true), |(mut rx, first)| async move {
+        if !first && rx.changed().await.is_err() {
+            return None;
+        }
+        let data = rx.borrow_and_update().to_string();
+        Some((Ok(Event::default().event("snapshot").data(data)), (rx, false)))
+    })
+}
+
+async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    Sse::new(snapshot_stream(s.snapshots.clone())).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    match &s.metrics {
+        Some(h) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], h.render()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics recorder in this process\n").into_response(),
+    }
+}
+
+async fn live() -> &'static str {
+    "live\n"
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    if *s.ready.borrow() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn fault(
+    State(s): State<AppState>,
+    body: Result<Json<FaultBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let bad = |msg: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return bad(format!("expected {{\"kind\": ..., \"target\": ...}}: {e}")),
+    };
+    if !FAULT_KINDS.contains(&body.kind.as_str()) {
+        return bad(format!("unknown fault {:?} (one of {})", body.kind, FAULT_KINDS.join(", ")));
+    }
+    if body.target.is_empty() || body.target.len() > 100 {
+        return bad(format!("bad target {:?}", body.target));
+    }
+    let Some(faults) = &s.faults else {
+        return (StatusCode::NOT_FOUND, "fault injection exists only in demo mode\n").into_response();
+    };
+    let (reply, answer) = oneshot::channel();
+    if faults.send(FaultRequest { kind: body.kind, target: body.target, reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "the demo is over" }))).into_response();
+    }
+    match tokio::time::timeout(Duration::from_secs(10), answer).await {
+        Ok(Ok(Ok(done))) => (StatusCode::OK, Json(json!({ "ok": done }))).into_response(),
+        Ok(Ok(Err(why))) => bad(why),
+        _ => (StatusCode::GATEWAY_TIMEOUT, Json(json!({ "error": "no answer from the demo" }))).into_response(),
+    }
+}
+
+impl Observer {
+    /// Serves the page, `/events`, `/api/snapshot`, `/metrics`, `/health/live` and
+    /// `/health/ready` (200 once `ready` is true, 503 before), and in demo mode
+    /// `POST /api/fault`.
+    pub async fn serve(
+        config: ObserverConfig,
+        snapshots: watch::Receiver<Value>,
+        ready_rx: watch::Receiver<bool>,
+    ) -> Result<Observer, ObserveError> {
+        let addr = config.bind.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ObserveError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| ObserveError::Bind { addr, source })?;
+        let demo = config.faults.is_some();
+        let state = AppState { snapshots, ready: ready_rx, metrics: config.metrics, faults: config.faults };
+        let mut app = axum::Router::new()
+            .route("/", get(page))
+            .route("/events", get(events))
+            .route("/api/snapshot", get(snapshot))
+            .route("/metrics", get(metrics))
+            .route("/health/live", get(live))
+            .route("/health/ready", get(ready));
+        if demo {
+            app = app.route("/api/fault", post(fault));
+        }
+        let app = app.with_state(state);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "observer stopped with an error");
+            }
+        });
+        tracing::info!(addr = %bound, demo, "observer listening");
+        Ok(Observer { addr: bound, stop: Some(stop), task })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving (open event streams end) and waits for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One HTTP/1.1 request over a plain socket; the status line and the body.
+    async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (code, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn serves_the_page_health_and_snapshots_and_refuses_faults_outside_demo_mode() {
+        let (snap_tx, snap_rx) = watch::channel(json!({"nodes": []}));
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let obs = Observer::serve(ObserverConfig::default(), snap_rx, ready_rx).await.unwrap();
+        let addr = obs.addr();
+        assert!(addr.ip().is_loopback(), "loopback by default: {addr}");
+        let (code, body) = http(addr, "GET", "/", "").await;
+        assert_eq!(code, 200);
+        assert!(body.contains("warden observer"));
+        assert_eq!(http(addr, "GET", "/health/live", "").await.0, 200);
+        assert_eq!(http(addr, "GET", "/health/ready", "").await.0, 503);
+        ready_tx.send(true).unwrap();
+        assert_eq!(http(addr, "GET", "/health/ready", "").await.0, 200);
+        snap_tx.send(json!({"nodes": [{"name": "n1"}]})).unwrap();
+        let (_, body) = http(addr, "GET", "/api/snapshot", "").await;
+        assert!(body.contains("\"n1\""), "{body}");
+        assert_eq!(http(addr, "GET", "/metrics", "").await.0, 404, "no recorder given");
+        let (code, _) = http(addr, "POST", "/api/fault", r#"{"kind":"panic","target":"acct-1"}"#).await;
+        assert_eq!(code, 404, "no fault route outside demo mode");
+        obs.stop().await;
+    }
+
+    #[tokio::test]
+    async fn demo_mode_passes_checked_faults_to_its_owner() {
+        let (_snap_tx, snap_rx) = watch::channel(json!({}));
+        let (_ready_tx, ready_rx) = watch::channel(true);
+        let (faults, mut requests) = mpsc::channel(4);
+        let config = ObserverConfig { faults: Some(faults), ..ObserverConfig::default() };
+        let obs = Observer::serve(config, snap_rx, ready_rx).await.unwrap();
+        tokio::spawn(async move {
+            while let Some(r) = requests.recv().await {
+                let _ = r.reply.send(Ok(format!("{} {}", r.kind, r.target)));
+            }
+        });
+        let (code, body) = http(obs.addr(), "POST", "/api/fault", r#"{"kind":"hang","target":"acct-2"}"#).await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("hang acct-2"), "{body}");
+        let (code, body) = http(obs.addr(), "POST", "/api/fault", r#"{"kind":"explode","target":"n1"}"#).await;
+        assert_eq!(code, 400);
+        assert!(body.contains("unknown fault"), "{body}");
+        let (code, _) = http(obs.addr(), "POST", "/api/fault", "not json").await;
+        assert_eq!(code, 400);
+    }
+
+    #[tokio::test]
+    async fn the_event_stream_starts_with_the_current_snapshot() {
+        let (tx, rx) = watch::channel(json!({"v": 1}));
+        let mut stream = Box::pin(snapshot_stream(rx));
+        use futures::StreamExt;
+        assert!(stream.next().await.is_some());
+        tx.send(json!({"v": 2})).unwrap();
+        assert!(stream.next().await.is_some(), "each new snapshot is an event");
+        drop(tx);
+        assert!(stream.next().await.is_none(), "the stream ends with its source");
+    }
+}
