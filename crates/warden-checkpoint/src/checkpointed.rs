@@ -527,7 +527,7 @@ impl<A: Checkpoint> Actor for Checkpointed<A> {
     type Arguments = A::Arguments;
 
     async fn pre_start(&self, myself: ActorRef<A::Msg>, args: A::Arguments) -> Result<Self::State, ActorProcessingErr> {
-        let claim = Arc::new(self.service.claim(&self.key, myself.get_id()).await?);
+        let claim = Arc::new(self.service.claim(&self.key, myself.get_cell()).await?);
         let mut inner = self.inner.pre_start(myself.clone(), args).await?;
         // Counting towards the next snapshot starts from the one restored, so that crashes
         // between snapshots cannot postpone them forever (and replay stays bounded).

@@ -179,6 +179,9 @@ pub(crate) struct KeyEntry {
 
 struct Owner {
     actor: ActorId,
+    /// The owner itself: a stopped owner no longer holds the key, even before its state (and
+    /// with it its claim) is dropped.
+    cell: ractor::ActorCell,
     /// Asks the owner for a snapshot now (set by actors that run a ticker).
     poke: Option<ActorRef<crate::checkpointed::TickerMsg>>,
 }
@@ -409,13 +412,19 @@ impl Checkpoints {
     }
 
     /// Claims `key` for `actor`, loading its last sequence number on first use.
-    pub(crate) async fn claim(&self, key: &Arc<str>, actor: ActorId) -> Result<Claim, CheckpointError> {
+    pub(crate) async fn claim(&self, key: &Arc<str>, actor: ractor::ActorCell) -> Result<Claim, CheckpointError> {
         let existing = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned();
         let entry = match existing {
             // A key released and claimed again: the store may have moved on meanwhile (batches
             // replicated from another node, where the actor ran in between), so the sequence
             // numbers continue from the higher of the two.
-            Some(e) if e.owner.lock().unwrap_or_else(PoisonError::into_inner).is_none() => {
+            Some(e)
+                if e.owner
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .is_none_or(|o| o.cell.get_status() >= ractor::ActorStatus::Stopping) =>
+            {
                 let k = key.clone();
                 let stored = self.blocking(move |s| s.last_seq(&k)).await?;
                 e.last_seq.fetch_max(stored, std::sync::atomic::Ordering::Relaxed);
@@ -438,23 +447,26 @@ impl Checkpoints {
                     .clone()
             }
         };
-        // An incarnation that was just killed (a hung handler, say) releases its claim when its
-        // task has been torn down, which can be a moment after its supervisor already starts
-        // the next one: wait a little for that before calling the key taken.
+        // An incarnation that was just killed (a hung handler, say) still holds its claim until
+        // its state is dropped, and ractor hands a stopped actor's state to its supervisor,
+        // which may be busy starting the next incarnation right now: a stopped owner does not
+        // count. A live one may be on its way out (a graceful stop): wait a little for it.
         let deadline = std::time::Instant::now() + CLAIM_RELEASE_WAIT;
         loop {
             let taken_by = {
                 let mut owner = entry.owner.lock().unwrap_or_else(PoisonError::into_inner);
                 match owner.as_ref() {
-                    Some(o) if o.actor != actor => Some(o.actor.to_string()),
+                    Some(o) if o.actor != actor.get_id() && o.cell.get_status() < ractor::ActorStatus::Stopping => {
+                        Some(o.actor.to_string())
+                    }
                     _ => {
-                        *owner = Some(Owner { actor, poke: None });
+                        *owner = Some(Owner { actor: actor.get_id(), cell: actor.clone(), poke: None });
                         None
                     }
                 }
             };
             match taken_by {
-                None => return Ok(Claim { entry, actor }),
+                None => return Ok(Claim { entry, actor: actor.get_id() }),
                 Some(owner) if std::time::Instant::now() >= deadline => {
                     return Err(CheckpointError::KeyInUse { key: key.to_string(), owner })
                 }

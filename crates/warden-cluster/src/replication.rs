@@ -8,6 +8,13 @@
 //! that with the writer the batch is on a majority). A singleton that moves to another node
 //! first catches up from the live nodes ([`Replication::catch_up`]) and then restores: every
 //! acknowledged change is there, as long as a majority of the cluster survived.
+//!
+//! **Writer terms.** Catching up a key also *fences* it: the new writer takes a term higher
+//! than any a replica has seen for the key, and each replica that answers raises its fence to
+//! that term before it answers (persisted in its store under `warden.fence/<key>`). From then
+//! on, every batch carries its writer's term for the keys it has one for, and replicas refuse
+//! batches with a lower term: a stale instance (on a node cut off and not yet aware of it)
+//! cannot get a majority to accept anything, so it cannot acknowledge anything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +31,13 @@ pub const REPLICA_GROUP: &str = "warden.replica";
 /// The replica sink's messages. Both are RPCs that cross nodes (ractor_cluster serialises them).
 #[derive(ractor_cluster::RactorClusterMessage)]
 pub enum ReplicaMsg {
-    /// Commit an encoded batch; the answer is empty on success, else the error.
+    /// Commit an encoded batch (terms and ops); the answer is empty on success, else the error.
     #[rpc]
     Commit(Vec<u8>, RpcReplyPort<String>),
-    /// The newest state held for a key (encoded [`Held`]).
+    /// Fences a key at a new writer term and answers the newest state held for it (an
+    /// encoded catch-up request; the answer is the encoded state).
     #[rpc]
-    Fetch(String, RpcReplyPort<Vec<u8>>),
+    Fetch(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 /// One write on the wire (warden-checkpoint's `WriteOp` is not serialisable by design: it is
@@ -79,6 +87,67 @@ impl WireOp {
 struct Held {
     last_seq: u64,
     ops: Vec<WireOp>,
+    /// The replica's fence for the key before this request raised it.
+    #[serde(default)]
+    fence: u64,
+}
+
+/// A batch on the wire: the writer's term for each key it holds one for, and the ops.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+struct Batch {
+    terms: Vec<(String, u64)>,
+    ops: Vec<WireOp>,
+}
+
+/// A catch-up request: the key, and the term its next writer takes.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct FetchReq {
+    key: String,
+    term: u64,
+}
+
+/// Where a replica keeps its fence for `key`: the sequence number of a snapshot-less entry of
+/// this key is the highest writer term seen.
+pub fn fence_key(key: &str) -> String {
+    format!("warden.fence/{key}")
+}
+
+/// An op that records `term` as the fence of `key`.
+fn fence_op(key: &str, term: u64) -> WriteOp {
+    WriteOp::Snapshot { key: Arc::from(fence_key(key)), seq: term, bytes: Vec::new(), retain: 1, created_unix_ms: 0 }
+}
+
+/// Applies a batch from another node: refuses it if a term is below this replica's fence
+/// (`Err`), or if its entries leave holes or rewrite history (`Ok(Some(refusal))`); otherwise
+/// commits it, raising fences to the batch's terms, and returns `Ok(None)`.
+fn accept(store: &dyn Store, batch: Batch) -> Result<Option<Refusal>, String> {
+    let mut fences = Vec::new();
+    for (key, term) in &batch.terms {
+        let fence = store.last_seq(&fence_key(key)).map_err(|e| e.to_string())?;
+        if *term < fence {
+            return Err(format!("refused: {key:?} written with term {term}, but its writer now has term {fence}"));
+        }
+        if *term > fence {
+            fences.push(fence_op(key, *term));
+        }
+    }
+    let mut ops: Vec<WriteOp> = batch.ops.into_iter().map(WireOp::into_op).collect();
+    let refusal = refusals(store, &ops).map_err(|e| e.to_string())?;
+    if !refusal.is_empty() {
+        return Ok(Some(refusal));
+    }
+    ops.extend(fences);
+    store.commit(&ops).map(|_| None).map_err(|e| e.to_string())
+}
+
+/// Answers a catch-up request: raises the fence of the key to the request's term (if higher)
+/// first, then reads what is held, so nothing an older writer sends afterwards is accepted.
+fn fetch(store: &dyn Store, req: &FetchReq) -> Result<Held, StoreError> {
+    let fence = store.last_seq(&fence_key(&req.key))?;
+    if req.term > fence {
+        store.commit(&[fence_op(&req.key, req.term)])?;
+    }
+    Ok(Held { fence, ..held(store, &req.key)? })
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
@@ -112,7 +181,7 @@ fn held(store: &dyn Store, key: &str) -> Result<Held, StoreError> {
     for (seq, bytes) in store.journal_after(key, after)? {
         ops.push(WireOp::Append { key: key.to_string(), seq, bytes });
     }
-    Ok(Held { last_seq, ops })
+    Ok(Held { last_seq, ops, fence: 0 })
 }
 
 /// The start of a sink's answer refusing a batch that would leave holes in its journal,
@@ -195,17 +264,9 @@ impl Actor for Sink {
         let store = self.store.clone();
         match msg {
             ReplicaMsg::Commit(bytes, reply) => {
-                let outcome = tokio::task::spawn_blocking(move || {
-                    let ops: Vec<WireOp> = decode(&bytes)?;
-                    let ops: Vec<WriteOp> = ops.into_iter().map(WireOp::into_op).collect();
-                    let refusal = refusals(&*store, &ops).map_err(|e| e.to_string())?;
-                    if !refusal.is_empty() {
-                        return Ok(Some(refusal));
-                    }
-                    store.commit(&ops).map(|_| None).map_err(|e| e.to_string())
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("replica commit task failed: {e}")));
+                let outcome = tokio::task::spawn_blocking(move || accept(&*store, decode::<Batch>(&bytes)?))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("replica commit task failed: {e}")));
                 let answer = match outcome {
                     Ok(None) => String::new(),
                     Ok(Some(r)) if r.conflicts.is_empty() => format!("{GAP}{}", r.gaps.join("\n")),
@@ -221,10 +282,13 @@ impl Actor for Sink {
                 };
                 let _ = reply.send(answer);
             }
-            ReplicaMsg::Fetch(key, reply) => {
-                let answer = tokio::task::spawn_blocking(move || held(&*store, &key).map_err(|e| e.to_string()))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("replica read task failed: {e}")));
+            ReplicaMsg::Fetch(bytes, reply) => {
+                let answer = tokio::task::spawn_blocking(move || {
+                    let req: FetchReq = decode(&bytes)?;
+                    fetch(&*store, &req).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("replica read task failed: {e}")));
                 // An unreadable replica answers nothing; the caller counts it as not answering.
                 if let Ok(bytes) = answer.and_then(|h| encode(&h)) {
                     let _ = reply.send(bytes);
@@ -242,14 +306,24 @@ pub struct ClusterReplicator {
     local: Arc<dyn Store>,
     acks_needed: usize,
     timeout: Duration,
+    terms: Terms,
 }
+
+/// This node's writer term per key (keys it fenced when it took them over).
+type Terms = Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>;
 
 impl ClusterReplicator {
     /// Waits for `acks_needed` other nodes, each within `timeout`; `local` is the writer's own
     /// store, from which a replica that missed batches is brought up to date. Uses the runtime
     /// it is created on (call from inside it).
     pub fn new(local: Arc<dyn Store>, acks_needed: usize, timeout: Duration) -> Self {
-        ClusterReplicator { runtime: tokio::runtime::Handle::current(), local, acks_needed, timeout }
+        ClusterReplicator {
+            runtime: tokio::runtime::Handle::current(),
+            local,
+            acks_needed,
+            timeout,
+            terms: Terms::default(),
+        }
     }
 }
 
@@ -258,7 +332,7 @@ impl ClusterReplicator {
 async fn replicate_to(
     sink: ActorRef<ReplicaMsg>,
     payload: Vec<u8>,
-    wire: Arc<Vec<WireOp>>,
+    batch: Arc<Batch>,
     local: Arc<dyn Store>,
     timeout: Duration,
 ) -> Result<(), String> {
@@ -278,8 +352,8 @@ async fn replicate_to(
         for key in &keys {
             ops.extend(held(&*local, key).map_err(|e| e.to_string())?.ops);
         }
-        ops.extend(wire.iter().cloned());
-        encode(&ops)
+        ops.extend(batch.ops.iter().cloned());
+        encode(&Batch { terms: batch.terms.clone(), ops })
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -304,9 +378,16 @@ impl Replicator for ClusterReplicator {
         if self.acks_needed == 0 {
             return Ok(());
         }
-        let wire: Vec<WireOp> = ops.iter().map(WireOp::from_op).collect();
-        let payload = encode(&wire)?;
-        let wire = Arc::new(wire);
+        let terms: Vec<(String, u64)> = {
+            let known = self.terms.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut keys: Vec<&str> = ops.iter().map(|op| &**op.key()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys.into_iter().filter_map(|k| known.get(k).map(|t| (k.to_string(), *t))).collect()
+        };
+        let batch = Batch { terms, ops: ops.iter().map(WireOp::from_op).collect() };
+        let payload = encode(&batch)?;
+        let batch = Arc::new(batch);
         let sinks = remote_sinks();
         if sinks.len() < self.acks_needed {
             return Err(format!("{} other node(s) reachable, {} needed", sinks.len(), self.acks_needed));
@@ -317,7 +398,7 @@ impl Replicator for ClusterReplicator {
         self.runtime.block_on(async move {
             let mut calls = tokio::task::JoinSet::new();
             for sink in sinks {
-                calls.spawn(replicate_to(sink, payload.clone(), wire.clone(), local.clone(), timeout));
+                calls.spawn(replicate_to(sink, payload.clone(), batch.clone(), local.clone(), timeout));
             }
             let (mut acks, mut errors) = (0, Vec::new());
             while let Some(done) = calls.join_next().await {
@@ -344,6 +425,7 @@ pub struct Replication {
     sink: ActorRef<ReplicaMsg>,
     cluster_size: usize,
     timeout: Duration,
+    terms: Terms,
 }
 
 impl std::fmt::Debug for Replication {
@@ -385,7 +467,13 @@ impl Replication {
                 addr: ([127, 0, 0, 1], 0).into(),
                 cause: e.to_string(),
             })?;
-        Ok(Replication { local, sink, cluster_size: cluster_size.max(1), timeout: Duration::from_secs(1) })
+        Ok(Replication {
+            local,
+            sink,
+            cluster_size: cluster_size.max(1),
+            timeout: Duration::from_secs(1),
+            terms: Terms::default(),
+        })
     }
 
     /// How many other nodes must hold a batch before it counts as committed.
@@ -396,61 +484,84 @@ impl Replication {
     /// The store to give the node's checkpoint service: commits reach `acks_needed` other
     /// nodes before this one (warden-checkpoint's synchronous [`Replicated`] mode).
     pub fn store(&self) -> Replicated<Arc<dyn Store>> {
-        Replicated::synchronous(
-            self.local.clone(),
-            ClusterReplicator::new(self.local.clone(), self.acks_needed(), self.timeout),
-        )
+        let mut replicator = ClusterReplicator::new(self.local.clone(), self.acks_needed(), self.timeout);
+        replicator.terms = self.terms.clone();
+        Replicated::synchronous(self.local.clone(), replicator)
     }
 
-    /// Brings `key` up to the newest state held by the live nodes: asks every other node's
-    /// sink, and if one holds a higher sequence number than this node, imports its newest
-    /// snapshot and journal. Needs answers from `acks_needed` other nodes (with this one, a
-    /// majority: at least one of them holds every acknowledged change). Returns the sequence
-    /// number now held.
+    /// Takes over `key` as its writer and brings it up to the newest state held by the live
+    /// nodes: picks a writer term above every fence known for the key, asks every other live
+    /// node's sink to fence the key at that term and answer what it holds, and if one holds a
+    /// higher sequence number than this node, imports its newest snapshot and journal. Needs
+    /// answers from `acks_needed` other nodes (with this one, a majority: at least one of them
+    /// holds every acknowledged change, and from now on a majority refuses older writers).
+    /// Returns the sequence number now held.
     pub async fn catch_up(&self, key: &str, view: &NodeView) -> Result<u64, CatchUpError> {
+        let store_err = |cause: String| CatchUpError::Store { key: key.to_string(), cause };
         let live = view.live_peers();
-        let sinks: Vec<ActorRef<ReplicaMsg>> = remote_sinks()
-            .into_iter()
-            .filter(|s| view.node_of(&s.get_cell()).is_some_and(|n| live.contains(&n)))
-            .collect();
-        let mut calls = tokio::task::JoinSet::new();
-        for sink in sinks {
-            let (key, timeout) = (key.to_string(), self.timeout);
-            calls.spawn(async move { sink.call(|port| ReplicaMsg::Fetch(key, port), Some(timeout)).await });
-        }
-        let mut best: Option<Held> = None;
-        let mut answered = 0;
-        while let Some(done) = calls.join_next().await {
-            if let Ok(Ok(ractor::rpc::CallResult::Success(bytes))) = done {
-                if let Ok(held) = decode::<Held>(&bytes) {
-                    answered += 1;
-                    if best.as_ref().is_none_or(|b| held.last_seq > b.last_seq) {
-                        best = Some(held);
+        let (store, fk) = (self.local.clone(), fence_key(key));
+        let local_fence = tokio::task::spawn_blocking(move || store.last_seq(&fk))
+            .await
+            .map_err(|e| store_err(e.to_string()))?
+            .map_err(|e| store_err(e.to_string()))?;
+        let own = self.terms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).copied().unwrap_or(0);
+        let mut term = local_fence.max(own) + 1;
+        // A second round only if a replica knew of a later writer than this node did (it was
+        // away when the key last moved): the placement check already made sure that writer is
+        // gone, so the key is fenced above it.
+        for _round in 0..2 {
+            let sinks: Vec<ActorRef<ReplicaMsg>> = remote_sinks()
+                .into_iter()
+                .filter(|s| view.node_of(&s.get_cell()).is_some_and(|n| live.contains(&n)))
+                .collect();
+            let req = encode(&FetchReq { key: key.to_string(), term }).map_err(store_err)?;
+            let mut calls = tokio::task::JoinSet::new();
+            for sink in sinks {
+                let (req, timeout) = (req.clone(), self.timeout);
+                calls.spawn(async move { sink.call(|port| ReplicaMsg::Fetch(req, port), Some(timeout)).await });
+            }
+            let (mut best, mut answered, mut highest_fence) = (None::<Held>, 0, 0);
+            while let Some(done) = calls.join_next().await {
+                if let Ok(Ok(ractor::rpc::CallResult::Success(bytes))) = done {
+                    if let Ok(held) = decode::<Held>(&bytes) {
+                        answered += 1;
+                        highest_fence = highest_fence.max(held.fence);
+                        if best.as_ref().is_none_or(|b| held.last_seq > b.last_seq) {
+                            best = Some(held);
+                        }
                     }
                 }
             }
-        }
-        let needed = self.acks_needed();
-        if answered < needed {
-            return Err(CatchUpError::TooFewAnswers { key: key.to_string(), answered, needed });
-        }
-        let store = self.local.clone();
-        let k = key.to_string();
-        tokio::task::spawn_blocking(move || {
-            let mine = store.last_seq(&k).map_err(|e| e.to_string())?;
-            match best {
-                Some(held) if held.last_seq > mine && !held.ops.is_empty() => {
-                    let ops: Vec<WriteOp> = held.ops.into_iter().map(WireOp::into_op).collect();
-                    store.commit(&ops).map_err(|e| e.to_string())?;
-                    tracing::info!(target: "warden::cluster", key = %k, from = mine, to = held.last_seq, "caught up from a replica");
-                    Ok(held.last_seq)
-                }
-                _ => Ok(mine),
+            if highest_fence >= term {
+                term = highest_fence + 1;
+                continue;
             }
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()))
-        .map_err(|cause| CatchUpError::Store { key: key.to_string(), cause })
+            let needed = self.acks_needed();
+            if answered < needed {
+                return Err(CatchUpError::TooFewAnswers { key: key.to_string(), answered, needed });
+            }
+            let (store, k) = (self.local.clone(), key.to_string());
+            let held_now = tokio::task::spawn_blocking(move || {
+                let mine = store.last_seq(&k).map_err(|e| e.to_string())?;
+                let mut ops = vec![fence_op(&k, term)];
+                let now = match best {
+                    Some(held) if held.last_seq > mine && !held.ops.is_empty() => {
+                        ops.extend(held.ops.into_iter().map(WireOp::into_op));
+                        tracing::info!(target: "warden::cluster", key = %k, from = mine, to = held.last_seq, "caught up from a replica");
+                        held.last_seq
+                    }
+                    _ => mine,
+                };
+                store.commit(&ops).map_err(|e| e.to_string())?;
+                Ok::<u64, String>(now)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(store_err)?;
+            self.terms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_string(), term);
+            return Ok(held_now);
+        }
+        Err(store_err(format!("another writer keeps taking the key (fence above term {term})")))
     }
 
     /// Stops the replica sink.
@@ -496,6 +607,28 @@ mod tests {
         assert_eq!(r, Refusal { gaps: vec![], conflicts: vec!["k".into()] }, "a stale writer rewriting seq 2");
         let snap = WriteOp::Snapshot { key: Arc::from("k"), seq: 9, bytes: vec![], retain: 2, created_unix_ms: 0 };
         assert!(refusals(&store, &[snap, a("k", 10, 0)]).unwrap().is_empty(), "a snapshot covers what came before");
+    }
+
+    #[test]
+    fn fences_shut_out_older_writers() {
+        let store = MemoryStore::new();
+        let a = |seq: u64| WireOp::Append { key: "k".into(), seq, bytes: vec![seq as u8] };
+        let batch = |term: u64, seq: u64| Batch { terms: vec![("k".into(), term)], ops: vec![a(seq)] };
+        assert_eq!(accept(&store, batch(1, 1)), Ok(None));
+        assert_eq!(store.last_seq(&fence_key("k")).unwrap(), 1, "the first writer's term is the fence");
+        // A new writer takes over with term 2: the replica fences first, then answers.
+        let held = fetch(&store, &FetchReq { key: "k".into(), term: 2 }).unwrap();
+        assert_eq!((held.fence, held.last_seq), (1, 1));
+        let stale = accept(&store, batch(1, 2)).unwrap_err();
+        assert!(stale.contains("term 1") && stale.contains("term 2"), "{stale}");
+        assert_eq!(store.last_seq("k").unwrap(), 1, "nothing of the stale writer was kept");
+        assert_eq!(accept(&store, batch(2, 2)), Ok(None));
+        // Keys without a term (no singleton behind them) are not fenced.
+        let plain = Batch { terms: vec![], ops: vec![WireOp::Append { key: "p".into(), seq: 1, bytes: vec![] }] };
+        assert_eq!(accept(&store, plain), Ok(None));
+        // A lower term asked for in a catch-up does not lower the fence.
+        assert_eq!(fetch(&store, &FetchReq { key: "k".into(), term: 1 }).unwrap().fence, 2);
+        assert_eq!(store.last_seq(&fence_key("k")).unwrap(), 2);
     }
 
     #[test]

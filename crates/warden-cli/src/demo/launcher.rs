@@ -480,13 +480,42 @@ impl Launcher {
                         }
                         (node, "worker".to_string())
                     }
-                    None => (self.up_nodes().first().cloned().unwrap_or_default(), target.clone()),
+                    None => (String::new(), target.clone()),
                 };
                 open(rec, Vec::new());
+                // A singleton may be moving: ask every running node in turn (any of them can
+                // reach it wherever it runs), for up to 3 s; a fault that never reached its
+                // target was not injected and is dropped from the record.
                 let op = if fault.kind == Kind::Panic { "panic" } else { "hang" };
-                let answer = self.request(&node, json!({"op": op, "target": op_target}), Duration::from_secs(5)).await;
-                if !answer.as_ref().and_then(Value::as_str).is_some_and(|a| a == "sent" || a == "armed") {
-                    self.note(format!("{op} {target}: the node answered {answer:?}"));
+                let give_up = Instant::now() + Duration::from_secs(3);
+                let mut last_answer = None;
+                let sent_at = 'sending: loop {
+                    let nodes = if node.is_empty() { self.up_nodes() } else { vec![node.clone()] };
+                    for n in nodes {
+                        let sent = Instant::now();
+                        let answer =
+                            self.request(&n, json!({"op": op, "target": op_target}), Duration::from_secs(2)).await;
+                        if answer.as_ref().and_then(Value::as_str).is_some_and(|a| a == "sent" || a == "armed") {
+                            break 'sending Some(sent);
+                        }
+                        last_answer = answer;
+                    }
+                    if Instant::now() >= give_up {
+                        break None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                };
+                let mut w = self.lock();
+                let Some(pos) = w.faults.iter().position(|f| f.injected == now) else { return };
+                match sent_at {
+                    Some(t) => {
+                        w.faults[pos].injected = t;
+                        w.faults[pos].rec.injected_at_ms = self.at(t);
+                    }
+                    None => {
+                        w.faults.remove(pos);
+                        w.log.push(format!("{op} {target} not injected: it could not be reached ({last_answer:?})"));
+                    }
                 }
             }
             Kind::Kill | Kind::Stop => {
