@@ -106,8 +106,8 @@ struct FetchReq {
     term: u64,
 }
 
-/// Where a replica keeps its fence for `key`: the sequence number of a snapshot-less entry of
-/// this key is the highest writer term seen.
+/// Where a replica keeps its fence for `key`: an empty snapshot under this key whose sequence
+/// number is the highest writer term seen for `key`.
 pub fn fence_key(key: &str) -> String {
     format!("warden.fence/{key}")
 }

@@ -431,11 +431,8 @@ impl Inner {
                 });
             }
             if let Some(r) = running.get(name) {
-                let why = if !majority {
-                    Some("minority".to_string())
-                } else {
-                    others.iter().find(|n| rank(name, n) > rank(name, &me)).map(|n| format!("duplicate on {n}"))
-                };
+                // (A minority node has fenced everything above.)
+                let why = others.iter().find(|n| rank(name, n) > rank(name, &me)).map(|n| format!("duplicate on {n}"));
                 match why {
                     Some(why) => {
                         if let Some(r) = running.remove(name) {
