@@ -249,3 +249,60 @@ async fn heartbeat_reports_whether_the_caller_keeps_one() {
     assert!(!warden::heartbeat(&unwatched));
     unwatched.stop(None);
 }
+
+/// Holds a resource that only one incarnation may have at a time (a port, a lock, a
+/// checkpoint key): released when the state is dropped.
+struct Exclusive(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone, Default)]
+struct Holder {
+    held: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Actor for Holder {
+    type Msg = M;
+    type State = Exclusive;
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<M>, _: ()) -> Result<Exclusive, ActorProcessingErr> {
+        if self.held.swap(true, Ordering::SeqCst) {
+            return Err("the resource is still held by the previous incarnation".into());
+        }
+        Ok(Exclusive(self.held.clone()))
+    }
+    async fn handle(&self, _: ActorRef<M>, msg: M, _: &mut Exclusive) -> Result<(), ActorProcessingErr> {
+        match msg {
+            M::Stuck => std::future::pending::<()>().await,
+            M::Who(r) => {
+                let _ = r.send(0);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_childs_replacement_starts_after_the_old_state_is_dropped() {
+    // ractor hands a stopped actor's state to its supervisor inside the termination event; the
+    // replacement must not start before the supervisor has dropped it.
+    let spec = ChildSpec::worker("holder", Holder::default(), ()).deadline(Duration::from_millis(100));
+    let h = spec.handle::<M>().unwrap();
+    let app = Supervisor::start("hang_teardown", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
+    let mut probe = EventProbe::new(&app);
+    for round in 0..3 {
+        h.cast(M::Stuck).unwrap();
+        probe.wait_for(DEADLINE, |e| hung_path(e).is_some()).await.unwrap();
+        probe.restarted(&h.path(), DEADLINE).await.unwrap();
+        assert_eq!(h.call(M::Who, Some(DEADLINE)).await.unwrap(), 0, "round {round}: the replacement answers");
+    }
+    let failed: Vec<_> =
+        probe.seen().iter().filter(|e| matches!(e, SupervisorEvent::RestartFailed { .. })).cloned().collect();
+    assert!(failed.is_empty(), "no replacement started while the old state was alive: {failed:?}");
+    app.shutdown().await;
+}

@@ -389,6 +389,10 @@ impl<A: Checkpoint> Checkpointed<A> {
         let key = self.key.clone();
         let k = key.clone();
         let snapshots = self.read(move |s| s.snapshots(&k)).await?;
+        // The store may have moved on since this process last numbered the key (batches
+        // replicated from another node, where the actor ran in between): numbering continues
+        // from the highest sequence number read here.
+        let mut stored_last = snapshots.iter().map(|i| i.seq).max().unwrap_or(0);
         let mut skipped = 0u32;
         let mut first_damage: Option<(&'static str, u64, DecodeError)> = None;
         let mut restored: Option<(u64, u64)> = None; // (seq, created)
@@ -430,6 +434,7 @@ impl<A: Checkpoint> Checkpointed<A> {
         if let Some(hooks) = self.durable {
             let k = key.clone();
             let entries = self.read(move |s| s.journal_after(&k, base)).await?;
+            stored_last = stored_last.max(entries.last().map_or(0, |(seq, _)| *seq));
             for (seq, bytes) in entries {
                 let err = match self.service.known_bad(&key, seq) {
                     Some(e) => Err(e),
@@ -454,6 +459,7 @@ impl<A: Checkpoint> Checkpointed<A> {
                 replayed += 1;
             }
         }
+        entry.last_seq.fetch_max(stored_last, std::sync::atomic::Ordering::Relaxed);
         let now = unix_ms_now();
         match restored {
             None if replayed == 0 && skipped == 0 => {

@@ -415,21 +415,6 @@ impl Checkpoints {
     pub(crate) async fn claim(&self, key: &Arc<str>, actor: ractor::ActorCell) -> Result<Claim, CheckpointError> {
         let existing = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned();
         let entry = match existing {
-            // A key released and claimed again: the store may have moved on meanwhile (batches
-            // replicated from another node, where the actor ran in between), so the sequence
-            // numbers continue from the higher of the two.
-            Some(e)
-                if e.owner
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_ref()
-                    .is_none_or(|o| o.cell.get_status() >= ractor::ActorStatus::Stopping) =>
-            {
-                let k = key.clone();
-                let stored = self.blocking(move |s| s.last_seq(&k)).await?;
-                e.last_seq.fetch_max(stored, std::sync::atomic::Ordering::Relaxed);
-                e
-            }
             Some(e) => e,
             None => {
                 let k = key.clone();
@@ -447,10 +432,10 @@ impl Checkpoints {
                     .clone()
             }
         };
-        // An incarnation that was just killed (a hung handler, say) still holds its claim until
-        // its state is dropped, and ractor hands a stopped actor's state to its supervisor,
-        // which may be busy starting the next incarnation right now: a stopped owner does not
-        // count. A live one may be on its way out (a graceful stop): wait a little for it.
+        // A stopped owner does not count: ractor hands a stopped actor's state (and with it its
+        // claim) to its supervisor, which drops it only when it handles the termination event
+        // (warden's supervisor does so before starting a hung child's replacement; others may
+        // not). A live owner may be on its way out (a graceful stop): wait a little for it.
         let deadline = std::time::Instant::now() + CLAIM_RELEASE_WAIT;
         loop {
             let taken_by = {

@@ -25,6 +25,18 @@ pub const INITIAL_BALANCE: i64 = 1_000;
 /// A handler running longer than this is hung (a persist waits at most ~1 s for replicas).
 pub const HANDLER_DEADLINE: Duration = Duration::from_secs(2);
 
+/// Sends `tick()` to `actor` every `period` until that incarnation is gone.
+fn tick_every<M: ractor::Message>(actor: ActorRef<M>, period: Duration, tick: fn() -> M) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            if actor.cast(tick()).is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// The account named `i`.
 pub fn account_name(i: usize) -> String {
     format!("acct-{i}")
@@ -132,15 +144,7 @@ impl Actor for Account {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<AccountMsg>, _: ()) -> Result<Book, ActorProcessingErr> {
-        let ticker = myself.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if ticker.cast(AccountMsg::Tick).is_err() {
-                    return; // this incarnation is gone
-                }
-            }
-        });
+        tick_every(myself, Duration::from_millis(200), || AccountMsg::Tick);
         Ok(Book { name: self.name.clone(), balance: INITIAL_BALANCE, ..Book::default() })
     }
 
@@ -309,15 +313,7 @@ impl Actor for Auditor {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<AuditorMsg>, _: ()) -> Result<Audits, ActorProcessingErr> {
-        let ticker = myself.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if ticker.cast(AuditorMsg::Tick).is_err() {
-                    return;
-                }
-            }
-        });
+        tick_every(myself, Duration::from_secs(1), || AuditorMsg::Tick);
         Ok(Audits { node: self.node.clone(), ..Audits::default() })
     }
 

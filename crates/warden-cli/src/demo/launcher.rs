@@ -38,7 +38,9 @@ struct Proc {
     port: u16,
     state: State,
     child: Option<Child>,
-    stdin: Option<std::sync::mpsc::Sender<String>>,
+    /// Requests for the node, written to its stdin by a thread of its own (bounded: a node
+    /// that stops reading makes requests fail instead of piling up).
+    stdin: Option<std::sync::mpsc::SyncSender<String>>,
     /// When it was last resumed or restarted (its own view of its peers is stale until it rejoins).
     back_at: Option<Instant>,
 }
@@ -93,7 +95,8 @@ struct Launcher {
     next_id: AtomicU64,
     settings: RunSettings,
     spawner: std::sync::mpsc::Sender<(Command, std::sync::mpsc::Sender<std::io::Result<Child>>)>,
-    lines: mpsc::UnboundedSender<(String, String)>,
+    /// What the nodes print, line by line (bounded: a reader thread waits when it is full).
+    lines: mpsc::Sender<(String, String)>,
     data_dir: PathBuf,
     cookie: String,
     /// Requests acknowledged and failed so far (the progress line, the observer).
@@ -102,6 +105,9 @@ struct Launcher {
     /// Every singleton placed once: the workload may start (`/health/ready`).
     ready: AtomicBool,
 }
+
+/// The bound of the queues between the launcher and each node.
+const QUEUE: usize = 4096;
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -167,7 +173,7 @@ impl Launcher {
             rx.recv().context("the spawner thread is gone")?.with_context(|| format!("starting node {name}"))?;
         let stdout = child.stdout.take().context("node stdout")?;
         let stdin = child.stdin.take().context("node stdin")?;
-        let (in_tx, in_rx) = std::sync::mpsc::channel::<String>();
+        let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<String>(QUEUE);
         std::thread::spawn(move || {
             let mut stdin = stdin;
             for line in in_rx {
@@ -180,7 +186,7 @@ impl Launcher {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                if lines.send((node.clone(), line)).is_err() {
+                if lines.blocking_send((node.clone(), line)).is_err() {
                     return;
                 }
             }
@@ -217,7 +223,7 @@ impl Launcher {
             }
             let stdin = p.stdin.clone()?;
             w.pending.insert(id, tx);
-            if stdin.send(req.to_string()).is_err() {
+            if stdin.try_send(req.to_string()).is_err() {
                 w.pending.remove(&id);
                 return None;
             }
@@ -664,7 +670,7 @@ pub async fn run(settings: RunSettings, plan: Vec<Fault>, interrupted: Arc<Atomi
             let _ = answer.send(cmd.spawn());
         }
     })?;
-    let (lines_tx, mut lines_rx) = mpsc::unbounded_channel();
+    let (lines_tx, mut lines_rx) = mpsc::channel(QUEUE);
     let cookie = format!("warden-demo-{:x}", settings.seed ^ std::process::id() as u64);
     let launcher = Arc::new(Launcher {
         demo: settings.demo,

@@ -340,14 +340,21 @@ impl Ctx {
         let t = Some(Duration::from_millis(2500));
         match (self.demo, req.op.as_str()) {
             (Demo::Bank, "transfer") => {
-                let Some(tr) = req.transfer else { return json!("error: transfer without a transfer") };
-                let Some(acct) = locate::<AccountMsg>(&tr.from) else { return json!("error: account moving") };
+                let Some(tr) = req.transfer else {
+                    return json!(format!("error: request {}: op \"transfer\" needs a \"transfer\" object", req.id));
+                };
+                let Some(acct) = locate::<AccountMsg>(&tr.from) else {
+                    return json!(format!(
+                        "error: {} is not running on any node reachable from here (moving?)",
+                        tr.from
+                    ));
+                };
                 let j = serde_json::to_string(&tr).unwrap_or_default();
                 answer(acct.call(|p| AccountMsg::Debit(j, p), t).await)
             }
             (Demo::Pipeline, "job") => match &self.pool {
                 Some(pool) => json!(pipeline::run_job(pool, req.job).await),
-                None => json!("error: no pool"),
+                None => json!("error: this node runs no pool (not a pipeline node)"),
             },
             (Demo::Pipeline, "panic") | (Demo::Pipeline, "hang") if req.target == "worker" => {
                 let counter = if req.op == "panic" { &self.faults.panics } else { &self.faults.hangs };
@@ -374,14 +381,14 @@ impl Ctx {
                     let r = answer(a.call(AuditorMsg::Status, t).await);
                     r.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(r)
                 }
-                None => json!("error: auditor moving"),
+                None => json!("error: the auditor is not running on any node reachable from here (moving?)"),
             },
             (Demo::Pipeline, "status") => match locate::<ResultsMsg>("results") {
                 Some(a) => {
                     let r = answer(a.call(ResultsMsg::Summary, t).await);
                     r.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(r)
                 }
-                None => json!("error: results moving"),
+                None => json!("error: the results recorder is not running on any node reachable from here (moving?)"),
             },
             (Demo::Bank, "probe") => match locate::<AuditorMsg>("auditor") {
                 Some(a) => {
@@ -391,14 +398,14 @@ impl Ctx {
                         None => r,
                     }
                 }
-                None => json!("error: auditor moving"),
+                None => json!("error: the auditor is not running on any node reachable from here (moving?)"),
             },
             (Demo::Pipeline, "probe") => match locate::<ResultsMsg>("results") {
                 Some(a) => {
                     let r = answer(a.call(ResultsMsg::Count, Some(Duration::from_secs(1))).await);
                     r.as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(r)
                 }
-                None => json!("error: results moving"),
+                None => json!("error: the results recorder is not running on any node reachable from here (moving?)"),
             },
             (Demo::Bank, "books") => match bank::audit(self.accounts).await {
                 Some((audit, books)) => json!({"audit": audit, "books": books}),

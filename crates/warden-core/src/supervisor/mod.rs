@@ -189,7 +189,18 @@ pub struct SupervisorState {
     record: bool,
     /// A `Flush` is on its way (see `EventBus::flush`).
     flush_scheduled: bool,
+    /// Hung incarnations killed but not yet torn down: (their actor, the child's id, how long
+    /// the replacement waits for them). ractor hands a stopped actor's state to its supervisor
+    /// inside the termination event, so whatever that state holds (a port, a lock, a
+    /// checkpoint key) is released only when this supervisor handles the event: the
+    /// replacement starts after it, or after the wait for a handler that spins and cannot be
+    /// killed. Empty unless a child hung.
+    teardown: Vec<(ActorId, String, Instant)>,
 }
+
+/// How long the replacement of a hung child waits for the killed incarnation to be torn down
+/// (it is at once for a handler stuck on an await; a synchronous spin never ends).
+const HUNG_TEARDOWN_WAIT: Duration = Duration::from_millis(100);
 
 impl Supervisor {
     /// Starts a root supervisor named `name` (its path is `/name`) and its children, in
@@ -728,6 +739,23 @@ impl SupervisorState {
     /// Carries out the restarts that are due, in start order. A failed start is counted
     /// like any restart and retried later; under one-for-all and rest-for-one the children
     /// after it wait for it, so that start order holds.
+    /// Whether child `i`'s previous incarnation (killed as hung) is still being torn down; if so,
+    /// a retry is scheduled for when the wait ends.
+    fn tearing_down(&mut self, myself: &ActorRef<SupervisorMsg>, i: usize, now: Instant) -> bool {
+        if self.teardown.is_empty() {
+            return false;
+        }
+        self.teardown.retain(|(_, _, deadline)| *deadline > now);
+        let id = self.children[i].id();
+        match self.teardown.iter().find(|(_, child, _)| child == id) {
+            Some((_, _, deadline)) => {
+                self.schedule_retry(myself, deadline.saturating_duration_since(now));
+                true
+            }
+            None => false,
+        }
+    }
+
     async fn resume_restarts(&mut self, myself: &ActorRef<SupervisorMsg>) {
         let ordered = matches!(self.strategy, Strategy::OneForAll | Strategy::RestForOne);
         let mut i = 0;
@@ -745,6 +773,11 @@ impl SupervisorState {
     /// starts a new actor. A failed start is counted and rescheduled.
     async fn restart_if_due(&mut self, myself: &ActorRef<SupervisorMsg>, i: usize) -> Due {
         let now = Instant::now();
+        if matches!(self.children[i].status, Status::Restarting { not_before } if not_before <= now)
+            && self.tearing_down(myself, i, now)
+        {
+            return Due::Waiting;
+        }
         let c = &mut self.children[i];
         match &mut c.status {
             Status::Crashed { reply, not_before, .. } if reply.is_some() && *not_before <= now => {
@@ -1031,6 +1064,7 @@ impl Actor for Supervisor {
             intensity_limit: (spec.intensity, spec.period),
             record: spec.record_failures,
             flush_scheduled: false,
+            teardown: Vec::new(),
             children: Vec::with_capacity(spec.children.len()),
             events,
             next_dynamic: 0,
@@ -1097,8 +1131,12 @@ impl Actor for Supervisor {
                 let Some(idx) = state.index_of_actor(actor) else { return Ok(()) };
                 let Status::Running { cell } = &state.children[idx].status else { return Ok(()) };
                 // Kill without waiting: a handler spinning synchronously cannot be pre-empted,
-                // and the supervisor must not block on it. The new incarnation starts now.
+                // and the supervisor must not block on it. The new incarnation starts once the
+                // old one is torn down (see `teardown`), at most `HUNG_TEARDOWN_WAIT` later.
                 cell.kill();
+                let deadline = Instant::now() + HUNG_TEARDOWN_WAIT;
+                let id = state.children[idx].id().to_string();
+                state.teardown.push((actor, id, deadline));
                 let c = &mut state.children[idx];
                 c.status = Status::Restarting { not_before: Instant::now() };
                 let clues = Clues { incarnation: c.incarnation, message_type: Some(message_type), ..Clues::default() };
@@ -1151,6 +1189,22 @@ impl Actor for Supervisor {
         evt: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        if !state.teardown.is_empty() {
+            let gone = match &evt {
+                SupervisionEvent::ActorTerminated(cell, ..) | SupervisionEvent::ActorFailed(cell, _) => {
+                    state.teardown.iter().position(|(actor, ..)| *actor == cell.get_id())
+                }
+                _ => None,
+            };
+            if let Some(pos) = gone {
+                // A hung incarnation's teardown: drop its state, then start its replacement.
+                state.teardown.remove(pos);
+                drop(evt);
+                state.resume_restarts(&myself).await;
+                state.settle(&myself);
+                return Ok(());
+            }
+        }
         let (cell, reason) = match evt {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 (cell, ExitReason::from_stop_reason(reason.as_deref()))
