@@ -18,6 +18,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::broadcast::Receiver;
 use warden_cluster::{Node, NodeConfig, NodeEvent};
 
+use crate::demo::report::Spread;
+
 struct Peer(Child);
 
 impl Drop for Peer {
@@ -53,13 +55,6 @@ async fn until(rx: &mut Receiver<NodeEvent>, within: Duration, pred: impl Fn(&No
             _ => return None,
         }
     }
-}
-
-/// The q-quantile of `xs` (nearest rank).
-fn percentile(mut xs: Vec<f64>, q: f64) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len());
-    xs[rank - 1]
 }
 
 async fn time_down(watcher: &Node, events: &mut Receiver<NodeEvent>, name: &str, freeze: bool) -> anyhow::Result<f64> {
@@ -155,18 +150,20 @@ pub async fn run(reps: usize, quiet: Duration, failovers: usize) -> anyhow::Resu
     }
     drop(peers);
     drop(watcher);
+    let (killed, frozen) = (Spread::of(&killed), Spread::of(&frozen));
     let (failover, invariant_ok) =
         if failovers > 0 { singleton_failovers(failovers).await? } else { (Vec::new(), true) };
     let mut out = serde_json::json!({
-        "node_down_killed_p50_ms": {"warden": percentile(killed.clone(), 0.5)},
-        "node_down_killed_p99_ms": {"warden": percentile(killed, 0.99)},
-        "node_down_frozen_p50_ms": {"warden": percentile(frozen.clone(), 0.5)},
-        "node_down_frozen_p99_ms": {"warden": percentile(frozen, 0.99)},
+        "node_down_killed_p50_ms": {"warden": killed.p50},
+        "node_down_killed_p99_ms": {"warden": killed.p99},
+        "node_down_frozen_p50_ms": {"warden": frozen.p50},
+        "node_down_frozen_p99_ms": {"warden": frozen.p99},
         "false_suspicions": {"warden": false_suspicions},
     });
     if !failover.is_empty() {
-        out["singleton_failover_p50_ms"] = serde_json::json!({"warden": percentile(failover.clone(), 0.5)});
-        out["singleton_failover_p99_ms"] = serde_json::json!({"warden": percentile(failover.clone(), 0.99)});
+        let failover = Spread::of(&failover);
+        out["singleton_failover_p50_ms"] = serde_json::json!({"warden": failover.p50});
+        out["singleton_failover_p99_ms"] = serde_json::json!({"warden": failover.p99});
         out["singleton_failover_invariant_ok"] = serde_json::json!({"warden": invariant_ok});
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
