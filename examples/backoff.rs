@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let server_up = Arc::new(AtomicBool::new(true));
     let client = ChildSpec::worker("client", Client { server_up: server_up.clone() }, ())
         .backoff(Backoff::exponential(Duration::from_millis(20), Duration::from_millis(500)).seed(7));
-    let handle = client.handle::<()>().expect("unit messages");
+    let handle = client.handle();
     let app =
         Supervisor::start("app", SupervisorSpec::one_for_one().intensity(20, Duration::from_secs(10)).child(client))
             .await?;

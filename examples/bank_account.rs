@@ -24,9 +24,6 @@ enum Cmd {
     Crash,
 }
 
-// warden builds ractor with its `cluster` feature, under which message types say so.
-impl ractor::Message for Cmd {}
-
 #[derive(Serialize, Deserialize)]
 enum Event {
     Deposited(u64),
@@ -91,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     // A snapshot every 10 events bounds the replay; keep the newest two.
     let policy = SnapshotPolicy::new().every_messages(10).retain(2);
     let spec = ChildSpec::worker("alice", Checkpointed::durable(Account, &checkpoints, "account/alice", policy), ());
-    let alice = spec.handle::<Cmd>().expect("the account takes Cmd");
+    let alice = spec.handle();
     let bank = Supervisor::start("bank", SupervisorSpec::one_for_one().child(spec)).await?;
     let t = Some(Duration::from_secs(5));
 

@@ -25,9 +25,6 @@ enum Msg {
     Crash,
 }
 
-// warden builds ractor with its `cluster` feature, under which message types say so.
-impl ractor::Message for Msg {}
-
 /// The saved part of the state.
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -75,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
     // Snapshot every 5 messages and on a graceful stop.
     let policy = SnapshotPolicy::new().every_messages(5);
     let spec = ChildSpec::worker("counter", Checkpointed::new(Counter, &checkpoints, "counter", policy), ());
-    let counter = spec.handle::<Msg>().expect("the counter takes Msg");
+    let counter = spec.handle();
     let app = Supervisor::start("app", SupervisorSpec::one_for_one().child(spec)).await?;
     let mut events = app.subscribe();
 

@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     // JSON logs: the crash report arrives as one event whose fields are all there.
     tracing_subscriber::fmt().json().with_env_filter("warn").init();
     let parser = ChildSpec::worker("parser", Parser, ()).shutdown(Shutdown::Timeout(Duration::from_secs(1)));
-    let handle = parser.handle::<String>().expect("String messages");
+    let handle = parser.handle();
     let ingest = SupervisorSpec::one_for_one().child(parser);
     let app =
         Supervisor::start("etl", SupervisorSpec::one_for_all().child(ChildSpec::supervisor("ingest", ingest))).await?;

@@ -18,9 +18,6 @@ enum Msg {
     Ping(RpcReplyPort<&'static str>),
 }
 
-// warden builds ractor with its `cluster` feature, under which message types say so.
-impl ractor::Message for Msg {}
-
 #[derive(Clone)]
 struct Clerk {
     name: &'static str,
@@ -60,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
         ChildSpec::worker("alice", alice.clone(), ()).deadline(deadline),
         ChildSpec::worker("bob", bob.clone(), ()).deadline(deadline),
     );
-    let (ha, hb) = (a.handle::<Msg>().expect("Msg"), b.handle::<Msg>().expect("Msg"));
+    let (ha, hb) = (a.handle(), b.handle());
     let _ = alice.peer.set(hb.clone());
     let _ = bob.peer.set(ha.clone());
     let app = Supervisor::start("office", SupervisorSpec::one_for_one().child(a).child(b)).await?;

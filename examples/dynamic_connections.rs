@@ -16,9 +16,6 @@ enum ConnMsg {
     Close,
 }
 
-// warden builds ractor with its `cluster` feature, under which message types say so.
-impl ractor::Message for ConnMsg {}
-
 #[derive(Clone)]
 struct Connection;
 
@@ -45,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let mut conns = Vec::new();
     for peer in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"] {
         let spec = ChildSpec::worker("conn", Connection, peer.to_string()).restart(RestartType::Transient);
-        let handle = spec.handle::<ConnMsg>().expect("connection messages");
+        let handle = spec.handle();
         match listener.start_child(spec).await {
             Ok(info) => {
                 println!("accepted {peer} as {}", info.path);

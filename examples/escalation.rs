@@ -29,7 +29,7 @@ impl Actor for Flaky {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flaky = ChildSpec::worker("conn", Flaky, ());
-    let conn = flaky.handle::<()>().expect("unit messages");
+    let conn = flaky.handle();
     // The db subtree tolerates 1 restart in 5 s; the root tolerates 2.
     let db = SupervisorSpec::one_for_one().intensity(1, Duration::from_secs(5)).child(flaky);
     let root =

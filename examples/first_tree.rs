@@ -19,9 +19,6 @@ enum CounterMsg {
     Poison,
 }
 
-// warden builds ractor with its `cluster` feature, under which message types say so.
-impl ractor::Message for CounterMsg {}
-
 #[derive(Clone)]
 struct Counter;
 
@@ -58,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     // structured crash report (the WARN/ERROR lines below, and `app.crash_reports()`).
 
     let counter = ChildSpec::worker("counter", Counter, ());
-    let handle = counter.handle::<CounterMsg>().expect("the counter takes CounterMsg");
+    let handle = counter.handle();
     let spec = SupervisorSpec::one_for_one().intensity(5, Duration::from_secs(10)).child(counter);
     let app = Supervisor::start("app", spec).await?;
     let mut events = app.subscribe();

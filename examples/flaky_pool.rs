@@ -68,8 +68,8 @@ async fn main() -> anyhow::Result<()> {
         .on_full(OnFull::Reject)
         .max_attempts(3)
         .intensity(1000, Duration::from_secs(1));
-    let pool = spec.handle();
-    let app = Supervisor::start("web", SupervisorSpec::one_for_one().child(spec.child_spec())).await?;
+    let (pool_child, pool) = spec.build();
+    let app = Supervisor::start("web", SupervisorSpec::one_for_one().child(pool_child)).await?;
 
     // 40 clients at a time (the pool holds up to 4 x 64).
     let clients = Arc::new(tokio::sync::Semaphore::new(40));

@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::args().skip_while(|a| a != "--serve").nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let prometheus = install_prometheus()?;
     let flaky = ChildSpec::worker("flaky", Flaky, ());
-    let handle = flaky.handle::<u32>().expect("u32 messages");
+    let handle = flaky.handle();
     let api = SupervisorSpec::one_for_one().intensity(100, Duration::from_secs(10)).child(flaky);
     let app = Supervisor::start("shop", SupervisorSpec::one_for_one().child(ChildSpec::supervisor("api", api))).await?;
     for n in 1..=9 {

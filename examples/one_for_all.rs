@@ -17,9 +17,6 @@ enum ConsumerMsg {
     Corrupt,
 }
 
-// warden builds ractor with its `cluster` feature, under which message types say so.
-impl ractor::Message for ConsumerMsg {}
-
 #[derive(Clone)]
 struct Consumer;
 
@@ -81,7 +78,7 @@ impl Actor for Producer {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let consumer = ChildSpec::worker("consumer", Consumer, ());
-    let ch = consumer.handle::<ConsumerMsg>().expect("consumer messages");
+    let ch = consumer.handle();
     let producer = ChildSpec::worker("producer", Producer { consumer: ch.clone() }, ());
     let app = Supervisor::start("pipeline", SupervisorSpec::one_for_all().child(consumer).child(producer)).await?;
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -33,9 +33,6 @@ enum CMsg {
     Panic,
 }
 
-// warden builds ractor with its `cluster` feature, under which message types say so.
-impl ractor::Message for CMsg {}
-
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 struct CounterSnap {
     total: u64,
@@ -71,9 +68,7 @@ impl Checkpoint for Counter {
 }
 
 fn counter(ck: &Checkpoints, id: &str, key: &str, policy: SnapshotPolicy) -> (ChildSpec, ChildRef<CMsg>) {
-    let spec = ChildSpec::worker(id, Checkpointed::new(Counter, ck, key, policy), ());
-    let handle = spec.handle::<CMsg>().expect("counter handle");
-    (spec, handle)
+    ChildSpec::worker(id, Checkpointed::new(Counter, ck, key, policy), ()).into_parts()
 }
 
 async fn get(h: &ChildRef<CMsg>) -> u64 {
@@ -353,7 +348,7 @@ async fn old_snapshots_are_migrated() {
     store.commit(&[good_snapshot(&key, 1, 7)]).unwrap(); // schema version 1
     let ck = Checkpoints::start(store, CheckpointConfig::default()).await.unwrap();
     let spec = ChildSpec::worker("c", Checkpointed::new(CounterV2, &ck, key.as_str(), SnapshotPolicy::new()), ());
-    let h = spec.handle::<CMsg>().unwrap();
+    let h = spec.handle();
     let sup = Supervisor::start(&unique("mig"), SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     assert_eq!(get(&h).await, 700);
     sup.shutdown().await;
@@ -369,9 +364,6 @@ enum AMsg {
     Balance(RpcReplyPort<u64>),
     Panic,
 }
-
-// warden builds ractor with its `cluster` feature, under which message types say so.
-impl ractor::Message for AMsg {}
 
 #[derive(Serialize, Deserialize)]
 struct Deposited {
@@ -425,7 +417,7 @@ async fn durable_mode_loses_no_acknowledged_update_across_panics() {
     let key = unique("acct");
     let policy = SnapshotPolicy::new().every_messages(7).retain(2);
     let spec = ChildSpec::worker("acct", Checkpointed::durable(Account, &ck, key.as_str(), policy), ());
-    let h = spec.handle::<AMsg>().unwrap();
+    let h = spec.handle();
     let sup = Supervisor::start(
         &unique("bank"),
         SupervisorSpec::one_for_one().intensity(1000, Duration::from_secs(1)).child(spec),
@@ -456,7 +448,7 @@ async fn durable_mode_loses_no_acknowledged_update_across_panics() {
     // A new process (the file reopened) sees the same balance.
     let ck = Checkpoints::open_dir(dir.path(), CheckpointConfig::default()).await.unwrap();
     let spec = ChildSpec::worker("acct", Checkpointed::durable(Account, &ck, key.as_str(), SnapshotPolicy::new()), ());
-    let h = spec.handle::<AMsg>().unwrap();
+    let h = spec.handle();
     let sup = Supervisor::start(&unique("bank2"), SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     assert_eq!(h.call(AMsg::Balance, Some(DEADLINE)).await.unwrap(), acknowledged);
     sup.shutdown().await;
@@ -502,7 +494,7 @@ async fn crashes_between_snapshots_do_not_postpone_them() {
     let key = unique("postpone");
     let policy = SnapshotPolicy::new().every_messages(10).on_stop(false);
     let spec = ChildSpec::worker("acct", Checkpointed::durable(Account, &ck, key.as_str(), policy), ());
-    let h = spec.handle::<AMsg>().unwrap();
+    let h = spec.handle();
     let sup = Supervisor::start(
         &unique("pp"),
         SupervisorSpec::one_for_one().intensity(100, Duration::from_secs(1)).child(spec),

@@ -32,7 +32,7 @@ async fn the_tracing_event_carries_every_field_as_json() {
     // A current-thread runtime: every actor runs on this thread, under this subscriber.
     let _guard = tracing::subscriber::set_default(subscriber);
     let spec = ChildSpec::worker("w", Worker::named("w"), ());
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("json", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     h.cast(Msg::Panic).unwrap();

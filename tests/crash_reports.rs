@@ -48,7 +48,7 @@ async fn the_report_names_each_decision() {
     let backoff = ChildSpec::worker("slow", Worker::named("slow"), ())
         .backoff(Backoff::exponential(ms(250), ms(250)).jitter(false));
     let temp = ChildSpec::worker("temp", Worker::named("temp"), ()).restart(RestartType::Temporary);
-    let (hs, ht) = (backoff.handle::<Msg>().unwrap(), temp.handle::<Msg>().unwrap());
+    let (hs, ht) = (backoff.handle(), temp.handle());
     let spec = SupervisorSpec::one_for_one().intensity(1, Duration::from_secs(60)).child(backoff).child(temp);
     let app = Supervisor::start("decisions", spec).await.unwrap();
     let mut probe = EventProbe::new(&app);
@@ -73,7 +73,7 @@ async fn the_report_names_each_decision() {
 #[tokio::test]
 async fn normal_exits_are_not_crashes_and_the_recorder_is_bounded() {
     let spec = ChildSpec::worker("w", Worker::named("w"), ());
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let events = EventBus::with_recorder(1024, 2);
     let app = Supervisor::start_with_events(
         "bounded",
@@ -104,7 +104,6 @@ async fn an_opted_in_child_reports_the_failing_message_rendered() {
     enum Cmd {
         Charge { account: u32, cents: u64 },
     }
-    impl ractor::Message for Cmd {}
     #[derive(Clone)]
     struct Billing;
     impl ractor::Actor for Billing {
@@ -128,7 +127,7 @@ async fn an_opted_in_child_reports_the_failing_message_rendered() {
         }
     }
     let spec = ChildSpec::worker_debug("billing", Billing, ());
-    let h = spec.handle::<Cmd>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("rendered", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     h.cast(Cmd::Charge { account: 7, cents: 250 }).unwrap();

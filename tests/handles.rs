@@ -11,7 +11,7 @@ use warden::{CallError, SendError};
 #[tokio::test]
 async fn only_the_crashing_message_is_dropped_and_it_is_named() {
     let spec = ChildSpec::worker("w", Worker::named("w"), ());
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("drop_one", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     // Queue work behind a slow message, then the poison, then more work.
@@ -38,7 +38,7 @@ async fn only_the_crashing_message_is_dropped_and_it_is_named() {
 #[tokio::test]
 async fn an_error_returned_by_a_handler_restarts_like_a_panic() {
     let spec = ChildSpec::worker("w", Worker::named("w"), ());
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("error_restart", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     h.cast(Msg::Fail).unwrap();
@@ -55,7 +55,7 @@ async fn an_error_returned_by_a_handler_restarts_like_a_panic() {
 async fn messages_sent_during_a_group_restart_reach_the_new_incarnations() {
     let a = ChildSpec::worker("a", Worker::named("a"), ());
     let b = ChildSpec::worker("b", Worker::named("b"), ());
-    let (ha, hb) = (a.handle::<Msg>().unwrap(), b.handle::<Msg>().unwrap());
+    let (ha, hb) = (a.handle(), b.handle());
     let spec = SupervisorSpec::one_for_all()
         .intensity(1000, Duration::from_secs(1))
         .child(a)
@@ -98,7 +98,7 @@ async fn a_full_stash_hands_the_message_back() {
     let spec = ChildSpec::worker("w", Worker::named("w"), ())
         .stash_capacity(3)
         .backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(1)).jitter(false));
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("stash_full", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     warden::testkit::inject_kill(&h).unwrap();
@@ -124,7 +124,7 @@ async fn a_full_stash_hands_the_message_back() {
 async fn a_call_sent_while_restarting_is_answered_by_the_new_incarnation() {
     let spec = ChildSpec::worker("w", Worker::named("w"), ())
         .backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(1)).jitter(false));
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("call_restart", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     warden::testkit::inject_kill(&h).unwrap();
@@ -139,7 +139,6 @@ async fn a_call_whose_handler_crashes_gets_no_reply_error() {
     enum M {
         Boom(ractor::RpcReplyPort<u64>),
     }
-    impl ractor::Message for M {}
     #[derive(Clone)]
     struct Fragile;
     impl ractor::Actor for Fragile {
@@ -154,7 +153,7 @@ async fn a_call_whose_handler_crashes_gets_no_reply_error() {
         }
     }
     let spec = ChildSpec::worker("f", Fragile, ());
-    let h = spec.handle::<M>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("no_reply", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let e = h.call(M::Boom, Some(DEADLINE)).await.unwrap_err();
     assert!(matches!(e, CallError::NoReply { ref path } if path.as_str() == "/no_reply/f"), "{e}");
@@ -164,7 +163,7 @@ async fn a_call_whose_handler_crashes_gets_no_reply_error() {
 #[tokio::test]
 async fn a_call_times_out_with_the_path_and_the_timeout() {
     let spec = ChildSpec::worker("slow", Worker::named("slow"), ()).shutdown(Shutdown::BrutalKill);
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("call_timeout", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     h.cast(Msg::Sleep(Duration::from_secs(3600))).unwrap();
     let e = h.call(Msg::Get, Some(Duration::from_millis(20))).await.unwrap_err();
@@ -176,7 +175,7 @@ async fn a_call_times_out_with_the_path_and_the_timeout() {
 #[tokio::test]
 async fn a_handle_before_start_hands_messages_back() {
     let spec = ChildSpec::worker("later", Worker::named("later"), ());
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     assert!(!h.is_running());
     let e = h.cast(Msg::Add(1)).unwrap_err();
     assert!(matches!(e, SendError::NotRunning { message: Some(Msg::Add(1)), .. }));

@@ -21,7 +21,6 @@ enum M {
     /// Answers the incarnation.
     Who(RpcReplyPort<u64>),
 }
-impl ractor::Message for M {}
 
 #[derive(Clone, Default)]
 struct Sticky {
@@ -73,7 +72,7 @@ fn hung_path(e: &SupervisorEvent) -> Option<(String, Duration)> {
 async fn a_handler_stuck_on_an_await_is_reported_killed_and_restarted() {
     let deadline = Duration::from_millis(200);
     let spec = ChildSpec::worker("stuck", Sticky::default(), ()).deadline(deadline);
-    let h = spec.handle::<M>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("hang_await", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     let t0 = Instant::now();
@@ -104,7 +103,7 @@ async fn a_deadlock_between_two_actors_is_broken() {
     let (a, b) = (Sticky::default(), Sticky::default());
     let a_spec = ChildSpec::worker("a", a.clone(), ()).deadline(deadline);
     let b_spec = ChildSpec::worker("b", b.clone(), ()).deadline(deadline);
-    let (ha2, hb) = (a_spec.handle::<M>().unwrap(), b_spec.handle::<M>().unwrap());
+    let (ha2, hb) = (a_spec.handle(), b_spec.handle());
     // a calls b, b calls a: each waits for the other forever.
     let _ = a.peer.set(hb.clone());
     let _ = b.peer.set(ha2.clone());
@@ -139,7 +138,7 @@ async fn a_deadlock_between_two_actors_is_broken() {
 async fn a_synchronous_loop_is_detected_while_it_spins_and_service_resumes() {
     let deadline = Duration::from_millis(200);
     let spec = ChildSpec::worker("spin", Sticky::default(), ()).deadline(deadline).shutdown(Shutdown::BrutalKill);
-    let h = spec.handle::<M>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("hang_spin", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     let spin = Duration::from_secs(4);
@@ -159,7 +158,7 @@ async fn an_idle_or_quick_actor_is_never_reported() {
     // A generous deadline: the other tests of this binary spin a core, and a thread stalled
     // by the OS inside a handler is indistinguishable from a hung handler.
     let spec = ChildSpec::worker("idle", Sticky::default(), ()).deadline(Duration::from_secs(1));
-    let h = spec.handle::<M>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("hang_idle", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     // Idle for a while, then many quick handlers, then idle again: well past the deadline in all.
@@ -179,9 +178,6 @@ enum TickMsg {
     Silence,
     Who(RpcReplyPort<u64>),
 }
-
-// warden builds ractor with its `cluster` feature, under which message types say so.
-impl ractor::Message for TickMsg {}
 
 #[derive(Clone, Default)]
 struct Ticker {
@@ -219,7 +215,7 @@ impl Actor for Ticker {
 async fn an_actor_that_stops_calling_in_misses_its_heartbeat_and_is_restarted() {
     let interval = Duration::from_millis(400);
     let spec = ChildSpec::worker("poller", Ticker::default(), ()).heartbeat(interval);
-    let h = spec.handle::<TickMsg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("heartbeat", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     // Calling in every 50 ms: never reported, though idle between ticks and well past 400 ms.
@@ -292,7 +288,7 @@ async fn a_hung_childs_replacement_starts_after_the_old_state_is_dropped() {
     // ractor hands a stopped actor's state to its supervisor inside the termination event; the
     // replacement must not start before the supervisor has dropped it.
     let spec = ChildSpec::worker("holder", Holder::default(), ()).deadline(Duration::from_millis(100));
-    let h = spec.handle::<M>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("hang_teardown", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     for round in 0..3 {

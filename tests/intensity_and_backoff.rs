@@ -22,7 +22,7 @@ async fn more_restarts_than_intensity_shut_the_supervisor_down_in_reverse_order(
     let a = ChildSpec::worker("a", Worker::logging("a", &log), ());
     let b = ChildSpec::worker("b", Worker::logging("b", &log), ());
     let c = ChildSpec::worker("c", Worker::logging("c", &log), ());
-    let hb = b.handle::<Msg>().unwrap();
+    let hb = b.handle();
     let spec = SupervisorSpec::one_for_one().intensity(2, Duration::from_secs(5)).child(a).child(b).child(c);
     let app = Supervisor::start("intensity", spec).await.unwrap();
     let mut probe = EventProbe::new(&app);
@@ -46,7 +46,7 @@ async fn more_restarts_than_intensity_shut_the_supervisor_down_in_reverse_order(
 #[tokio::test(start_paused = true)]
 async fn the_intensity_window_slides() {
     let w = ChildSpec::worker("w", Worker::named("w"), ());
-    let h = w.handle::<Msg>().unwrap();
+    let h = w.handle();
     let app = Supervisor::start("sliding", SupervisorSpec::one_for_one().intensity(1, Duration::from_secs(5)).child(w))
         .await
         .unwrap();
@@ -69,10 +69,10 @@ async fn the_intensity_window_slides() {
 #[tokio::test(start_paused = true)]
 async fn escalation_goes_to_the_parent_which_restarts_the_subtree() {
     let w = ChildSpec::worker("w", Worker::named("w"), ());
-    let hw = w.handle::<Msg>().unwrap();
+    let hw = w.handle();
     let inner = SupervisorSpec::one_for_one().intensity(1, Duration::from_secs(5)).child(w);
     let sibling = ChildSpec::worker("sibling", Worker::named("s"), ());
-    let hs = sibling.handle::<Msg>().unwrap();
+    let hs = sibling.handle();
     let root = SupervisorSpec::one_for_one().child(ChildSpec::supervisor("inner", inner)).child(sibling);
     let app = Supervisor::start("escalate", root).await.unwrap();
     let mut probe = EventProbe::new(&app);
@@ -99,7 +99,7 @@ async fn escalation_goes_to_the_parent_which_restarts_the_subtree() {
 #[tokio::test(start_paused = true)]
 async fn escalation_reaches_the_root_when_every_level_gives_up() {
     let w = ChildSpec::worker("w", Worker::named("w"), ());
-    let hw = w.handle::<Msg>().unwrap();
+    let hw = w.handle();
     let inner = SupervisorSpec::one_for_one().intensity(0, Duration::from_secs(5)).child(w);
     let root =
         SupervisorSpec::one_for_one().intensity(0, Duration::from_secs(5)).child(ChildSpec::supervisor("inner", inner));
@@ -119,7 +119,7 @@ async fn a_failed_restart_shows_as_restarting_while_the_api_answers_and_every_re
     let w = Worker::named("w");
     let spec = ChildSpec::worker("w", w.clone(), ())
         .backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(1)).jitter(false));
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app =
         Supervisor::start("failing", SupervisorSpec::one_for_one().intensity(3, Duration::from_secs(60)).child(spec))
             .await
@@ -149,7 +149,7 @@ async fn a_killed_child_whose_restart_fails_is_retried_and_stashes_messages() {
     let w = Worker::named("w");
     let spec = ChildSpec::worker("w", w.clone(), ())
         .backoff(Backoff::exponential(Duration::from_millis(500), Duration::from_secs(2)).jitter(false));
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start(
         "killed_retry",
         SupervisorSpec::one_for_one().intensity(10, Duration::from_secs(60)).child(spec),
@@ -174,7 +174,7 @@ async fn backoff_delays_grow_and_reset_after_a_quiet_period() {
     let ms = Duration::from_millis;
     let spec = ChildSpec::worker("w", Worker::named("w"), ())
         .backoff(Backoff::exponential(ms(100), ms(400)).jitter(false).reset_after(Duration::from_secs(10)));
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let events = EventBus::default();
     let mut probe = EventProbe::from_receiver(events.subscribe());
     let app = Supervisor::start_with_events(
@@ -220,7 +220,7 @@ async fn a_sibling_failing_to_start_in_a_group_restart_is_retried_in_order() {
     let log = Log::default();
     let b = Worker::logging("b", &log);
     let a = ChildSpec::worker("a", Worker::logging("a", &log), ());
-    let ha = a.handle::<Msg>().unwrap();
+    let ha = a.handle();
     let spec = SupervisorSpec::one_for_all()
         .intensity(5, Duration::from_secs(60))
         .child(a)

@@ -27,7 +27,7 @@ async fn failures_restarts_children_and_recovery_time_are_exported() {
     recorder.install().expect("the only recorder in this test binary");
 
     let w = ChildSpec::worker("w", Worker::named("w"), ());
-    let hw = w.handle::<Msg>().unwrap();
+    let hw = w.handle();
     let app = Supervisor::start("m", SupervisorSpec::one_for_one().intensity(10, Duration::from_secs(60)).child(w))
         .await
         .unwrap();

@@ -226,9 +226,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fn spec(id: u8) -> (ChildSpec, ChildRef<Msg>) {
-    let s = ChildSpec::worker(format!("c{id}"), Worker::named("model"), ()).restart(restart_of(id));
-    let h = s.handle::<Msg>().expect("handle");
-    (s, h)
+    ChildSpec::worker(format!("c{id}"), Worker::named("model"), ()).restart(restart_of(id)).into_parts()
 }
 
 struct Sut {

@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
 use warden::pool::{Job, OnFull, Pool, PoolError, PoolSpec, Routing};
 use warden::testkit::{inject_panic, EventProbe};
-use warden::{ChildSpec, Supervisor, SupervisorEvent, SupervisorRef, SupervisorSpec};
+use warden::{Supervisor, SupervisorEvent, SupervisorRef, SupervisorSpec};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -96,8 +96,8 @@ impl Actor for Worker {
 }
 
 async fn start(spec: PoolSpec<Req, Rep>) -> (Pool<Req, Rep>, SupervisorRef) {
-    let pool = spec.handle();
-    let app = Supervisor::start(&unique("app"), SupervisorSpec::one_for_one().child(spec.child_spec())).await.unwrap();
+    let (pool_child, pool) = spec.build();
+    let app = Supervisor::start(&unique("app"), SupervisorSpec::one_for_one().child(pool_child)).await.unwrap();
     (pool, app)
 }
 
@@ -328,8 +328,7 @@ async fn a_full_pool_rejects_or_sheds_per_policy() {
 async fn a_pool_escalates_like_a_supervisor_and_keeps_serving_after() {
     let spec =
         PoolSpec::new(unique("esc"), Worker::default(), (), 2).intensity(1, Duration::from_secs(10)).max_attempts(1);
-    let pool = spec.handle();
-    let pool_child: ChildSpec = spec.child_spec();
+    let (pool_child, pool) = spec.build();
     let app = Supervisor::start(
         &unique("top"),
         SupervisorSpec::one_for_one().intensity(10, Duration::from_secs(1)).child(pool_child),

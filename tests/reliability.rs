@@ -13,7 +13,7 @@ async fn mtbf_mttr_and_availability_of_a_child_and_its_subtree() {
     let s = Duration::from_secs;
     let flaky =
         ChildSpec::worker("flaky", Worker::named("flaky"), ()).backoff(Backoff::exponential(s(2), s(2)).jitter(false));
-    let h = flaky.handle::<Msg>().unwrap();
+    let h = flaky.handle();
     let steady = ChildSpec::worker("steady", Worker::named("steady"), ());
     let inner = SupervisorSpec::one_for_one().intensity(10, s(60)).child(flaky).child(steady);
     let app = Supervisor::start("rel", SupervisorSpec::one_for_one().child(ChildSpec::supervisor("svc", inner)))
@@ -49,7 +49,7 @@ async fn dynamic_children_are_counted_under_their_spec() {
     let mut handles = Vec::new();
     for _ in 0..3 {
         let spec = ChildSpec::worker("conn", Worker::named("conn"), ());
-        handles.push(spec.handle::<Msg>().unwrap());
+        handles.push(spec.handle());
         app.start_child(spec).await.unwrap();
     }
     for h in &handles {
@@ -65,7 +65,7 @@ async fn dynamic_children_are_counted_under_their_spec() {
 async fn a_failure_that_is_not_repaired_does_not_count_as_endless_repair() {
     let s = Duration::from_secs;
     let temp = ChildSpec::worker("temp", Worker::named("temp"), ()).restart(RestartType::Temporary);
-    let h = temp.handle::<Msg>().unwrap();
+    let h = temp.handle();
     let app = Supervisor::start("rel_temp", SupervisorSpec::one_for_one().child(temp)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     tokio::time::sleep(s(10)).await;

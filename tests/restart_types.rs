@@ -36,7 +36,7 @@ async fn end(h: &ChildRef<Msg>, how: &How) {
 
 async fn check(restart: RestartType, how: How, name: &str) {
     let spec = ChildSpec::worker("w", Worker::named("w"), ()).restart(restart);
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start(name, SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     assert_eq!(incarnation(&h).await, 1);

@@ -9,7 +9,7 @@ use warden::prelude::*;
 use warden::testkit::EventProbe;
 use warden::{ChildCounts, ChildStatus, SupervisorError};
 
-fn worker(id: &str) -> ChildSpec {
+fn worker(id: &str) -> WorkerSpec<Msg> {
     ChildSpec::worker(id, Worker::named("w"), ())
 }
 
@@ -17,7 +17,7 @@ fn worker(id: &str) -> ChildSpec {
 async fn start_child_adds_and_refuses_duplicates() {
     let app = Supervisor::start("api_start", SupervisorSpec::one_for_one().child(worker("a"))).await.unwrap();
     let b = worker("b");
-    let hb = b.handle::<Msg>().unwrap();
+    let hb = b.handle();
     let info = app.start_child(b).await.unwrap();
     assert_eq!(info.path.as_str(), "/api_start/b");
     assert_eq!(info.status, ChildStatus::Running);
@@ -51,7 +51,7 @@ async fn start_child_adds_and_refuses_duplicates() {
 #[tokio::test]
 async fn terminate_restart_and_delete_follow_otp() {
     let a = worker("a");
-    let ha = a.handle::<Msg>().unwrap();
+    let ha = a.handle();
     let app = Supervisor::start("api_trd", SupervisorSpec::one_for_one().child(a)).await.unwrap();
     let missing = |e: &SupervisorError| matches!(e, SupervisorError::NotFound { id, .. } if id == "nope");
     assert!(missing(&app.terminate_child("nope").await.unwrap_err()));
@@ -82,7 +82,7 @@ async fn terminate_restart_and_delete_follow_otp() {
 #[tokio::test(start_paused = true)]
 async fn restart_and_delete_refuse_a_child_that_is_restarting() {
     let spec = worker("a").backoff(Backoff::exponential(Duration::from_secs(5), Duration::from_secs(5)).jitter(false));
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("api_restarting", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     h.cast(Msg::Panic).unwrap();
@@ -149,9 +149,9 @@ async fn dynamic_children_restart_one_for_one_and_are_removed_when_not_restarted
     let app = Supervisor::start("api_dyn_restart", SupervisorSpec::dynamic(None)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     let p = worker("p");
-    let hp = p.handle::<Msg>().unwrap();
+    let hp = p.handle();
     let t = worker("t").restart(RestartType::Transient);
-    let ht = t.handle::<Msg>().unwrap();
+    let ht = t.handle();
     app.start_child(p).await.unwrap();
     app.start_child(t).await.unwrap();
     hp.cast(Msg::Panic).unwrap();

@@ -5,7 +5,7 @@ use common::*;
 use warden::prelude::*;
 use warden::testkit::EventProbe;
 
-fn sig(id: &str) -> ChildSpec {
+fn sig(id: &str) -> WorkerSpec<Msg> {
     ChildSpec::worker(id, Worker::named("s"), ()).restart(RestartType::Transient).significant(true)
 }
 
@@ -16,7 +16,7 @@ fn shut_down(e: &SupervisorEvent) -> bool {
 #[tokio::test]
 async fn any_significant_shuts_down_when_one_exits_for_good() {
     let (a, b) = (sig("a"), sig("b"));
-    let ha = a.handle::<Msg>().unwrap();
+    let ha = a.handle();
     let spec = SupervisorSpec::one_for_one().auto_shutdown(AutoShutdown::AnySignificant).child(a).child(b);
     let app = Supervisor::start("any_sig", spec).await.unwrap();
     let mut probe = EventProbe::new(&app);
@@ -31,7 +31,7 @@ async fn any_significant_shuts_down_when_one_exits_for_good() {
 #[tokio::test]
 async fn a_significant_child_that_is_restarted_does_not_shut_down() {
     let a = sig("a");
-    let ha = a.handle::<Msg>().unwrap();
+    let ha = a.handle();
     let spec = SupervisorSpec::one_for_one().auto_shutdown(AutoShutdown::AnySignificant).child(a);
     let app = Supervisor::start("sig_restarted", spec).await.unwrap();
     let mut probe = EventProbe::new(&app);
@@ -44,7 +44,7 @@ async fn a_significant_child_that_is_restarted_does_not_shut_down() {
 #[tokio::test]
 async fn all_significant_waits_for_the_last_one() {
     let (a, b) = (sig("a"), sig("b"));
-    let (ha, hb) = (a.handle::<Msg>().unwrap(), b.handle::<Msg>().unwrap());
+    let (ha, hb) = (a.handle(), b.handle());
     let other = ChildSpec::worker("other", Worker::named("o"), ());
     let spec = SupervisorSpec::one_for_one().auto_shutdown(AutoShutdown::AllSignificant).child(a).child(b).child(other);
     let app = Supervisor::start("all_sig", spec).await.unwrap();
@@ -60,7 +60,7 @@ async fn all_significant_waits_for_the_last_one() {
 #[tokio::test]
 async fn never_ignores_significant_children() {
     let a = sig("a");
-    let ha = a.handle::<Msg>().unwrap();
+    let ha = a.handle();
     let app = Supervisor::start("never_sig", SupervisorSpec::one_for_one().child(a)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     ha.cast(Msg::Exit(None)).unwrap();

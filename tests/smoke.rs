@@ -7,7 +7,7 @@ use warden::testkit::EventProbe;
 async fn panic_restarts_in_place_and_keeps_the_mailbox() {
     let w = Worker::named("w");
     let spec = ChildSpec::worker("w", w.clone(), ());
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("smoke", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     assert_eq!(incarnation(&h).await, 1);

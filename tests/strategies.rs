@@ -14,7 +14,7 @@ fn three(log: &Log, strategy: SupervisorSpec) -> (SupervisorSpec, Vec<ChildRef<M
     let mut handles = Vec::new();
     for name in ["a", "b", "c"] {
         let c = ChildSpec::worker(name, Worker::logging(name, log), ());
-        handles.push(c.handle::<Msg>().unwrap());
+        handles.push(c.handle());
         spec = spec.child(c);
     }
     (spec, handles)
@@ -87,8 +87,8 @@ async fn a_temporary_bystander_is_forgotten_in_a_group_restart() {
     let log = Log::default();
     let a = ChildSpec::worker("a", Worker::logging("a", &log), ());
     let t = ChildSpec::worker("t", Worker::logging("t", &log), ()).restart(RestartType::Temporary);
-    let ha = a.handle::<Msg>().unwrap();
-    let ht = t.handle::<Msg>().unwrap();
+    let ha = a.handle();
+    let ht = t.handle();
     let app = Supervisor::start("ofa_temp", SupervisorSpec::one_for_all().child(a).child(t)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     ha.cast(Msg::Panic).unwrap();
@@ -118,7 +118,7 @@ async fn a_transient_normal_exit_does_not_restart_the_group() {
     let log = Log::default();
     let a = ChildSpec::worker("a", Worker::logging("a", &log), ()).restart(RestartType::Transient);
     let b = ChildSpec::worker("b", Worker::logging("b", &log), ());
-    let (ha, hb) = (a.handle::<Msg>().unwrap(), b.handle::<Msg>().unwrap());
+    let (ha, hb) = (a.handle(), b.handle());
     let app = Supervisor::start("ofa_transient", SupervisorSpec::one_for_all().child(a).child(b)).await.unwrap();
     let mut probe = EventProbe::new(&app);
     ha.cast(Msg::Exit(None)).unwrap();
@@ -134,7 +134,6 @@ async fn children_of_different_actor_types_live_under_one_supervisor() {
     #[derive(Clone)]
     struct Greeter;
     struct Greet(ractor::RpcReplyPort<String>);
-    impl ractor::Message for Greet {}
     impl ractor::Actor for Greeter {
         type Msg = Greet;
         type State = String;
@@ -158,8 +157,8 @@ async fn children_of_different_actor_types_live_under_one_supervisor() {
     }
     let g = ChildSpec::worker("greeter", Greeter, "g".to_string());
     let w = ChildSpec::worker("worker", Worker::named("w"), ());
-    let (hg, hw) = (g.handle::<Greet>().unwrap(), w.handle::<Msg>().unwrap());
-    assert!(g.handle::<Msg>().is_none(), "a handle of the wrong message type is refused");
+    let (hg, hw) = (g.handle(), w.handle());
+    assert!(g.spec().handle::<Msg>().is_none(), "an erased spec refuses a handle of the wrong message type");
     let app = Supervisor::start("mixed", SupervisorSpec::one_for_one().child(g).child(w)).await.unwrap();
     assert_eq!(hg.call(Greet, Some(DEADLINE)).await.unwrap(), "hello from g");
     assert_eq!(incarnation(&hw).await, 1);

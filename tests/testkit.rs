@@ -8,7 +8,7 @@ use warden::testkit::{inject_exit, inject_kill, inject_panic, tree, EventProbe, 
 #[tokio::test]
 async fn injected_faults_go_through_supervision() {
     let spec = ChildSpec::worker("w", Worker::named("w"), ());
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start(
         "inject",
         SupervisorSpec::one_for_one().intensity(10, std::time::Duration::from_secs(5)).child(spec),
@@ -43,7 +43,7 @@ async fn injected_faults_go_through_supervision() {
 #[tokio::test]
 async fn an_injected_panic_overtakes_queued_messages() {
     let spec = ChildSpec::worker("w", Worker::named("w"), ());
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("inject_first", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     h.cast(Msg::Sleep(std::time::Duration::from_millis(20))).unwrap();
     for _ in 0..10 {
@@ -85,7 +85,7 @@ async fn tree_snapshots_show_every_level() {
 #[tokio::test]
 async fn the_panic_trap_fails_a_test_on_unexpected_panics() {
     let spec = ChildSpec::worker("w", Worker::named("w"), ());
-    let h = spec.handle::<Msg>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("trap", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let trap = PanicTrap::new(&app);
     let mut probe = EventProbe::new(&app);

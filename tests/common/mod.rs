@@ -28,9 +28,6 @@ pub enum Msg {
     Sleep(Duration),
 }
 
-// warden builds ractor with its `cluster` feature, under which message types say so.
-impl ractor::Message for Msg {}
-
 /// A worker that counts, reports its incarnation, and fails on request. Its `started`
 /// counter is shared by all incarnations; `fail_starts` makes the next N starts fail.
 #[derive(Clone, Default)]

@@ -89,7 +89,7 @@ async fn blobs(
             Checkpointed::new(Blob { size }, ck, format!("{tag}-{i}"), policy.clone()),
             (),
         );
-        handles.push(child.handle::<BlobMsg>().ok_or_else(|| anyhow::anyhow!("handle type"))?);
+        handles.push(child.handle());
         spec = spec.child(child);
     }
     let sup = Supervisor::start(&format!("bench-{tag}"), spec).await?;

@@ -86,8 +86,8 @@ impl WorkerBuilder<FactoryWorker, ()> for Builder {
 /// Requests per second through a 4-replica warden pool, `callers` concurrent callers.
 pub async fn warden_rate(n: usize, callers: usize) -> anyhow::Result<f64> {
     let spec = PoolSpec::new("bench-pool", PoolWorker { crash: Arc::new(AtomicBool::new(false)) }, (), 4);
-    let pool = spec.handle();
-    let app = Supervisor::start("bench-pool-app", SupervisorSpec::one_for_one().child(spec.child_spec())).await?;
+    let (pool_child, pool) = spec.build();
+    let app = Supervisor::start("bench-pool-app", SupervisorSpec::one_for_one().child(pool_child)).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..callers {
@@ -174,8 +174,8 @@ pub async fn failover(run: Duration, callers: usize) -> anyhow::Result<Failover>
     let crash = Arc::new(AtomicBool::new(false));
     let spec = PoolSpec::new("bench-failover", PoolWorker { crash: crash.clone() }, (), 4)
         .intensity(1_000_000, Duration::from_secs(1));
-    let pool = spec.handle();
-    let app = Supervisor::start("bench-failover-app", SupervisorSpec::one_for_one().child(spec.child_spec())).await?;
+    let (pool_child, pool) = spec.build();
+    let app = Supervisor::start("bench-failover-app", SupervisorSpec::one_for_one().child(pool_child)).await?;
     let mut out = Vec::new();
     for crashing in [true, false] {
         let stop = Arc::new(AtomicBool::new(false));

@@ -53,7 +53,7 @@ pub async fn one_for_one_warden(iterations: usize) -> anyhow::Result<Samples> {
 /// The same, with the supervisor's crash reports, reliability figures and metrics on or off.
 pub async fn one_for_one_warden_recording(iterations: usize, record: bool) -> anyhow::Result<Samples> {
     let spec = ChildSpec::worker("gen", GenActor, ());
-    let h = spec.handle::<GenMsg>().ok_or_else(|| anyhow::anyhow!("handle type"))?;
+    let h = spec.handle();
     let app = Supervisor::start(
         "bench-ofo",
         SupervisorSpec::one_for_one()
@@ -244,7 +244,7 @@ pub async fn one_for_all_warden(n: usize, rep: usize) -> anyhow::Result<f64> {
     let mut hs = Vec::with_capacity(n);
     for i in 0..n {
         let c = ChildSpec::worker(format!("c{i}"), GenActor, ());
-        hs.push(c.handle::<GenMsg>().ok_or_else(|| anyhow::anyhow!("handle type"))?);
+        hs.push(c.handle());
         spec = spec.child(c);
     }
     let app = Supervisor::start(&format!("bench-ofa-{rep}"), spec).await?;
@@ -313,7 +313,7 @@ pub async fn one_for_all_kameo(n: usize) -> anyhow::Result<f64> {
 /// returns until the `ChildExited { Hung }` event, divided by the deadline.
 pub async fn hang_detection_ratios(deadline: Duration, hangs: usize) -> anyhow::Result<Vec<f64>> {
     let spec = ChildSpec::worker("hangs", GenActor, ()).deadline(deadline);
-    let h = spec.handle::<GenMsg>().ok_or_else(|| anyhow::anyhow!("handle type"))?;
+    let h = spec.handle();
     let app = Supervisor::start(
         "bench-hang",
         SupervisorSpec::one_for_one().intensity(BIG_INTENSITY, Duration::from_secs(1)).child(spec),

@@ -158,7 +158,7 @@ pub async fn cast_rate(subject: CastSubject, n: usize) -> anyhow::Result<f64> {
         if subject == CastSubject::Watched {
             spec = spec.deadline(Duration::from_secs(1));
         }
-        let h = spec.handle::<GenMsg>().ok_or_else(|| anyhow::anyhow!("handle type"))?;
+        let h = spec.handle();
         let app = Supervisor::start("bench-cast", SupervisorSpec::one_for_one().child(spec)).await?;
         let t = Instant::now();
         for _ in 0..n {

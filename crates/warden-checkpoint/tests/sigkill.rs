@@ -24,9 +24,6 @@ const DIR_VAR: &str = "WARDEN_SIGKILL_DIR";
 #[derive(Clone)]
 struct Account;
 
-#[cfg(feature = "cluster")]
-impl ractor::Message for Msg {}
-
 enum Msg {
     Deposit(u64, RpcReplyPort<u64>),
     Balance(RpcReplyPort<u64>),
@@ -83,7 +80,7 @@ async fn start_accounts(ck: &Checkpoints, name: &str) -> (warden_core::Superviso
         let policy = SnapshotPolicy::new().every_messages(3 + i as u64 % 4).retain(2);
         let child =
             ChildSpec::worker(format!("acct-{i}"), Checkpointed::durable(Account, ck, format!("acct-{i}"), policy), ());
-        handles.push(child.handle::<Msg>().expect("handle"));
+        handles.push(child.handle());
         spec = spec.child(child);
     }
     let sup = Supervisor::start(name, spec).await.expect("accounts start");

@@ -13,16 +13,13 @@ use serde::{Deserialize, Serialize};
 use warden_checkpoint::{
     Checkpoint, CheckpointConfig, CheckpointEvent, Checkpointed, Checkpoints, EventSourced, SnapshotPolicy,
 };
-use warden_core::{ChildSpec, Supervisor, SupervisorSpec};
+use warden_core::{ChildSpec, Supervisor, SupervisorSpec, WorkerSpec};
 
 const DIR_VAR: &str = "WARDEN_STORE_FULL_DIR";
 const EVENT_BYTES: usize = 8 * 1024;
 
 #[derive(Clone)]
 struct Log;
-
-#[cfg(feature = "cluster")]
-impl ractor::Message for Msg {}
 
 enum Msg {
     /// Persists one event; answers the new length or the persist error.
@@ -72,7 +69,7 @@ impl EventSourced for Log {
     }
 }
 
-fn spec(ck: &Checkpoints) -> ChildSpec {
+fn spec(ck: &Checkpoints) -> WorkerSpec<Msg> {
     // No snapshots: every acknowledged event must come back from the journal.
     ChildSpec::worker("log", Checkpointed::durable(Log, ck, "log", SnapshotPolicy::new().on_stop(false)), ())
 }
@@ -93,7 +90,7 @@ async fn child_with_file_size_limit() {
     setrlimit(Resource::RLIMIT_FSIZE, limit, limit).expect("setrlimit");
     let mut events = ck.subscribe();
     let s = spec(&ck);
-    let h = s.handle::<Msg>().unwrap();
+    let h = s.handle();
     let sup = Supervisor::start("full", SupervisorSpec::one_for_one().child(s)).await.expect("start");
     let t = Some(Duration::from_secs(30));
     let mut acked = 0u64;
@@ -152,7 +149,7 @@ async fn a_full_store_fails_commits_and_keeps_what_was_acknowledged() {
     // A new process, no limit: exactly the acknowledged events come back.
     let ck = Checkpoints::open_dir(dir.path(), CheckpointConfig::default()).await.expect("reopen");
     let s = spec(&ck);
-    let h = s.handle::<Msg>().unwrap();
+    let h = s.handle();
     let sup = Supervisor::start("full-check", SupervisorSpec::one_for_one().child(s)).await.expect("start");
     assert_eq!(h.call(Msg::Len, Some(Duration::from_secs(30))).await.unwrap(), acked);
     sup.shutdown().await;

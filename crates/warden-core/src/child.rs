@@ -1,7 +1,7 @@
 //! The actor that runs a supervised worker: it hosts the user's `ractor::Actor` and restarts
 //! it in place.
 //!
-//! warden spawns every worker inside [`Supervised`], a thin ractor actor with the same message
+//! warden spawns every worker inside `Supervised`, a thin ractor actor with the same message
 //! type that calls the user's callbacks. When a handler panics or returns an error, the
 //! wrapper does not let the actor die: it drops the broken state, reports the crash to the
 //! supervisor and waits for its directive. On `Restart` it runs the user's `pre_start` and
@@ -75,6 +75,11 @@ pub(crate) fn render_debug<M: std::fmt::Debug>(m: &M) -> String {
 impl<A: Actor + Clone> WorkerStarter<A> {
     pub(crate) fn new(actor: A, args: ArgsFn<A>, id: &str, render: Option<RenderFn<A>>) -> Self {
         WorkerStarter { actor, args, slot: Arc::new(Slot::new(id)), render }
+    }
+
+    /// The child's stable handle.
+    pub(crate) fn handle(&self) -> ChildRef<A::Msg> {
+        ChildRef::from_slot(self.slot.clone())
     }
 }
 

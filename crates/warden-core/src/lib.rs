@@ -25,7 +25,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let counter = ChildSpec::worker("counter", Counter, ());
-//! let handle = counter.handle::<u64>().expect("the counter takes u64");
+//! let handle = counter.handle(); // a ChildRef<u64>, known at compile time
 //! let app = Supervisor::start("app", SupervisorSpec::one_for_one().child(counter)).await.unwrap();
 //! handle.cast(5).unwrap(); // stays valid across restarts
 //! app.shutdown().await;
@@ -62,7 +62,10 @@ pub use path::ActorPath;
 pub use reason::ExitReason;
 pub use report::{CrashReport, Decision, FlightRecorder};
 pub use restored::{note_restored, RestoredFrom};
-pub use spec::{AutoShutdown, Backoff, ChildSpec, ChildType, RestartType, Shutdown, Strategy, SupervisorSpec};
+pub use spec::{
+    AutoShutdown, Backoff, ChildSpec, ChildType, RestartType, Shutdown, Strategy, SupervisorChildSpec, SupervisorSpec,
+    TypedChildSpec, WorkerSpec,
+};
 pub use supervisor::{
     ChildCounts, ChildInfo, ChildStatus, Supervisor, SupervisorControl, SupervisorError, SupervisorMsg, SupervisorRef,
 };

@@ -4,7 +4,7 @@
 //!
 //! The hook is installed once, when the first supervisor starts, and chains to the hook that
 //! was there before: panics outside warden's handlers are printed as usual. A handler's
-//! future is polled inside [`InHandler`], which marks the polling thread; the hook runs on the
+//! future is polled inside `InHandler`, which marks the polling thread; the hook runs on the
 //! panicking thread during that poll, so the record is read back right after `catch_unwind`.
 
 use std::cell::{Cell, RefCell};

@@ -5,7 +5,7 @@
 //! beyond OTP, an optional restart [`Backoff`]. A [`SupervisorSpec`] lists children with a
 //! [`Strategy`], a restart intensity and an [`AutoShutdown`] rule. Specs are cheap to clone:
 //! the start function and the child's stable handle are shared, which is what keeps a
-//! [`ChildRef`](crate::ChildRef) valid when a whole subtree is restarted from its spec.
+//! [`ChildRef`] valid when a whole subtree is restarted from its spec.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -192,8 +192,10 @@ impl std::fmt::Debug for ChildSpec {
 impl ChildSpec {
     /// A worker child running `actor` with `args`: permanent, 5 s shutdown, not significant.
     ///
-    /// The actor and its arguments are cloned for every new incarnation.
-    pub fn worker<A>(id: impl Into<String>, actor: A, args: A::Arguments) -> Self
+    /// The actor and its arguments are cloned for every new incarnation. The returned
+    /// [`WorkerSpec`] knows the child's message type, so its [`handle`](WorkerSpec::handle)
+    /// cannot fail; it goes into a tree wherever a `ChildSpec` does.
+    pub fn worker<A>(id: impl Into<String>, actor: A, args: A::Arguments) -> WorkerSpec<A::Msg>
     where
         A: ractor::Actor + Clone,
         A::Arguments: Clone + Sync,
@@ -202,7 +204,7 @@ impl ChildSpec {
     }
 
     /// A worker child whose arguments are made fresh by `args` for each incarnation.
-    pub fn worker_with<A, F>(id: impl Into<String>, actor: A, args: F) -> Self
+    pub fn worker_with<A, F>(id: impl Into<String>, actor: A, args: F) -> WorkerSpec<A::Msg>
     where
         A: ractor::Actor + Clone,
         F: Fn() -> A::Arguments + Send + Sync + 'static,
@@ -213,7 +215,7 @@ impl ChildSpec {
     /// Like [`ChildSpec::worker`], and crash reports also carry the `Debug` rendering of the
     /// message being handled when the child failed (at most 1 KiB). Opt-in because messages
     /// may carry private data, and because every message is rendered before it is handled.
-    pub fn worker_debug<A>(id: impl Into<String>, actor: A, args: A::Arguments) -> Self
+    pub fn worker_debug<A>(id: impl Into<String>, actor: A, args: A::Arguments) -> WorkerSpec<A::Msg>
     where
         A: ractor::Actor + Clone,
         A::Arguments: Clone + Sync,
@@ -228,12 +230,13 @@ impl ChildSpec {
         actor: A,
         args: Arc<dyn Fn() -> A::Arguments + Send + Sync>,
         render: Option<crate::child::RenderFn<A>>,
-    ) -> Self
+    ) -> WorkerSpec<A::Msg>
     where
         A: ractor::Actor + Clone,
     {
         let starter = crate::child::WorkerStarter::new(actor, args, &id, render);
-        ChildSpec {
+        let handle = starter.handle();
+        let spec = ChildSpec {
             id,
             restart: RestartType::Permanent,
             shutdown: Shutdown::Timeout(DEFAULT_WORKER_SHUTDOWN),
@@ -243,14 +246,18 @@ impl ChildSpec {
             deadline: None,
             heartbeat: None,
             starter: Arc::new(starter),
-        }
+        };
+        TypedChildSpec { spec, handle }
     }
 
-    /// A nested supervisor child: permanent, shutdown `Infinity`.
-    pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> Self {
+    /// A nested supervisor child: permanent, shutdown `Infinity`. The returned
+    /// [`SupervisorChildSpec`] hands out the nested supervisor's runtime API
+    /// ([`control`](SupervisorChildSpec::control)) before it starts.
+    pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> SupervisorChildSpec {
         let id = id.into();
         let starter = crate::supervisor::SupervisorStarter::new(spec, &id);
-        ChildSpec {
+        let control = crate::supervisor::SupervisorControl { handle: starter.handle() };
+        let spec = ChildSpec {
             id,
             restart: RestartType::Permanent,
             shutdown: Shutdown::Infinity,
@@ -260,11 +267,12 @@ impl ChildSpec {
             deadline: None,
             heartbeat: None,
             starter: Arc::new(starter),
-        }
+        };
+        TypedChildSpec { spec, handle: control }
     }
 
     /// For a supervisor child, its runtime API (usable once it runs; follows its restarts).
-    /// `None` for workers.
+    /// `None` for workers. [`SupervisorChildSpec::control`] is the infallible form.
     pub fn supervisor_control(&self) -> Option<crate::supervisor::SupervisorControl> {
         if self.child_type != ChildType::Supervisor {
             return None;
@@ -350,8 +358,133 @@ impl ChildSpec {
 
     /// The stable handle of this child for message type `M`, valid across restarts (and
     /// before the first start). `None` if the child's messages are not of type `M`.
+    ///
+    /// For a spec whose type was erased (a `Vec<ChildSpec>` of mixed children, a factory
+    /// returning `ChildSpec`); [`WorkerSpec::handle`] is the infallible form.
     pub fn handle<M: Message>(&self) -> Option<ChildRef<M>> {
         self.starter.handle_any().downcast::<ChildRef<M>>().ok().map(|b| *b)
+    }
+}
+
+/// A child spec that knows the type of its handle: what [`ChildSpec::worker`] (a
+/// [`WorkerSpec`], whose handle is a [`ChildRef<M>`]) and [`ChildSpec::supervisor`] (a
+/// [`SupervisorChildSpec`], whose handle is its runtime API) return.
+///
+/// It has the options of a [`ChildSpec`], and goes into a tree wherever one does
+/// ([`SupervisorSpec::child`] and `start_child` take `impl Into<ChildSpec>`). Its handle can be
+/// taken at any time, before or after the options are set: it is the same stable handle.
+///
+/// ```
+/// use warden_core::{ChildSpec, RestartType, Supervisor, SupervisorSpec};
+/// # #[derive(Clone)] struct Counter;
+/// # impl ractor::Actor for Counter {
+/// #     type Msg = u64; type State = (); type Arguments = ();
+/// #     async fn pre_start(&self, _: ractor::ActorRef<u64>, _: ()) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let counter = ChildSpec::worker("counter", Counter, ()).restart(RestartType::Transient);
+/// let handle = counter.handle(); // a ChildRef<u64>: nothing to unwrap
+/// let app = Supervisor::start("app", SupervisorSpec::one_for_one().child(counter)).await?;
+/// handle.cast(1)?;
+/// app.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TypedChildSpec<H> {
+    spec: ChildSpec,
+    handle: H,
+}
+
+/// The spec of a worker child whose messages are `M`.
+pub type WorkerSpec<M> = TypedChildSpec<ChildRef<M>>;
+
+/// The spec of a nested supervisor child.
+pub type SupervisorChildSpec = TypedChildSpec<crate::supervisor::SupervisorControl>;
+
+impl<H> std::fmt::Debug for TypedChildSpec<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.spec.fmt(f)
+    }
+}
+
+impl<H: Clone> TypedChildSpec<H> {
+    /// The child's stable handle (cheap to clone; valid before the child starts and across
+    /// its restarts).
+    pub fn handle(&self) -> H {
+        self.handle.clone()
+    }
+
+    /// The spec and the handle, for code that keeps both.
+    pub fn into_parts(self) -> (ChildSpec, H) {
+        (self.spec, self.handle)
+    }
+
+    /// The untyped spec.
+    pub fn spec(&self) -> &ChildSpec {
+        &self.spec
+    }
+
+    /// The child's id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// Sets the restart type ([`ChildSpec::restart`]).
+    pub fn restart(mut self, restart: RestartType) -> Self {
+        self.spec = self.spec.restart(restart);
+        self
+    }
+
+    /// Sets the shutdown policy ([`ChildSpec::shutdown`]).
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.spec = self.spec.shutdown(shutdown);
+        self
+    }
+
+    /// Marks the child significant ([`ChildSpec::significant`]).
+    pub fn significant(mut self, significant: bool) -> Self {
+        self.spec = self.spec.significant(significant);
+        self
+    }
+
+    /// Delays restarts of this child ([`ChildSpec::backoff`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.spec = self.spec.backoff(backoff);
+        self
+    }
+}
+
+impl<M: Message> WorkerSpec<M> {
+    /// Gives the worker a liveness deadline ([`ChildSpec::deadline`]).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.spec = self.spec.deadline(deadline);
+        self
+    }
+
+    /// Requires the worker to call in ([`ChildSpec::heartbeat`]).
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.spec = self.spec.heartbeat(interval);
+        self
+    }
+
+    /// Sets the handle's stash capacity ([`ChildSpec::stash_capacity`]).
+    pub fn stash_capacity(mut self, capacity: usize) -> Self {
+        self.spec = self.spec.stash_capacity(capacity);
+        self
+    }
+}
+
+impl SupervisorChildSpec {
+    /// The nested supervisor's runtime API (usable once it runs; follows its restarts).
+    pub fn control(&self) -> crate::supervisor::SupervisorControl {
+        self.handle.clone()
+    }
+}
+
+impl<H> From<TypedChildSpec<H>> for ChildSpec {
+    fn from(typed: TypedChildSpec<H>) -> ChildSpec {
+        typed.spec
     }
 }
 
@@ -427,9 +560,10 @@ impl SupervisorSpec {
         self
     }
 
-    /// Appends a child; children start in the order they are added.
-    pub fn child(mut self, child: ChildSpec) -> Self {
-        self.children.push(child);
+    /// Appends a child (a [`ChildSpec`] or a [`TypedChildSpec`]); children start in the
+    /// order they are added.
+    pub fn child(mut self, child: impl Into<ChildSpec>) -> Self {
+        self.children.push(child.into());
         self
     }
 

@@ -41,7 +41,7 @@ async fn the_endpoint_serves_warden_metrics_on_loopback() {
     assert!(matches!(warden_observe::install_prometheus(), Err(warden_observe::ObserveError::RecorderInstalled(_))));
 
     let spec = ChildSpec::worker("w", Fragile, ());
-    let h = spec.handle::<()>().unwrap();
+    let h = spec.handle();
     let app = Supervisor::start("obs", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut events = app.subscribe();
     h.cast(()).unwrap();

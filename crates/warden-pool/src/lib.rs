@@ -2,9 +2,9 @@
 //! losing requests.
 //!
 //! A [`PoolSpec`] declares N replicas of an ordinary ractor actor whose message type is
-//! [`Job<Req, Rep>`]; [`PoolSpec::child_spec`] puts the pool anywhere in a supervision tree
-//! (it is a supervisor: it restarts its replicas and escalates like any other), and
-//! [`PoolSpec::handle`] gives callers a [`Pool`] to send requests through. Routing is
+//! [`Job<Req, Rep>`]; [`PoolSpec::build`] gives the pool's child spec, which goes anywhere in a
+//! supervision tree (it is a supervisor: it restarts its replicas and escalates like any
+//! other), and the [`Pool`] callers send requests through. Routing is
 //! round-robin, least-loaded or key affinity ([`Routing`]); a request whose replica crashes,
 //! errs or hangs is retried elsewhere (bounded) or returned with an error that says what
 //! happened ([`PoolError`]); queues are bounded, and a full pool rejects or sheds ([`OnFull`]).

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use ractor::Actor;
 use tokio::sync::oneshot;
-use warden_core::{ChildRef, ChildSpec, SendError, SupervisorControl, SupervisorSpec};
+use warden_core::{ChildRef, ChildSpec, SendError, SupervisorChildSpec, SupervisorControl, SupervisorSpec, WorkerSpec};
 
 use crate::job::{Job, Phase, PoolError, Ticket};
 use crate::replica::Replica;
@@ -67,7 +67,7 @@ pub(crate) struct Counters {
     pub failed: AtomicU64,
 }
 
-type MakeReplica = Box<dyn Fn(usize) -> ChildSpec + Send + Sync>;
+type MakeReplica<Req, Rep> = Box<dyn Fn(usize) -> WorkerSpec<Job<Req, Rep>> + Send + Sync>;
 
 /// What the pool's callers and replicas share.
 pub(crate) struct PoolInner<Req: Send + Sync + 'static, Rep: Send + 'static> {
@@ -80,7 +80,7 @@ pub(crate) struct PoolInner<Req: Send + Sync + 'static, Rep: Send + 'static> {
     turn: AtomicUsize,
     pub counters: Counters,
     /// Builds replica `i`'s child spec (deadline included).
-    make_replica: MakeReplica,
+    make_replica: MakeReplica<Req, Rep>,
     control: std::sync::OnceLock<SupervisorControl>,
     resizing: tokio::sync::Mutex<()>,
     metrics_at: AtomicU64,
@@ -460,19 +460,39 @@ struct Settings {
     deadline: Option<Duration>,
 }
 
-type ReplicaFactory<Req, Rep> = Arc<dyn Fn(usize, Weak<PoolInner<Req, Rep>>) -> ChildSpec + Send + Sync>;
+type ReplicaFactory<Req, Rep> =
+    Arc<dyn Fn(usize, Weak<PoolInner<Req, Rep>>) -> WorkerSpec<Job<Req, Rep>> + Send + Sync>;
 
 /// The specification of a pool: N replicas of a worker under one supervisor, and the rules
-/// that route, retry and bound its requests. [`PoolSpec::child_spec`] puts it in a tree;
-/// [`PoolSpec::handle`] is how callers reach it. Set the options before taking the handle:
-/// the first `handle()` or `child_spec()` fixes them.
+/// that route, retry and bound its requests. Set the options, then [`PoolSpec::build`] gives
+/// the pool's child spec (to put in a tree) and its handle (how callers reach it) together,
+/// so no option can be set after the handle exists.
+///
+/// ```
+/// use warden_pool::{Job, PoolSpec, Routing};
+/// use warden_core::{Supervisor, SupervisorSpec};
+/// # #[derive(Clone)] struct Echo;
+/// # impl ractor::Actor for Echo {
+/// #     type Msg = Job<String, String>; type State = (); type Arguments = ();
+/// #     async fn pre_start(&self, _: ractor::ActorRef<Self::Msg>, _: ()) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+/// #     async fn handle(&self, _: ractor::ActorRef<Self::Msg>, job: Self::Msg, _: &mut ()) -> Result<(), ractor::ActorProcessingErr> {
+/// #         let text = job.request().clone(); job.reply(text); Ok(())
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (spec, pool) = PoolSpec::new("echo", Echo, (), 2).routing(Routing::LeastLoaded).build();
+/// let app = Supervisor::start("app", SupervisorSpec::one_for_one().child(spec)).await?;
+/// assert_eq!(pool.call("hi".to_string()).await?, "hi");
+/// app.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct PoolSpec<Req: Send + Sync + 'static, Rep: Send + 'static> {
     name: String,
     settings: Settings,
     size: usize,
     supervisor: SupervisorSpec,
     factory: ReplicaFactory<Req, Rep>,
-    inner: std::sync::OnceLock<Arc<PoolInner<Req, Rep>>>,
 }
 
 /// The default number of requests one replica may hold, queued or in progress.
@@ -505,45 +525,37 @@ impl<Req: Send + Sync + 'static, Rep: Send + 'static> PoolSpec<Req, Rep> {
             size,
             supervisor: SupervisorSpec::one_for_one().intensity(10, Duration::from_secs(1)),
             factory,
-            inner: std::sync::OnceLock::new(),
         }
-    }
-
-    fn settle(&mut self) -> &mut Settings {
-        if self.inner.get().is_some() {
-            tracing::warn!(pool = %self.name, "pool option set after its handle was taken; it has no effect");
-        }
-        &mut self.settings
     }
 
     /// Sets the routing.
     pub fn routing(mut self, routing: Routing) -> Self {
-        self.settle().routing = routing;
+        self.settings.routing = routing;
         self
     }
 
     /// Sets how many requests one replica may hold, queued or in progress (at least 1).
     pub fn capacity(mut self, per_replica: usize) -> Self {
-        self.settle().capacity = per_replica.max(1);
+        self.settings.capacity = per_replica.max(1);
         self
     }
 
     /// Sets what a full pool does.
     pub fn on_full(mut self, policy: OnFull) -> Self {
-        self.settle().on_full = policy;
+        self.settings.on_full = policy;
         self
     }
 
     /// Sets how many replicas may start a retried request (at least 1).
     pub fn max_attempts(mut self, n: u32) -> Self {
-        self.settle().max_attempts = n.max(1);
+        self.settings.max_attempts = n.max(1);
         self
     }
 
     /// Gives every replica a hang deadline: a handler running longer is killed, its request
     /// retried elsewhere (or returned), and the replica restarted.
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.settle().deadline = Some(deadline);
+        self.settings.deadline = Some(deadline);
         self
     }
 
@@ -553,73 +565,59 @@ impl<Req: Send + Sync + 'static, Rep: Send + 'static> PoolSpec<Req, Rep> {
         self
     }
 
-    fn inner(&self) -> &Arc<PoolInner<Req, Rep>> {
-        self.inner.get_or_init(|| {
-            let settings = self.settings.clone();
-            let factory = self.factory.clone();
-            Arc::new_cyclic(|weak: &Weak<PoolInner<Req, Rep>>| {
-                let weak = weak.clone();
-                let deadline = settings.deadline;
-                let make_replica: MakeReplica = Box::new(move |index| {
-                    let spec = factory(index, weak.clone());
-                    match deadline {
-                        Some(d) => spec.deadline(d),
-                        None => spec,
-                    }
-                });
-                PoolInner {
-                    name: self.name.clone(),
-                    routing: settings.routing,
-                    capacity: settings.capacity,
-                    on_full: settings.on_full,
-                    max_attempts: settings.max_attempts,
-                    replicas: RwLock::new(Vec::new()),
-                    turn: AtomicUsize::new(0),
-                    counters: Counters::default(),
-                    make_replica,
-                    control: std::sync::OnceLock::new(),
-                    resizing: tokio::sync::Mutex::new(()),
-                    metrics_at: AtomicU64::new(0),
-                    started: std::time::Instant::now(),
+    /// The pool as a child of a tree (a supervisor with id = the pool's name and children
+    /// `r0`..`r{n-1}`), and the caller's handle (cheap to clone; valid before the pool starts
+    /// and across its restarts).
+    pub fn build(self) -> (SupervisorChildSpec, Pool<Req, Rep>) {
+        let PoolSpec { name, settings, size, supervisor, factory } = self;
+        let inner = Arc::new_cyclic(|weak: &Weak<PoolInner<Req, Rep>>| {
+            let weak = weak.clone();
+            let deadline = settings.deadline;
+            let make_replica: MakeReplica<Req, Rep> = Box::new(move |index| {
+                let spec = factory(index, weak.clone());
+                match deadline {
+                    Some(d) => spec.deadline(d),
+                    None => spec,
                 }
-            })
-        })
-    }
-
-    /// The caller's handle (cheap to clone; valid before the pool starts and across restarts).
-    pub fn handle(&self) -> Pool<Req, Rep> {
-        Pool { inner: self.inner().clone() }
-    }
-
-    /// The pool as a child of a tree: a supervisor with id = the pool's name and children
-    /// `r0`..`r{n-1}`.
-    pub fn child_spec(self) -> ChildSpec {
-        let inner = self.inner().clone();
-        let mut sup = self.supervisor;
+            });
+            PoolInner {
+                name: name.clone(),
+                routing: settings.routing,
+                capacity: settings.capacity,
+                on_full: settings.on_full,
+                max_attempts: settings.max_attempts,
+                replicas: RwLock::new(Vec::new()),
+                turn: AtomicUsize::new(0),
+                counters: Counters::default(),
+                make_replica,
+                control: std::sync::OnceLock::new(),
+                resizing: tokio::sync::Mutex::new(()),
+                metrics_at: AtomicU64::new(0),
+                started: std::time::Instant::now(),
+            }
+        });
+        let mut sup = supervisor;
         // Each slot keeps the stable handle of the very spec that goes into the tree.
         let mut slots = Vec::new();
-        for index in 0..self.size {
+        for index in 0..size {
             let spec = (inner.make_replica)(index);
             slots.push(new_slot(index, &spec));
             sup = sup.child(spec);
         }
         *inner.replicas.write().unwrap_or_else(PoisonError::into_inner) = slots;
-        let spec = ChildSpec::supervisor(inner.name.clone(), sup);
-        if let Some(control) = spec.supervisor_control() {
-            let _ = inner.control.set(control);
-        }
-        spec
+        let spec = ChildSpec::supervisor(name, sup);
+        let _ = inner.control.set(spec.control());
+        (spec, Pool { inner })
     }
 }
 
 fn new_slot<Req: Send + Sync + 'static, Rep: Send + 'static>(
     index: usize,
-    spec: &ChildSpec,
+    spec: &WorkerSpec<Job<Req, Rep>>,
 ) -> Arc<ReplicaSlot<Req, Rep>> {
     Arc::new(ReplicaSlot {
         index,
-        // A replica spec is always built around `Replica`, whose messages are jobs.
-        handle: spec.handle::<Job<Req, Rep>>().expect("a replica takes jobs"),
+        handle: spec.handle(),
         up: AtomicBool::new(false),
         removed: AtomicBool::new(false),
         load: AtomicUsize::new(0),

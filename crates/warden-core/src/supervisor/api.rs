@@ -236,7 +236,8 @@ impl SupervisorControl {
 
     /// Adds `spec` and starts it (OTP's `start_child`). On a dynamic supervisor the child
     /// gets the instance id `"{id}-{n}"`, returned in the [`ChildInfo`].
-    pub async fn start_child(&self, spec: ChildSpec) -> Result<ChildInfo, SupervisorError> {
+    pub async fn start_child(&self, spec: impl Into<ChildSpec>) -> Result<ChildInfo, SupervisorError> {
+        let spec = spec.into();
         self.ask(|r| SupervisorMsg::StartChild(spec, r)).await?
     }
 

@@ -248,6 +248,11 @@ impl SupervisorStarter {
     pub(crate) fn new(spec: SupervisorSpec, id: &str) -> Self {
         SupervisorStarter { spec, slot: Arc::new(Slot::new(id)) }
     }
+
+    /// The nested supervisor's stable handle.
+    pub(crate) fn handle(&self) -> ChildRef<SupervisorMsg> {
+        ChildRef::from_slot(self.slot.clone())
+    }
 }
 
 impl Starter for SupervisorStarter {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
 use tokio::sync::broadcast;
-use warden_core::{ChildSpec, Supervisor, SupervisorRef, SupervisorSpec};
+use warden_core::{ChildSpec, Supervisor, SupervisorRef, SupervisorSpec, WorkerSpec};
 
 use crate::node::NodeView;
 use crate::replication::Replication;
@@ -130,11 +130,10 @@ impl SingletonSpec {
     /// A singleton named `name` whose actor takes messages `M`; `make` builds a fresh child
     /// spec each time the singleton starts on this node. For callers on other nodes, `M` must
     /// be serialisable (`ractor_cluster::RactorClusterMessage`).
-    pub fn new<M: Message>(name: impl Into<String>, make: impl Fn() -> ChildSpec + Send + Sync + 'static) -> Self {
+    pub fn new<M: Message>(name: impl Into<String>, make: impl Fn() -> WorkerSpec<M> + Send + Sync + 'static) -> Self {
         let make: Make = Arc::new(move || {
-            let spec = make();
-            let handle = spec.handle::<M>();
-            let cell: CellOf = Box::new(move || handle.as_ref().and_then(|h| h.actor_ref()).map(|r| r.get_cell()));
+            let (spec, handle) = make().into_parts();
+            let cell: CellOf = Box::new(move || handle.actor_ref().map(|r| r.get_cell()));
             (spec, cell)
         });
         SingletonSpec { name: name.into(), keys: Vec::new(), make }

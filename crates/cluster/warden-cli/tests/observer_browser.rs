@@ -145,10 +145,10 @@ async fn the_page_shows_the_tree_and_a_click_breaks_an_actor_that_then_restarts(
     let _ = client.execute("window.scrollTo(0, 0)", vec![]).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let png = client.screenshot().await.expect("screenshot");
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/observer.png");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../target/observer.png");
     let _ = std::fs::write(&target, &png);
     if std::env::var_os("WARDEN_UPDATE_SCREENSHOT").is_some() {
-        std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/observer.png"), &png).unwrap();
+        std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../docs/observer.png"), &png).unwrap();
     }
     client.close().await.expect("close the browser");
 }

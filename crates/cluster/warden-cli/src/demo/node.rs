@@ -130,11 +130,9 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
     let faults = Arc::new(Faults::default());
     let (pool, app) = match s.demo {
         Demo::Pipeline => {
-            let spec = pipeline::pool(faults.clone());
-            let pool = spec.handle();
+            let (pool_child, pool) = pipeline::pool(faults.clone()).build();
             let app =
-                Supervisor::start(&format!("{}-app", s.name), SupervisorSpec::one_for_one().child(spec.child_spec()))
-                    .await?;
+                Supervisor::start(&format!("{}-app", s.name), SupervisorSpec::one_for_one().child(pool_child)).await?;
             forward(app.subscribe(), s.name.clone());
             (Some(pool), Some(app))
         }
