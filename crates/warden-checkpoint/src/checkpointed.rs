@@ -7,6 +7,46 @@
 //! after it through [`EventSourced::apply`]. Because warden restarts a crashed child by running
 //! `pre_start` again, a restart is a restore. Snapshots are cloned by the actor
 //! ([`Checkpoint::snapshot`]) and encoded and written elsewhere (see [`crate::service`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use warden_checkpoint::{Checkpoint, Checkpointed, Checkpoints, CheckpointConfig, MemoryStore, SnapshotPolicy};
+//! use warden_core::{ChildSpec, Supervisor, SupervisorSpec};
+//! # use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Clone)] struct Counter;
+//! # enum Msg { Add(u64), Get(RpcReplyPort<u64>), Crash }
+//! # #[derive(Serialize, Deserialize)] struct Saved { total: u64 }
+//! # impl Actor for Counter {
+//! #     type Msg = Msg; type State = u64; type Arguments = ();
+//! #     async fn pre_start(&self, _: ActorRef<Msg>, _: ()) -> Result<u64, ActorProcessingErr> { Ok(0) }
+//! #     async fn handle(&self, _: ActorRef<Msg>, msg: Msg, total: &mut u64) -> Result<(), ActorProcessingErr> {
+//! #         match msg { Msg::Add(n) => *total += n, Msg::Get(r) => { let _ = r.send(*total); } Msg::Crash => panic!("bug") }
+//! #         Ok(())
+//! #     }
+//! # }
+//! impl Checkpoint for Counter {
+//!     type Snapshot = Saved;
+//!     fn snapshot(&self, total: &u64) -> Saved { Saved { total: *total } }
+//!     fn restore(&self, total: &mut u64, saved: Saved) { *total = saved.total }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let checkpoints = Checkpoints::start(MemoryStore::new(), CheckpointConfig::default()).await?;
+//! let policy = SnapshotPolicy::new().every_messages(1); // a snapshot after every message
+//! let counter = ChildSpec::worker("counter", Checkpointed::new(Counter, &checkpoints, "counter", policy), ());
+//! let handle = counter.handle();
+//! let app = Supervisor::start("checkpointed-doc", SupervisorSpec::one_for_one().child(counter)).await?;
+//! let wait = Some(Duration::from_secs(5));
+//! handle.cast(Msg::Add(5))?;
+//! assert_eq!(handle.call(Msg::Get, wait).await?, 5);
+//! checkpoints.flush().await?;
+//! handle.cast(Msg::Crash)?;                            // the restart restores the snapshot
+//! assert_eq!(handle.call(Msg::Get, wait).await?, 5);
+//! app.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 use std::any::TypeId;
 use std::future::Future;
@@ -61,7 +101,13 @@ pub trait EventSourced: Checkpoint {
 
     /// Commits `event` durably, then applies it to `state`; returns its sequence number. Call
     /// it from `handle` and reply only after it returns `Ok`: an acknowledged change then
-    /// survives any crash. On `Err` nothing was applied.
+    /// survives any crash. On `Err` nothing was applied to `state`.
+    ///
+    /// When the store refused the event, or cannot tell whether it was committed (a cluster
+    /// that did not answer in time), the error is final for this incarnation: every later
+    /// `persist` fails with [`PersistError::RestartRequired`] until the actor restarts, and the
+    /// restart reopens the key, which decides the doubtful write before the state is read
+    /// back. Let the error fail the handler (`?`) and the supervisor does exactly that.
     fn persist(
         &self,
         state: &mut Self::State,
@@ -72,19 +118,28 @@ pub trait EventSourced: Checkpoint {
             if ctx.event_type != TypeId::of::<Self::Event>() {
                 return Err(PersistError::WrongEventType { expected: ctx.event_type_name });
             }
-            let seq = ctx.claim.entry.last_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let entry = &ctx.claim.entry;
+            if entry.poisoned.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(PersistError::RestartRequired { key: ctx.key.to_string() });
+            }
+            let seq = entry.last_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let bytes = envelope::encode(Kind::Event, Self::EVENT_VERSION, seq, unix_ms_now(), &event)
                 .map_err(|e| PersistError::Encode(e.to_string()))?;
             if let Err(e) = ctx.service.write(WriteOp::Append { key: ctx.key.clone(), seq, bytes }).await {
-                // Nothing was committed: give the number back, so the journal has no hole
-                // (replicas refuse a batch that would leave one). Handlers run one at a time,
-                // so nobody took a later number meanwhile.
-                let _ = ctx.claim.entry.last_seq.compare_exchange(
-                    seq,
-                    seq - 1,
-                    std::sync::atomic::Ordering::Relaxed,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                if e.writer_may_continue() {
+                    // Certainly not committed: give the number back, so the journal has no
+                    // hole. Handlers run one at a time, so nobody took a later number.
+                    let _ = entry.last_seq.compare_exchange(
+                        seq,
+                        seq - 1,
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                } else {
+                    // Refused, or perhaps committed: numbering on from here could rewrite or
+                    // skip an entry. Only a restart (which reopens the key) may write again.
+                    entry.poisoned.store(true, std::sync::atomic::Ordering::Release);
+                }
                 return Err(PersistError::Store(e));
             }
             self.apply(state, &event);
@@ -96,6 +151,13 @@ pub trait EventSourced: Checkpoint {
 /// Why [`EventSourced::persist`] failed; the event was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PersistError {
+    /// An earlier write of this incarnation was refused or ended with an unknown outcome;
+    /// nothing more may be written until the actor restarts (which reopens the key).
+    #[error("checkpoint {key:?}: an earlier write was refused or may not have been committed; restart to write again")]
+    RestartRequired {
+        /// The key.
+        key: String,
+    },
     /// Called outside the handler of an actor started with [`Checkpointed::durable`].
     #[error("persist called outside a durable checkpointed actor's handler")]
     NotDurable,
@@ -387,11 +449,15 @@ impl<A: Checkpoint> Checkpointed<A> {
             self.service.flush().await?;
         }
         let key = self.key.clone();
+        // Become the key's only writer, fencing earlier ones (this node's earlier incarnations
+        // included), so that nothing written before can still land after what is read here.
+        let k = key.clone();
+        self.read(move |s| s.open_key(&k)).await?;
         let k = key.clone();
         let snapshots = self.read(move |s| s.snapshots(&k)).await?;
-        // The store may have moved on since this process last numbered the key (batches
-        // replicated from another node, where the actor ran in between): numbering continues
-        // from the highest sequence number read here.
+        // Numbering continues exactly from the highest sequence number stored: the store may
+        // have moved on since this process last numbered the key (another node wrote it), or
+        // a doubtful write of the last incarnation may not have landed.
         let mut stored_last = snapshots.iter().map(|i| i.seq).max().unwrap_or(0);
         let mut skipped = 0u32;
         let mut first_damage: Option<(&'static str, u64, DecodeError)> = None;
@@ -459,7 +525,8 @@ impl<A: Checkpoint> Checkpointed<A> {
                 replayed += 1;
             }
         }
-        entry.last_seq.fetch_max(stored_last, std::sync::atomic::Ordering::Relaxed);
+        entry.last_seq.store(stored_last, std::sync::atomic::Ordering::Relaxed);
+        entry.poisoned.store(false, std::sync::atomic::Ordering::Release);
         let now = unix_ms_now();
         match restored {
             None if replayed == 0 && skipped == 0 => {

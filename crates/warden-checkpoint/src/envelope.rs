@@ -18,6 +18,21 @@
 //! The payload is MessagePack with named fields (`rmp_serde::to_vec_named`), so fields added
 //! with `#[serde(default)]` and removed fields need no migration. Decoding never panics: every
 //! way bytes can be wrong is a [`DecodeError`] that says which.
+//!
+//! ```
+//! use warden_checkpoint::envelope::{decode, encode, open, DecodeError, Kind, Migration};
+//!
+//! let bytes = encode(Kind::Snapshot, 1, 7, 0, &vec![1u32, 2, 3])?;
+//! let (header, _payload) = open(&bytes)?;
+//! assert_eq!(header.seq, 7);
+//! let refuse = |_: Migration<'_>| -> Result<Vec<u32>, String> { Err("no older versions".into()) };
+//! assert_eq!(decode::<Vec<u32>>(&bytes, Kind::Snapshot, 1, refuse)?.1, vec![1, 2, 3]);
+//!
+//! let mut damaged = bytes.clone();
+//! *damaged.last_mut().unwrap() ^= 0x01; // one flipped bit in the payload
+//! assert!(matches!(open(&damaged), Err(DecodeError::Checksum { .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

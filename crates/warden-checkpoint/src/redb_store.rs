@@ -10,6 +10,20 @@
 //! with 1,000 actors and 1 KiB states). A small index keyed by `(checkpoint key, sequence
 //! number)` maps to the blob id, size and time, so listing never reads a snapshot. Journal
 //! entries (small events) are keyed by `(checkpoint key, sequence number)` directly.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use warden_checkpoint::{RedbStore, Store, WriteOp};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = RedbStore::open(dir.path())?;
+//! let key: Arc<str> = Arc::from("orders/42");
+//! store.commit(&[WriteOp::Append { key: key.clone(), seq: 1, bytes: b"placed".to_vec() }])?;
+//! drop(store);
+//! let reopened = RedbStore::open(dir.path())?; // durable: it is there after a reopen
+//! assert_eq!(reopened.journal_after("orders/42", 0)?, vec![(1, b"placed".to_vec())]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -238,6 +252,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn keys(&self) -> Result<Vec<String>, StoreError> {
         (**self).keys()
+    }
+    fn commit_each(&self, ops: &[WriteOp]) -> Vec<Result<(), StoreError>> {
+        (**self).commit_each(ops)
+    }
+    fn open_key(&self, key: &str) -> Result<(), StoreError> {
+        (**self).open_key(key)
     }
 }
 

@@ -6,6 +6,20 @@
 //! encodes them off the actors' tasks and passes them to the writer thread, which commits many
 //! at once (see the `writer` module). Durable actors' journal entries go to the writer directly:
 //! their handler waits for the commit anyway.
+//!
+//! ```
+//! use warden_checkpoint::{CheckpointConfig, Checkpoints};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let checkpoints = Checkpoints::open_dir(dir.path(), CheckpointConfig::default()).await?;
+//! // ... checkpointed actors use it ...
+//! assert!(checkpoints.keys().await?.is_empty());
+//! assert_eq!(checkpoints.stats().failed_commits, 0);
+//! checkpoints.close().await?; // flushes, stops the writer, releases the file
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -174,6 +188,10 @@ pub(crate) struct KeyEntry {
     /// The newest snapshot handed to the service, and the newest whose commit has settled.
     pub submitted: AtomicU64,
     pub settled: Arc<AtomicU64>,
+    /// Set when a journal write of this key ended refused or with an unknown outcome: the
+    /// running incarnation may no longer write (its numbering may be wrong, or it lost the
+    /// key); cleared by the next restore, which reopens the key.
+    pub poisoned: std::sync::atomic::AtomicBool,
     owner: Mutex<Option<Owner>>,
 }
 
@@ -426,6 +444,7 @@ impl Checkpoints {
                             last_seq: AtomicU64::new(last),
                             submitted: AtomicU64::new(0),
                             settled: Arc::new(AtomicU64::new(0)),
+                            poisoned: std::sync::atomic::AtomicBool::new(false),
                             owner: Mutex::new(None),
                         })
                     })

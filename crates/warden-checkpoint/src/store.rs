@@ -6,6 +6,23 @@
 //! blocking: the writer thread and `spawn_blocking` call them, never an actor's task.
 //! [`Store::commit`] applies a whole batch atomically and durably, or none of it; that one
 //! call is what group commit and retention rely on.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use warden_checkpoint::{MemoryStore, Store, WriteOp};
+//!
+//! let store = MemoryStore::new();
+//! let key: Arc<str> = Arc::from("acct-1");
+//! store.commit(&[
+//!     WriteOp::Append { key: key.clone(), seq: 1, bytes: b"deposit 5".to_vec() },
+//!     WriteOp::Append { key: key.clone(), seq: 2, bytes: b"deposit 7".to_vec() },
+//! ])?;
+//! // A snapshot at 2 that keeps 1 snapshot drops the journal it covers.
+//! store.commit(&[WriteOp::Snapshot { key: key.clone(), seq: 2, bytes: b"balance 12".to_vec(), retain: 1, created_unix_ms: 0 }])?;
+//! assert_eq!(store.last_seq("acct-1")?, 2);
+//! assert!(store.journal_after("acct-1", 0)?.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -97,6 +114,36 @@ pub enum StoreError {
     /// The writer thread has stopped (the store was closed).
     #[error("the checkpoint writer has stopped")]
     Closed,
+    /// The store refused a write of `key` and applied nothing of it: this writer may no longer
+    /// write the key (in a cluster: another node or a later incarnation holds it), or the
+    /// write conflicts with what is stored. The writer must reopen the key before it writes
+    /// again.
+    #[error("checkpoint {key:?}: write refused: {cause}")]
+    Refused {
+        /// The key.
+        key: String,
+        /// Why.
+        cause: String,
+    },
+    /// Nobody can tell whether the writes were committed (in a cluster: they were proposed,
+    /// and no answer came in time). The writer must assume neither; reopening the key decides
+    /// every earlier write of it before anything is read.
+    #[error("cannot tell whether {ops} checkpoint writes were committed: {cause}")]
+    Uncertain {
+        /// How many writes.
+        ops: usize,
+        /// Why.
+        cause: String,
+    },
+}
+
+impl StoreError {
+    /// Whether the failed write certainly left nothing behind and the writer may go on
+    /// writing the key: false for [`StoreError::Refused`] (it may not write) and
+    /// [`StoreError::Uncertain`] (it may have been written).
+    pub fn writer_may_continue(&self) -> bool {
+        !matches!(self, StoreError::Refused { .. } | StoreError::Uncertain { .. })
+    }
 }
 
 /// A durable home for snapshots and journal entries.
@@ -114,6 +161,26 @@ pub trait Store: Send + Sync + 'static {
     fn last_seq(&self, key: &str) -> Result<u64, StoreError>;
     /// Every key with a snapshot or a journal entry.
     fn keys(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Commits `ops` with one result per op, in order. Ops of different keys are independent:
+    /// a store that can refuse one key's writes (a cluster refusing a fenced writer) refuses
+    /// only those, and the others still commit. The default commits the batch atomically with
+    /// [`Store::commit`] and gives every op its result.
+    fn commit_each(&self, ops: &[WriteOp]) -> Vec<Result<(), StoreError>> {
+        let result = self.commit(ops);
+        vec![result; ops.len()]
+    }
+
+    /// Makes the caller the only writer of `key` from now on, before it reads the key to
+    /// restore it: a store shared by several writers (a cluster) takes or renews the key's
+    /// grant for this node and fences every earlier writer of it, this node's own earlier
+    /// incarnations included, and returns once every earlier write is decided (committed or
+    /// refused for good), so that what the restore reads is final. A store with one process
+    /// writing it has nothing to do (the default).
+    fn open_key(&self, key: &str) -> Result<(), StoreError> {
+        let _ = key;
+        Ok(())
+    }
 }
 
 /// Keeps everything in memory: for tests, and for actors whose state need only survive a

@@ -2,8 +2,10 @@
 //!
 //! Everything that reaches the store goes through one OS thread fed by an unbounded
 //! crossbeam channel. Each round takes every job waiting (up to a cap), drops snapshots that a
-//! newer snapshot of the same key in the same round supersedes, commits the rest in one
-//! durable transaction and then answers every job. Many actors' snapshots thus share one
+//! newer snapshot of the same key in the same round supersedes, commits the rest with one
+//! [`Store::commit_each`] (one durable transaction for a local store) and then answers every
+//! job with its own op's result: a store that refuses one key's writes fails only the jobs of
+//! that key. Many actors' snapshots thus share one
 //! `fsync`, which is what makes tens of thousands of acknowledged snapshots per second possible
 //! on a disk that syncs a few thousand times per second.
 //!
@@ -96,8 +98,11 @@ fn run(
                 }
             }
         }
+        // Each job's answer is the result of one op: its own, or for a superseded snapshot
+        // that of the newer snapshot of its key that replaced it.
         let mut ops = Vec::with_capacity(jobs.len());
-        let mut acks = Vec::with_capacity(jobs.len());
+        let mut answers: Vec<(Option<Ack>, Option<usize>)> = Vec::with_capacity(jobs.len());
+        let mut superseded_by: std::collections::HashMap<Arc<str>, Vec<usize>> = std::collections::HashMap::new();
         let mut marks = Vec::new();
         let mut close = false;
         for (job, keep) in jobs.into_iter().zip(keep) {
@@ -105,36 +110,51 @@ fn run(
             if let Some(mark) = job.settled {
                 marks.push(mark);
             }
-            if let Some(op) = job.op {
-                if keep {
+            let slot = match job.op {
+                Some(op) if keep => {
                     ops.push(op);
-                } else {
-                    counters.superseded.fetch_add(1, Ordering::Relaxed);
+                    Some(ops.len() - 1)
                 }
-            }
-            if let Some(ack) = job.ack {
-                acks.push(ack);
+                Some(op) => {
+                    counters.superseded.fetch_add(1, Ordering::Relaxed);
+                    superseded_by.entry(op.key().clone()).or_default().push(answers.len());
+                    None
+                }
+                None => None,
+            };
+            answers.push((job.ack, slot));
+        }
+        // A superseded snapshot shares the fate of the newest snapshot of its key.
+        for (i, op) in ops.iter().enumerate() {
+            if let WriteOp::Snapshot { key, .. } = op {
+                for &j in superseded_by.get(key).map(Vec::as_slice).unwrap_or(&[]) {
+                    answers[j].1 = Some(i);
+                }
             }
         }
         let started = Instant::now();
-        let result = store.commit(&ops);
+        let results = if ops.is_empty() { Vec::new() } else { store.commit_each(&ops) };
         counters.commit_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        match &result {
-            Ok(()) => {
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                counters.failed_commits.fetch_add(1, Ordering::Relaxed);
-                on_failure(e, ops.len());
-            }
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if results.len() > failed {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters.ops.fetch_add((results.len() - failed) as u64, Ordering::Relaxed);
+        }
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+            on_failure(e, failed);
         }
         for (mark, seq) in marks {
             mark.fetch_max(seq, Ordering::Release);
         }
-        for ack in acks {
+        for (ack, slot) in answers {
+            let Some(ack) = ack else { continue };
+            let result = match slot {
+                Some(i) => results.get(i).cloned().unwrap_or(Err(StoreError::Closed)),
+                None => Ok(()),
+            };
             // A waiter that gave up is not an error.
-            let _ = ack.send(result.clone());
+            let _ = ack.send(result);
         }
         if close {
             return;

@@ -5,6 +5,27 @@
 //! whether an exit calls for a restart ([`restart_wanted`]), which children a strategy stops
 //! and starts ([`group_plan`]), when restarts are too many ([`IntensityWindow`]), and how long
 //! to wait before the next one ([`BackoffSchedule`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use warden_core::decision::{group_plan, restart_wanted, ChildView, IntensityWindow};
+//! use warden_core::{ExitReason, RestartType, Strategy};
+//!
+//! // A transient child that exited normally is not restarted; after a panic it is.
+//! assert!(!restart_wanted(RestartType::Transient, &ExitReason::Normal));
+//! assert!(restart_wanted(RestartType::Transient, &ExitReason::Panic { message: "boom".into() }));
+//!
+//! // Rest-for-one, the second of three children failed: the third is stopped, both started again.
+//! let kids = [ChildView { restart: RestartType::Permanent, running: true }; 3];
+//! let plan = group_plan(Strategy::RestForOne, &kids, 1);
+//! assert_eq!((plan.stop, plan.start), (vec![2], vec![1, 2]));
+//!
+//! // Intensity 1 in 5 s: the second restart within the period is one too many.
+//! let mut window = IntensityWindow::new(1, Duration::from_secs(5));
+//! let t0 = tokio::time::Instant::now();
+//! assert!(window.record(t0));
+//! assert!(!window.record(t0 + Duration::from_secs(1)));
+//! ```
 
 use std::collections::VecDeque;
 use std::time::Duration;

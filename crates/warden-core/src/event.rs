@@ -4,6 +4,33 @@
 //! also emitted through `tracing` with structured fields. A subscriber that falls more than
 //! the bus capacity behind loses the oldest events and is told how many (`RecvError::Lagged`);
 //! the supervisor itself never waits for subscribers.
+//!
+//! ```
+//! use warden_core::{ChildSpec, Supervisor, SupervisorEvent, SupervisorSpec};
+//! # #[derive(Clone)] struct Worker;
+//! # impl ractor::Actor for Worker {
+//! #     type Msg = u32; type State = (); type Arguments = ();
+//! #     async fn pre_start(&self, _: ractor::ActorRef<u32>, _: ()) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+//! #     async fn handle(&self, _: ractor::ActorRef<u32>, n: u32, _: &mut ()) -> Result<(), ractor::ActorProcessingErr> {
+//! #         if n == 0 { panic!("zero") } Ok(())
+//! #     }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let worker = ChildSpec::worker("worker", Worker, ());
+//! let handle = worker.handle();
+//! let app = Supervisor::start("events-doc", SupervisorSpec::one_for_one().child(worker)).await?;
+//! let mut events = app.subscribe();
+//! handle.cast(0)?; // panics in its handler
+//! loop {
+//!     if let SupervisorEvent::ChildRestarted { path, .. } = events.recv().await? {
+//!         assert_eq!(path.as_str(), "/events-doc/worker");
+//!         break;
+//!     }
+//! }
+//! app.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 use std::time::Duration;
 

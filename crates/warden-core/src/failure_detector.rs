@@ -4,6 +4,19 @@
 //! Nothing here reads a clock or owns a thread: callers feed heartbeat arrival times and ask
 //! at a given instant. The hang watchdog uses the fixed-deadline rule; the
 //! cluster layer will score nodes with [`PhiAccrual`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use warden_core::failure_detector::{PhiAccrual, PhiParams};
+//!
+//! let mut peer = PhiAccrual::new(PhiParams::akka());
+//! for beat in 0..20u64 {
+//!     peer.heartbeat(Duration::from_secs(beat)); // one heartbeat a second
+//! }
+//! let last = Duration::from_secs(19);
+//! assert!(!peer.is_suspect(last + Duration::from_secs(1)));  // on time
+//! assert!(peer.is_suspect(last + Duration::from_secs(30)));  // long silent
+//! ```
 
 use std::collections::VecDeque;
 use std::time::Duration;

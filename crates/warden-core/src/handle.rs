@@ -18,6 +18,30 @@
 //! *stopped or killed* (a bystander of a group restart, a child that exits by itself, a
 //! killed child) are lost with that mailbox, as in OTP; messages stashed for a child that
 //! then is not restarted are dropped and counted in a `StashDropped` event.
+//!
+//! ```
+//! use warden_core::{ChildSpec, SendError, Supervisor, SupervisorSpec};
+//! # #[derive(Clone)] struct Worker;
+//! # impl ractor::Actor for Worker {
+//! #     type Msg = u32; type State = (); type Arguments = ();
+//! #     async fn pre_start(&self, _: ractor::ActorRef<u32>, _: ()) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+//! #     async fn handle(&self, _: ractor::ActorRef<u32>, n: u32, _: &mut ()) -> Result<(), ractor::ActorProcessingErr> {
+//! #         if n == 0 { panic!("zero") } Ok(())
+//! #     }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let worker = ChildSpec::worker("worker", Worker, ());
+//! let handle = worker.handle(); // valid before the child starts...
+//! let back = handle.cast(1).unwrap_err(); // ...and hands messages back until it runs
+//! assert!(matches!(back, SendError::NotRunning { .. }));
+//! assert_eq!(back.into_message(), Some(1));
+//! let app = Supervisor::start("handle-doc", SupervisorSpec::one_for_one().child(worker)).await?;
+//! handle.cast(0)?; // a crash...
+//! handle.cast(1)?; // ...and the same handle keeps working
+//! app.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 use std::collections::VecDeque;
 use std::fmt;

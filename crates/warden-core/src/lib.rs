@@ -34,17 +34,18 @@
 //!
 //! The layout mirrors OTP's: [`spec`] holds child and supervisor specifications,
 //! [`decision`] the pure rules (restart types, strategies, intensity, backoff),
-//! [`supervisor`] the actor that carries them out and its runtime API, [`child`] the host
-//! actor that restarts a crashed worker in place, [`handle`] the stable child handles,
+//! [`supervisor`] the actor that carries them out and its runtime API, `child` (private) the
+//! host actor that restarts a crashed worker in place, [`handle`] the stable child handles,
 //! [`event`] the typed supervision events and [`testkit`] helpers for users' own tests.
 
 #![warn(missing_docs)]
 
-pub mod child;
+mod child;
 pub mod decision;
 pub mod event;
 pub mod failure_detector;
 pub mod handle;
+mod metric;
 pub mod panic_capture;
 pub mod path;
 pub mod reason;
@@ -56,6 +57,7 @@ pub mod supervisor;
 pub mod testkit;
 mod watchdog;
 
+pub use child::MAX_RENDERED_MESSAGE;
 pub use event::{EventBus, SupervisorEvent};
 pub use handle::{CallError, ChildRef, SendError};
 pub use path::ActorPath;

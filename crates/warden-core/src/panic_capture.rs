@@ -6,6 +6,13 @@
 //! was there before: panics outside warden's handlers are printed as usual. A handler's
 //! future is polled inside `InHandler`, which marks the polling thread; the hook runs on the
 //! panicking thread during that poll, so the record is read back right after `catch_unwind`.
+//!
+//! ```
+//! // Print handler panics to stderr as well (off by default: the crash report is the record),
+//! // and keep a backtrace in every crash report (costs a capture per panic).
+//! warden_core::panic_capture::print_handler_panics(true);
+//! warden_core::panic_capture::capture_backtraces(true);
+//! ```
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

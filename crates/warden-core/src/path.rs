@@ -2,6 +2,15 @@
 //!
 //! Every event and error names the actor it concerns by its path. Paths are cheap to clone
 //! (`Arc<str>`) because they travel in every supervision event.
+//!
+//! ```
+//! use warden_core::ActorPath;
+//!
+//! let worker = ActorPath::root("app").child("db").child("worker-3");
+//! assert_eq!(worker.as_str(), "/app/db/worker-3");
+//! assert_eq!(worker.name(), "worker-3");
+//! assert_eq!(worker.ancestors().len(), 2);
+//! ```
 
 use std::fmt;
 use std::sync::Arc;

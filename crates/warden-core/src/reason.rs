@@ -4,6 +4,16 @@
 //! error. warden folds both into [`ExitReason`], whose [`ExitReason::is_normal`] answers the one
 //! question restart types care about: OTP's `normal`, `shutdown` and `{shutdown, _}` are normal,
 //! everything else is abnormal.
+//!
+//! ```
+//! use warden_core::ExitReason;
+//!
+//! assert!(ExitReason::from_stop_reason(None).is_normal());
+//! assert!(ExitReason::from_stop_reason(Some("shutdown: draining")).is_normal());
+//! let bad = ExitReason::from_stop_reason(Some("lost the database"));
+//! assert!(!bad.is_normal());
+//! assert_eq!(bad.kind(), "exit");
+//! ```
 
 use std::fmt;
 

@@ -6,12 +6,36 @@
 //! the supervisor decided. It is emitted as one `tracing` event with every field (target
 //! `warden::crash`, so JSON log output carries them all) and kept in the tree's
 //! [`FlightRecorder`], which holds the last N reports and can export them as JSON.
+//!
+//! ```
+//! use std::time::Duration;
+//! use warden_core::testkit::EventProbe;
+//! use warden_core::{ChildSpec, Supervisor, SupervisorSpec};
+//! # #[derive(Clone)] struct Worker;
+//! # impl ractor::Actor for Worker {
+//! #     type Msg = u32; type State = (); type Arguments = ();
+//! #     async fn pre_start(&self, _: ractor::ActorRef<u32>, _: ()) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+//! #     async fn handle(&self, _: ractor::ActorRef<u32>, n: u32, _: &mut ()) -> Result<(), ractor::ActorProcessingErr> {
+//! #         if n == 0 { panic!("zero") } Ok(())
+//! #     }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let worker = ChildSpec::worker("parser", Worker, ());
+//! let handle = worker.handle();
+//! let app = Supervisor::start("report-doc", SupervisorSpec::one_for_one().child(worker)).await?;
+//! let mut probe = EventProbe::new(&app);
+//! handle.cast(0)?;
+//! probe.restarted(&handle.path(), Duration::from_secs(5)).await?;
+//! let report = &app.crash_reports()[0];
+//! assert_eq!((report.path.as_str(), report.reason_kind), ("/report-doc/parser", "panic"));
+//! app.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::Serialize;
 
 use crate::spec::{ChildType, RestartType, Shutdown};
 
@@ -19,8 +43,9 @@ use crate::spec::{ChildType, RestartType, Shutdown};
 pub const DEFAULT_FLIGHT_RECORDER_CAPACITY: usize = 256;
 
 /// What the supervisor decided about a failed child.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "action", rename_all = "snake_case"))]
 pub enum Decision {
     /// Restart, now (`delay_ms` 0) or after a backoff delay.
     Restart {
@@ -36,8 +61,23 @@ pub enum Decision {
     ShuttingDown,
 }
 
+impl std::fmt::Display for Decision {
+    /// `restart`, `restart after 250 ms`, `not_restarted`, `escalate`, `shutting_down`: the
+    /// JSON form's `action`, with the delay when there is one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Restart { delay_ms: 0 } => f.write_str("restart"),
+            Decision::Restart { delay_ms } => write!(f, "restart after {delay_ms} ms"),
+            Decision::NotRestarted => f.write_str("not_restarted"),
+            Decision::Escalate => f.write_str("escalate"),
+            Decision::ShuttingDown => f.write_str("shutting_down"),
+        }
+    }
+}
+
 /// One failure, with everything known about it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CrashReport {
     /// When the supervisor handled the failure, in ms since the Unix epoch.
     pub at_unix_ms: u64,
@@ -111,7 +151,7 @@ pub(crate) fn unix_ms_now() -> u64 {
 impl CrashReport {
     /// Emits the report as one `tracing` event (target `warden::crash`) with every field.
     pub fn trace(&self) {
-        let decision = serde_json::to_string(&self.decision).unwrap_or_default();
+        let decision = self.decision.to_string();
         tracing::error!(
             target: "warden::crash",
             path = %self.path,
@@ -184,7 +224,8 @@ impl FlightRecorder {
         self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The kept reports as a JSON array.
+    /// The kept reports as a JSON array (with the `serde` feature).
+    #[cfg(feature = "serde")]
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(&self.reports()).unwrap_or_else(|_| "[]".into())
     }
@@ -235,6 +276,7 @@ mod tests {
         assert_eq!(r.dropped(), 2);
     }
 
+    #[cfg(feature = "serde")]
     #[test]
     fn reports_export_as_json_with_every_field() {
         let r = FlightRecorder::new(2);

@@ -6,6 +6,24 @@
 //! [`Strategy`], a restart intensity and an [`AutoShutdown`] rule. Specs are cheap to clone:
 //! the start function and the child's stable handle are shared, which is what keeps a
 //! [`ChildRef`] valid when a whole subtree is restarted from its spec.
+//!
+//! ```
+//! use std::time::Duration;
+//! use warden_core::{Backoff, ChildSpec, RestartType, Shutdown, SupervisorSpec};
+//! # #[derive(Clone)] struct Db;
+//! # impl ractor::Actor for Db {
+//! #     type Msg = (); type State = (); type Arguments = String;
+//! #     async fn pre_start(&self, _: ractor::ActorRef<()>, _: String) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+//! # }
+//!
+//! let db = ChildSpec::worker("db", Db, "postgres://localhost".to_string())
+//!     .restart(RestartType::Transient)
+//!     .shutdown(Shutdown::Timeout(Duration::from_secs(10)))
+//!     .backoff(Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5)))
+//!     .deadline(Duration::from_secs(2));
+//! let tree = SupervisorSpec::rest_for_one().intensity(5, Duration::from_secs(10)).child(db);
+//! assert!(tree.validate().is_ok());
+//! ```
 
 use std::any::Any;
 use std::sync::Arc;
@@ -20,6 +38,15 @@ use crate::path::ActorPath;
 use crate::supervisor::SupervisorMsg;
 
 /// OTP's restart types: when a child that exited is started again.
+///
+/// | restart type | after a crash (panic, error, hang, kill, abnormal exit) | after a normal exit (`normal`, `shutdown`, `shutdown: ...`) | as a bystander of a group restart | its spec afterwards |
+/// |---|---|---|---|---|
+/// | `Permanent` (default) | restarted | restarted | restarted | kept |
+/// | `Transient` | restarted | not restarted | restarted | kept |
+/// | `Temporary` | not restarted | not restarted | stopped, not restarted | forgotten |
+///
+/// Every restart counts toward the supervisor's intensity; a child that is not restarted
+/// can still shut its supervisor down if it is significant ([`AutoShutdown`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RestartType {
     /// Always restarted.
@@ -32,6 +59,14 @@ pub enum RestartType {
 }
 
 /// How a child is stopped by its supervisor.
+///
+/// | policy | what the child is sent | its `post_stop` | how long the supervisor waits | default for |
+/// |---|---|---|---|---|
+/// | `BrutalKill` | a kill | does not run | until ractor reports it gone | |
+/// | `Timeout(t)` | a stop request | runs | `t`, then it is killed | workers (5 s, [`DEFAULT_WORKER_SHUTDOWN`]) |
+/// | `Infinity` | a stop request | runs | without limit (OTP's `infinity`) | supervisors |
+///
+/// Children stop one at a time, in reverse start order, each by its own policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
     /// Killed at once (OTP's `brutal_kill`): no `post_stop`.
@@ -53,6 +88,13 @@ pub enum ChildType {
 }
 
 /// The restart strategy of a supervisor.
+///
+/// | strategy | when child C exits and is to be restarted | children at start | OTP / Elixir |
+/// |---|---|---|---|
+/// | `OneForOne` | C alone | the spec's, in order | `one_for_one` |
+/// | `OneForAll` | every other child stopped (reverse order), then all started again (in order) | the spec's, in order | `one_for_all` |
+/// | `RestForOne` | the children started after C stopped (reverse order), then C and those started again (in order) | the spec's, in order | `rest_for_one` |
+/// | `Dynamic` | C alone | none; added with `start_child`, at most `max_children` | `simple_one_for_one`, `DynamicSupervisor` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// Only the child that exited is restarted.

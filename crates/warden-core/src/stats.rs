@@ -14,12 +14,25 @@
 //! * **availability** = MTBF / (MTBF + MTTR); with no failure yet it is 1.
 //!
 //! The arithmetic is pure ([`Reliability`]); the supervisor feeds it events with instants.
+//!
+//! ```
+//! use std::time::Duration;
+//! use warden_core::stats::Reliability;
+//!
+//! let t0 = tokio::time::Instant::now();
+//! let mut child = Reliability::default();
+//! child.ready(t0);                                  // up
+//! child.failed(t0 + Duration::from_secs(90));       // ran 90 s, then failed
+//! child.ready(t0 + Duration::from_secs(100));       // repaired in 10 s
+//! let now = child.snapshot(t0 + Duration::from_secs(100));
+//! assert_eq!((now.failures, now.mtbf_s, now.mttr_s), (1, Some(90.0), Some(10.0)));
+//! assert!((now.availability - 0.9).abs() < 1e-9);
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 /// The window of the failure rate.
@@ -41,7 +54,8 @@ pub struct Reliability {
 }
 
 /// Figures at one instant.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct StatsSnapshot {
     /// Failures so far.
     pub failures: u64,

@@ -7,6 +7,31 @@
 //! * [`tree`] takes a snapshot of a whole tree for assertions.
 //! * [`PanicTrap`] turns child panics into test failures instead of letting them vanish into
 //!   restarts (a long-standing complaint about actor tests).
+//!
+//! ```
+//! use std::time::Duration;
+//! use warden_core::testkit::{inject_panic, tree, EventProbe};
+//! use warden_core::{ChildSpec, Supervisor, SupervisorSpec};
+//! # #[derive(Clone)] struct Worker;
+//! # impl ractor::Actor for Worker {
+//! #     type Msg = u32; type State = (); type Arguments = ();
+//! #     async fn pre_start(&self, _: ractor::ActorRef<u32>, _: ()) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+//! #     async fn handle(&self, _: ractor::ActorRef<u32>, n: u32, _: &mut ()) -> Result<(), ractor::ActorProcessingErr> {
+//! #         if n == 0 { panic!("zero") } Ok(())
+//! #     }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let worker = ChildSpec::worker("worker", Worker, ());
+//! let handle = worker.handle();
+//! let app = Supervisor::start("testkit-doc", SupervisorSpec::one_for_one().child(worker)).await?;
+//! let mut probe = EventProbe::new(&app);
+//! inject_panic(&handle, "a test fault").await?;
+//! probe.restarted(&handle.path(), Duration::from_secs(5)).await?;
+//! assert_eq!(tree(&app).await?.paths(), ["/testkit-doc", "/testkit-doc/worker"]);
+//! app.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 use std::time::Duration;
 

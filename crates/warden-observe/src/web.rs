@@ -10,6 +10,23 @@
 //! Fault injection (`POST /api/fault`) exists only when the owner hands the server a channel
 //! for it (demo mode); otherwise the route is not registered at all, and a request gets 404.
 //! The server binds to 127.0.0.1 unless told otherwise.
+//!
+//! ```
+//! use tokio::sync::watch;
+//! use warden_observe::web::{Observer, ObserverConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (publish, snapshots) = watch::channel(serde_json::json!({ "nodes": [] }));
+//! let (set_ready, ready) = watch::channel(false);
+//! // Loopback, a free port, no /metrics handle, no fault injection (not a demo).
+//! let observer = Observer::serve(ObserverConfig::default(), snapshots, ready).await?;
+//! assert!(observer.addr().ip().is_loopback());
+//! set_ready.send(true)?;                                // /health/ready answers 200 from now on
+//! publish.send(serde_json::json!({ "nodes": ["n1"] }))?; // every open page redraws
+//! observer.stop().await;
+//! # Ok(()) }
+//! ```
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -8,6 +8,30 @@
 //! dispatch it carries (`claim`), a reply only counts from the replica that claimed it, and a
 //! job dropped without a reply (the handler failed, was killed, or forgot to answer) hands the
 //! ticket back to the pool.
+//!
+//! ```
+//! use ractor::{Actor, ActorProcessingErr, ActorRef};
+//! use warden_pool::Job;
+//!
+//! /// A replica: the pool's messages are jobs, each answered (or dropped) exactly once.
+//! #[derive(Clone)]
+//! struct Upper;
+//!
+//! impl Actor for Upper {
+//!     type Msg = Job<String, String>;
+//!     type State = ();
+//!     type Arguments = ();
+//!     async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
+//!         Ok(())
+//!     }
+//!     async fn handle(&self, _: ActorRef<Self::Msg>, job: Self::Msg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+//!         let answer = job.request().to_uppercase();
+//!         job.reply(answer); // dropping the job unanswered would hand it back to the pool
+//!         Ok(())
+//!     }
+//! }
+//! # let _ = Upper;
+//! ```
 
 use std::sync::{Arc, Mutex, PoisonError};
 

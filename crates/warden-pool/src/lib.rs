@@ -11,6 +11,34 @@
 //!
 //! Layout: [`routing`] (pure rules), [`job`] (requests, tickets, errors), `pool` (the spec, the
 //! shared state and the handle), `replica` (the host actor of one replica).
+//!
+//! ```
+//! use std::time::Duration;
+//! use warden_pool::{Job, OnFull, PoolSpec, Routing};
+//! use warden_core::{Supervisor, SupervisorSpec};
+//! # #[derive(Clone)] struct Square;
+//! # impl ractor::Actor for Square {
+//! #     type Msg = Job<u64, u64>; type State = (); type Arguments = ();
+//! #     async fn pre_start(&self, _: ractor::ActorRef<Self::Msg>, _: ()) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+//! #     async fn handle(&self, _: ractor::ActorRef<Self::Msg>, job: Self::Msg, _: &mut ()) -> Result<(), ractor::ActorProcessingErr> {
+//! #         let n = *job.request(); job.reply(n * n); Ok(())
+//! #     }
+//! # }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (child, pool) = PoolSpec::new("squares", Square, (), 3)
+//!     .routing(Routing::LeastLoaded)
+//!     .capacity(64)
+//!     .on_full(OnFull::Reject)
+//!     .deadline(Duration::from_secs(1)) // a hung replica is killed; its request goes elsewhere
+//!     .build();
+//! let app = Supervisor::start("pool-doc", SupervisorSpec::one_for_one().child(child)).await?;
+//! assert_eq!(pool.call(7).await?, 49);
+//! assert_eq!(pool.stats().answered, 1);
+//! app.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 

@@ -358,8 +358,12 @@ impl<Req: Send + Sync + 'static, Rep: Send + 'static> PoolInner<Req, Rep> {
         }
     }
 
-    /// Publishes the counters and per-replica gauges, at most every 100 ms.
+    /// Publishes the counters and per-replica gauges, at most every 100 ms (with the
+    /// `metrics` feature; nothing without it).
     pub(crate) fn maybe_publish(&self) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
         let now = self.started.elapsed().as_millis() as u64;
         let last = self.metrics_at.load(Ordering::Relaxed);
         if now < last + 100
@@ -370,6 +374,10 @@ impl<Req: Send + Sync + 'static, Rep: Send + 'static> PoolInner<Req, Rep> {
         self.publish();
     }
 
+    #[cfg(not(feature = "metrics"))]
+    fn publish(&self) {}
+
+    #[cfg(feature = "metrics")]
     fn publish(&self) {
         let c = &self.counters;
         let pool = self.name.clone();
@@ -726,7 +734,8 @@ impl<Req: Send + Sync + 'static, Rep: Send + 'static> Pool<Req, Rep> {
     }
 
     /// Publishes the `warden_pool_*` metrics now (they are also published at most every
-    /// 100 ms while requests flow).
+    /// 100 ms while requests flow). Only with the `metrics` feature: without it, this does
+    /// nothing (the same figures are in [`Pool::stats`]).
     pub fn publish_metrics(&self) {
         self.inner.publish();
     }

@@ -7,6 +7,20 @@
 //!   stable indices. A key keeps its replica while that replica exists, restarts included;
 //!   adding a replica moves only the keys the new one wins (about 1/n of them), removing one
 //!   moves only its own keys.
+//!
+//! ```
+//! use warden_pool::routing::{least_loaded, rendezvous, Candidate};
+//!
+//! let replicas = [
+//!     Candidate { index: 0, up: true, load: 4 },
+//!     Candidate { index: 1, up: false, load: 0 }, // restarting: skipped
+//!     Candidate { index: 2, up: true, load: 1 },
+//! ];
+//! assert_eq!(least_loaded(&replicas, 0, 1024, None), Some(2));
+//! // A key keeps its replica while the set does not change.
+//! let owner = rendezvous(42, [0, 1, 2]);
+//! assert_eq!(rendezvous(42, [0, 1, 2]), owner);
+//! ```
 
 /// How a pool spreads requests over its replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

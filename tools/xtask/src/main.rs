@@ -43,7 +43,7 @@ pub const WORKSPACES: [Workspace; 3] = [
 ];
 
 /// The facade's features that `features` checks one at a time.
-const FACADE_FEATURES: [&str; 5] = ["checkpoint", "pool", "observe", "cluster", "full"];
+const FACADE_FEATURES: [&str; 7] = ["checkpoint", "pool", "metrics", "serde", "observe", "cluster", "full"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

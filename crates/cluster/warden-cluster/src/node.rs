@@ -10,6 +10,22 @@
 //! [`NodeConfig::suspect_phi`]) -> `Down` (phi above the detector's threshold, or its session
 //! closed). When warden declares a peer down it ends that peer's session, so a node waking from
 //! a freeze cannot deliver a backlog of stale messages into it.
+//!
+//! ```
+//! use warden_cluster::{Node, NodeConfig, NodeEvent};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::start(NodeConfig::new("alpha", "cluster-cookie")).await?; // 127.0.0.1, a free port
+//! assert!(node.addr().ip().is_loopback());
+//! let mut events = node.subscribe();
+//! // node.connect("127.0.0.1:7001".parse()?).await?; // another node: kept as a seed, rejoined
+//! assert!(node.view().live_peers().is_empty());
+//! assert!(events.try_recv().is_err()); // no peer yet: no Up, Down or Refused event
+//! # let _: Option<NodeEvent> = None;
+//! node.stop();
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

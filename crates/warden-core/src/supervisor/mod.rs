@@ -5,7 +5,7 @@
 //! restart-intensity window. Every exit path states which rule applies:
 //!
 //! * a child exits (ractor's `ActorTerminated` / `ActorFailed`) or crashes in a handler
-//!   (a `ChildCrashed` report from [`crate::child`]): [`restart_wanted`] decides whether it
+//!   (a `ChildCrashed` report from the host actor in `child.rs`): [`restart_wanted`] decides whether it
 //!   is restarted; if so the restart is recorded in the intensity window (too many: shut
 //!   down and escalate), a backoff delay is taken, and [`group_plan`] says which siblings are
 //!   stopped and started again;
@@ -13,6 +13,27 @@
 //!   while the child shows as `Restarting` and the runtime API keeps answering;
 //! * on stop, children are stopped one by one in reverse start order by their shutdown
 //!   policies (dynamic children concurrently, under one timer).
+//!
+//! ```
+//! use warden_core::{ChildSpec, ChildStatus, SupervisorError, Supervisor, SupervisorSpec};
+//! # #[derive(Clone)] struct Conn;
+//! # impl ractor::Actor for Conn {
+//! #     type Msg = (); type State = (); type Arguments = u16;
+//! #     async fn pre_start(&self, _: ractor::ActorRef<()>, _: u16) -> Result<(), ractor::ActorProcessingErr> { Ok(()) }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let conns = Supervisor::start("conns", SupervisorSpec::dynamic(Some(2))).await?;
+//! let first = conns.start_child(ChildSpec::worker("conn", Conn, 8080)).await?;
+//! assert_eq!(first.status, ChildStatus::Running);
+//! conns.start_child(ChildSpec::worker("conn", Conn, 8081)).await?;
+//! // OTP's error cases, by name: the third is one too many.
+//! let full = conns.start_child(ChildSpec::worker("conn", Conn, 8082)).await;
+//! assert!(matches!(full, Err(SupervisorError::MaxChildren { .. })));
+//! assert_eq!(conns.count_children().await?.active, 2);
+//! conns.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 mod api;
 
@@ -293,18 +314,12 @@ fn count(stats: &crate::stats::StatsRegistry, dynamic: bool, tallies: Vec<(Insta
                 r.ready(at);
             }),
             Tally::Restarted => {
-                metrics::counter!("warden_restarts_total", "path" => path.clone()).increment(1);
                 let mut repaired = None;
                 stats.update(&path, |r| repaired = r.ready(at));
-                if let Some(d) = repaired {
-                    metrics::histogram!("warden_recovery_seconds", "path" => path).record(d.as_secs_f64());
-                }
+                crate::metric::restarted(&path, repaired);
             }
             Tally::Failed(kind) => {
-                metrics::counter!("warden_failures_total", "path" => path.clone(), "reason" => kind).increment(1);
-                if kind == "hung" {
-                    metrics::counter!("warden_hangs_total", "path" => path.clone()).increment(1);
-                }
+                crate::metric::failed(&path, kind);
                 stats.update(&path, |r| r.failed(at));
             }
             Tally::Stopped => stats.update(&path, |r| r.stopped(at)),
@@ -375,10 +390,7 @@ impl SupervisorState {
                 ChildStatus::Stopped => stopped += 1,
             }
         }
-        let sup = self.path.to_string();
-        metrics::gauge!("warden_children", "supervisor" => sup.clone(), "state" => "running").set(running);
-        metrics::gauge!("warden_children", "supervisor" => sup.clone(), "state" => "restarting").set(restarting);
-        metrics::gauge!("warden_children", "supervisor" => sup, "state" => "stopped").set(stopped);
+        crate::metric::children(self.path.as_str(), running, restarting, stopped);
     }
 
     fn index_of_actor(&self, actor: ActorId) -> Option<usize> {
