@@ -5,6 +5,8 @@
 //! `main` starts a one-for-one tree of three actors and stops it: on bare ractor (a parent that
 //! re-spawns a failed child in `handle_supervisor_evt`), on kameo (a `OneForOne` parent), and on
 //! warden with its default features, with `full`, and with every feature (`full` + `cluster`).
+//! warden is taken from the repository's last commit (`git archive HEAD`), not from the work
+//! tree, so that what is measured is what was committed.
 //! Then, `--reps` times (default 3), builds each in turn with `cargo build --release` into an
 //! empty target directory, counting the crates compiled and timing the build. The registry
 //! is shared and filled first (`cargo fetch`, not timed). Prints a Markdown table: medians and
@@ -30,7 +32,9 @@ const MAX_REPS: usize = 20;
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let reps = parse_reps(args)?;
     let dir = std::env::temp_dir().join("warden-build-cost");
-    let subjects = subjects(root);
+    let source = dir.join("warden-source");
+    export_head(root, &source)?;
+    let subjects = subjects(&source);
     for s in &subjects {
         write_project(&dir, s)?;
         let project = dir.join(s.name);
@@ -69,6 +73,36 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     }
     print_table(&subjects, &rows);
     Ok(())
+}
+
+/// Copies the files of the last commit into `into` (emptied first).
+fn export_head(root: &Path, into: &Path) -> Result<(), String> {
+    if into.exists() {
+        std::fs::remove_dir_all(into).map_err(|e| format!("cannot empty {}: {e}", into.display()))?;
+    }
+    std::fs::create_dir_all(into).map_err(|e| format!("cannot create {}: {e}", into.display()))?;
+    let archive = Command::new("git")
+        .args(["archive", "--format=tar", "HEAD"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("cannot run git archive: {e}"))?;
+    if !archive.status.success() {
+        return Err(format!("git archive failed: {}", String::from_utf8_lossy(&archive.stderr)));
+    }
+    let mut tar = Command::new("tar")
+        .args(["-x", "-f", "-"])
+        .current_dir(into)
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run tar: {e}"))?;
+    use std::io::Write;
+    tar.stdin.take().ok_or("tar has no stdin")?.write_all(&archive.stdout).map_err(|e| format!("tar: {e}"))?;
+    let status = tar.wait().map_err(|e| format!("tar: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("tar failed ({status})"))
+    }
 }
 
 fn parse_reps(args: &[String]) -> Result<usize, String> {

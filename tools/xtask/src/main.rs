@@ -34,7 +34,11 @@ pub struct Workspace {
 /// changes touch), the cluster one, the benchmark.
 pub const WORKSPACES: [Workspace; 3] = [
     Workspace { name: "lean (facade, core, checkpoint, pool, observe)", manifest: "Cargo.toml", has_docs: true },
-    Workspace { name: "cluster (warden-cluster, warden-cli)", manifest: "crates/cluster/Cargo.toml", has_docs: true },
+    Workspace {
+        name: "cluster (warden-cluster, warden-cli, examples/cluster_app)",
+        manifest: "crates/cluster/Cargo.toml",
+        has_docs: true,
+    },
     Workspace {
         name: "bench (warden-bench with its peers)",
         manifest: "crates/warden-bench/Cargo.toml",

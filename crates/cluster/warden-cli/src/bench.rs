@@ -6,9 +6,10 @@
 //! idle nodes (the watcher and two peers) run for a while and every `Suspected` or `Down` the
 //! watcher reports is a false suspicion. Prints one JSON object; percentiles are nearest-rank
 //! over the repetitions (with 20, p99 is the largest). Last, a 3-node bank demo in which the
-//! node hosting the auditor singleton is killed again and again gives
-//! `singleton_failover_p50_ms` / `_p99_ms`: kill until the auditor answers from another node
-//! with its state.
+//! node hosting the auditor singleton and the Raft leader are killed in turn gives
+//! `singleton_failover_p50_ms` / `_p99_ms` (kill until the auditor answers from another node
+//! with its state) and `failover_leader_killed_*` / `failover_follower_killed_*` (kill until
+//! every singleton of the killed node answers elsewhere, by whether it led).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use nix::sys::signal::Signal;
 use tokio::sync::broadcast::Receiver;
-use warden_cluster::{Node, NodeConfig, NodeEvent};
+use warden_cluster::{NodeEvent, Transport, TransportConfig};
 
 use crate::demo::report::Spread;
 
@@ -57,7 +58,12 @@ async fn until(rx: &mut Receiver<NodeEvent>, within: Duration, pred: impl Fn(&No
     }
 }
 
-async fn time_down(watcher: &Node, events: &mut Receiver<NodeEvent>, name: &str, freeze: bool) -> anyhow::Result<f64> {
+async fn time_down(
+    watcher: &Transport,
+    events: &mut Receiver<NodeEvent>,
+    name: &str,
+    freeze: bool,
+) -> anyhow::Result<f64> {
     let peer = spawn_peer(name, watcher.addr())?;
     until(events, Duration::from_secs(20), |e| matches!(e, NodeEvent::Up { peer, .. } if peer == name))
         .await
@@ -83,21 +89,32 @@ async fn time_down(watcher: &Node, events: &mut Receiver<NodeEvent>, name: &str,
     Ok(ms)
 }
 
-/// Singleton failover: a 3-node bank demo (real node processes) in which the node hosting the
-/// auditor is killed `n` times (each restarted 4 s later); each time, from the kill until the
-/// auditor answers from another node with its audit count at least where it was.
-async fn singleton_failovers(n: usize) -> anyhow::Result<(Vec<f64>, bool)> {
-    use crate::demo::{launcher, plan, Demo, RunSettings};
+/// What the failover runs measured.
+struct Failovers {
+    /// Kill until the auditor answered from another node with its state.
+    auditor_back: Vec<f64>,
+    /// Kill until every singleton of the killed node ran elsewhere and a request succeeded,
+    /// when the killed node was the Raft leader.
+    leader_killed: Vec<f64>,
+    /// The same when it was not.
+    follower_killed: Vec<f64>,
+    invariant_ok: bool,
+}
+
+/// Singleton failover: a 3-node bank demo (real node processes) in which a node is killed `n`
+/// times (each restarted 4 s later), alternately the node hosting the auditor and the Raft
+/// leader; each time, from the kill until the auditor answers from another node with its audit
+/// count at least where it was (when it was displaced), and until every displaced singleton
+/// runs elsewhere and a request succeeded (split by whether the killed node led).
+async fn singleton_failovers(n: usize) -> anyhow::Result<Failovers> {
+    use crate::demo::plan::{Action, Fault, NodeRef};
+    use crate::demo::{launcher, Demo, RunSettings};
     let mut faults = Vec::new();
     for i in 0..n as u64 {
         let at = Duration::from_secs(3 + 8 * i);
-        faults.push(plan::Fault { at, kind: plan::Kind::Kill, target: "@auditor".into(), hold: Duration::ZERO });
-        faults.push(plan::Fault {
-            at: at + Duration::from_secs(4),
-            kind: plan::Kind::Restart,
-            target: "@killed".into(),
-            hold: Duration::ZERO,
-        });
+        let target = if i % 2 == 0 { NodeRef::Hosting("auditor".into()) } else { NodeRef::Leader };
+        faults.push(Fault { at, action: Action::Kill(target) });
+        faults.push(Fault { at: at + Duration::from_secs(4), action: Action::Restart(NodeRef::Killed) });
     }
     let settings = RunSettings {
         demo: Demo::Bank,
@@ -111,14 +128,30 @@ async fn singleton_failovers(n: usize) -> anyhow::Result<(Vec<f64>, bool)> {
         node_logs: false,
         observe: None,
     };
-    let report = launcher::run(settings, faults, Default::default()).await?;
-    let back: Vec<f64> = report.faults.iter().filter_map(|f| f.singleton_back_ms.map(|v| v as f64)).collect();
-    anyhow::ensure!(back.len() == n, "the auditor came back after {} of {n} kills", back.len());
-    Ok((back, report.invariant_ok))
+    let net = launcher::net::Net::choose(false);
+    let report = launcher::run(settings, faults, net, Default::default()).await?;
+    let auditor_back: Vec<f64> = report.faults.iter().filter_map(|f| f.singleton_back_ms.map(|v| v as f64)).collect();
+    let expected = n.div_ceil(2);
+    anyhow::ensure!(
+        auditor_back.len() >= expected,
+        "the auditor came back after {} of the {expected} kills of its node",
+        auditor_back.len()
+    );
+    let (mut leader_killed, mut follower_killed) = (Vec::new(), Vec::new());
+    for f in report.faults.iter().filter(|f| f.kind == "kill") {
+        let recovered = f.recovered_at_ms.context("a kill the cluster did not recover from")?;
+        let ms = recovered.saturating_sub(f.injected_at_ms) as f64;
+        if f.was_leader == Some(true) {
+            leader_killed.push(ms);
+        } else {
+            follower_killed.push(ms);
+        }
+    }
+    Ok(Failovers { auditor_back, leader_killed, follower_killed, invariant_ok: report.invariant_ok })
 }
 
 pub async fn run(reps: usize, quiet: Duration, failovers: usize) -> anyhow::Result<()> {
-    let watcher = Node::start(NodeConfig::new("bench-watcher", "bench")).await?;
+    let watcher = Transport::start(TransportConfig::new("bench-watcher", "bench")).await?;
     let mut events = watcher.subscribe();
     let (mut killed, mut frozen) = (Vec::new(), Vec::new());
     for i in 0..reps {
@@ -151,8 +184,7 @@ pub async fn run(reps: usize, quiet: Duration, failovers: usize) -> anyhow::Resu
     drop(peers);
     drop(watcher);
     let (killed, frozen) = (Spread::of(&killed), Spread::of(&frozen));
-    let (failover, invariant_ok) =
-        if failovers > 0 { singleton_failovers(failovers).await? } else { (Vec::new(), true) };
+    let failover = if failovers > 0 { Some(singleton_failovers(failovers).await?) } else { None };
     let mut out = serde_json::json!({
         "node_down_killed_p50_ms": {"warden": killed.p50},
         "node_down_killed_p99_ms": {"warden": killed.p99},
@@ -160,11 +192,18 @@ pub async fn run(reps: usize, quiet: Duration, failovers: usize) -> anyhow::Resu
         "node_down_frozen_p99_ms": {"warden": frozen.p99},
         "false_suspicions": {"warden": false_suspicions},
     });
-    if !failover.is_empty() {
-        let failover = Spread::of(&failover);
-        out["singleton_failover_p50_ms"] = serde_json::json!({"warden": failover.p50});
-        out["singleton_failover_p99_ms"] = serde_json::json!({"warden": failover.p99});
-        out["singleton_failover_invariant_ok"] = serde_json::json!({"warden": invariant_ok});
+    if let Some(f) = failover {
+        let back = Spread::of(&f.auditor_back);
+        out["singleton_failover_p50_ms"] = serde_json::json!({"warden": back.p50});
+        out["singleton_failover_p99_ms"] = serde_json::json!({"warden": back.p99});
+        for (name, values) in [("leader_killed", &f.leader_killed), ("follower_killed", &f.follower_killed)] {
+            if !values.is_empty() {
+                let s = Spread::of(values);
+                out[format!("failover_{name}_p50_ms")] = serde_json::json!({"warden": s.p50});
+                out[format!("failover_{name}_p99_ms")] = serde_json::json!({"warden": s.p99});
+            }
+        }
+        out["singleton_failover_invariant_ok"] = serde_json::json!({"warden": f.invariant_ok});
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     eprintln!(

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use warden_cluster::{Node, NodeConfig, NodeEvent, TlsSettings};
+use warden_cluster::{Node, NodeConfig, TlsSettings};
 
 mod bench;
 mod demo;
@@ -49,12 +49,12 @@ enum Command {
         name: String,
         #[arg(long, env = "WARDEN_COOKIE", hide_env_values = true)]
         cookie: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
         #[arg(long)]
         port: u16,
         #[arg(long)]
-        connect: Vec<SocketAddr>,
-        #[arg(long)]
-        cluster_size: usize,
+        join: Vec<SocketAddr>,
         #[arg(long)]
         accounts: usize,
         #[arg(long)]
@@ -75,7 +75,7 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         failovers: usize,
     },
-    /// Runs one node and prints its peer events as JSON lines.
+    /// Runs one cluster node and prints what it sees (its peers, the group) as JSON lines.
     Node {
         /// The node's name, unique in the cluster.
         #[arg(long)]
@@ -89,9 +89,17 @@ enum Command {
         /// The port (0: a free one).
         #[arg(long, default_value_t = 0)]
         port: u16,
-        /// Nodes to connect to (repeatable).
+        /// Join the group of the node at this address (repeatable: any member will do), when
+        /// this node has no past (its data directory is new or empty). Without it, a node with
+        /// no past founds a group of its own.
+        #[arg(long)]
+        join: Vec<SocketAddr>,
+        /// Keep a session with the node at this address without joining its group (repeatable).
         #[arg(long)]
         connect: Vec<SocketAddr>,
+        /// Where the node keeps its Raft log and state (default: in memory, a node with no past).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
         /// Heartbeat interval in milliseconds.
         #[arg(long, default_value_t = 100)]
         heartbeat_ms: u64,
@@ -115,23 +123,16 @@ enum Command {
     },
 }
 
-fn json(event: &NodeEvent) -> serde_json::Value {
-    match event {
-        NodeEvent::Up { peer, addr } => serde_json::json!({"event": "up", "peer": peer, "addr": addr}),
-        NodeEvent::Suspected { peer, phi } => serde_json::json!({"event": "suspected", "peer": peer, "phi": phi}),
-        NodeEvent::Recovered { peer } => serde_json::json!({"event": "recovered", "peer": peer}),
-        NodeEvent::Down { peer, cause, silent_for } => serde_json::json!({
-            "event": "down", "peer": peer, "cause": cause, "silent_ms": silent_for.as_millis() as u64
-        }),
-        NodeEvent::Refused { addr, cause } => serde_json::json!({"event": "refused", "addr": addr, "cause": cause}),
-    }
+/// Prints one report line on stdout (the shape demo nodes use).
+fn print(report: &demo::protocol::Report) {
+    println!("{}", serde_json::to_string(report).unwrap_or_default());
 }
 
 /// Serves the observer for a bare node: itself and its peers as it sees them (a bare node runs
-/// no supervision tree), refreshed twice a second; no fault injection.
+/// no supervision tree of its own), refreshed twice a second; no fault injection.
 async fn observe_node(node: &Node, addr: SocketAddr) -> anyhow::Result<warden_observe::web::Observer> {
     use serde_json::json;
-    let view = node.view();
+    let view = node.transport().view();
     let (tx, rx) = tokio::sync::watch::channel(json!({"nodes": []}));
     let (_ready_tx, ready_rx) = tokio::sync::watch::channel(true);
     let config = warden_observe::web::ObserverConfig {
@@ -177,19 +178,10 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         }
-        Command::DemoNode { demo, name, cookie, port, connect, cluster_size, accounts, data_dir } => {
+        Command::DemoNode { demo, name, cookie, bind, port, join, accounts, data_dir } => {
             anyhow::ensure!(!cookie.is_empty(), "the cookie must not be empty");
-            demo::node::run(demo::node::NodeSettings {
-                demo,
-                name,
-                cookie,
-                port,
-                connect,
-                cluster_size,
-                data_dir,
-                accounts,
-            })
-            .await?;
+            demo::node::run(demo::node::NodeSettings { demo, name, cookie, bind, port, join, data_dir, accounts })
+                .await?;
         }
         Command::BenchCluster { reps, quiet_s, failovers } => {
             bench::run(reps.max(1), Duration::from_secs(quiet_s), failovers).await?
@@ -199,7 +191,9 @@ async fn main() -> anyhow::Result<()> {
             cookie,
             bind,
             port,
+            join,
             connect,
+            data_dir,
             heartbeat_ms,
             tls_ca,
             tls_cert,
@@ -207,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
             tls_name,
             observe,
         } => {
+            use demo::protocol::{ClusterEventWire, PeerEvent, Report};
             anyhow::ensure!(!cookie.is_empty(), "--cookie must not be empty");
             anyhow::ensure!(heartbeat_ms > 0, "--heartbeat-ms must be at least 1");
             let tls = match (tls_ca, tls_cert, tls_key) {
@@ -215,35 +210,46 @@ async fn main() -> anyhow::Result<()> {
                 _ => anyhow::bail!("--tls-ca, --tls-cert and --tls-key go together: give all three or none"),
             };
             let mut config = NodeConfig::new(name.clone(), cookie);
-            config.tls = tls;
-            config.bind = bind;
-            config.port = port;
-            config.heartbeat_interval = Duration::from_millis(heartbeat_ms);
-            let node = Node::start(config).await.with_context(|| format!("starting node {name}"))?;
-            let mut events = node.subscribe();
-            println!("{}", serde_json::json!({"event": "listening", "node": name, "addr": node.addr().to_string()}));
+            config.transport.tls = tls;
+            config.transport.bind = bind;
+            config.transport.port = port;
+            config.transport.heartbeat_interval = Duration::from_millis(heartbeat_ms);
+            config.join = join;
+            config.data_dir = data_dir;
+            let node = Node::start(config, Vec::new()).await.with_context(|| format!("starting node {name}"))?;
+            let mut peers = node.transport().subscribe();
+            let mut cluster = node.subscribe();
+            print(&Report::Ready {
+                node: name.clone(),
+                addr: node.addr().to_string(),
+                pid: std::process::id(),
+                id: node.id(),
+            });
             let _observer = match observe {
                 Some(addr) => Some(observe_node(&node, addr).await?),
                 None => None,
             };
             for addr in connect {
-                node.connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+                node.transport().connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
             }
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             loop {
                 tokio::select! {
-                    e = events.recv() => match e {
-                        Ok(e) => println!("{}", json(&e)),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            println!("{}", serde_json::json!({"event": "lagged", "missed": n}));
-                        }
+                    e = peers.recv() => match e {
+                        Ok(e) => print(&Report::Peer { node: name.clone(), event: PeerEvent::from(&e) }),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => break,
+                    },
+                    e = cluster.recv() => match e {
+                        Ok(e) => print(&Report::Cluster { node: name.clone(), event: ClusterEventWire::from(&e) }),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(_) => break,
                     },
                     _ = tokio::signal::ctrl_c() => break,
                     _ = term.recv() => break,
                 }
             }
-            node.stop();
+            node.stop().await;
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! `warden node` as users run it: two node processes form a cluster over loopback, print their
-//! events as JSON lines, and one sees the other go down when it is killed.
+//! `warden node` as users run it: node processes meet over loopback, print what they see as JSON
+//! lines (the same report shape as the demo's nodes), form a group with `--join`, and see each
+//! other go down when killed.
 
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -62,15 +63,40 @@ fn wait(p: &NodeProc, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> 
 #[test]
 fn two_node_processes_meet_and_one_sees_the_other_killed() {
     let a = start("alpha", None);
-    let listening = wait(&a, "listening line", |v| v["event"] == "listening");
-    let addr = listening["addr"].as_str().unwrap().to_string();
+    let ready = wait(&a, "ready line", |v| v["ev"] == "ready");
+    let addr = ready["addr"].as_str().unwrap().to_string();
     assert!(addr.starts_with("127.0.0.1:"), "loopback by default: {addr}");
     let b = start("beta", Some(&addr));
-    wait(&a, "beta up", |v| v["event"] == "up" && v["peer"] == "beta");
-    wait(&b, "alpha up", |v| v["event"] == "up" && v["peer"] == "alpha");
+    wait(&a, "beta up", |v| peer(v, "up", "beta"));
+    wait(&b, "alpha up", |v| peer(v, "up", "alpha"));
     drop(b); // SIGKILL
-    let down = wait(&a, "beta down", |v| v["event"] == "down" && v["peer"] == "beta");
-    assert!(down["cause"].is_string());
+    let down = wait(&a, "beta down", |v| peer(v, "down", "beta"));
+    assert!(down["event"]["cause"].is_string());
+}
+
+/// A peer event of `kind` about `name`.
+fn peer(v: &serde_json::Value, kind: &str, name: &str) -> bool {
+    v["ev"] == "peer" && v["event"]["kind"] == kind && v["event"]["peer"] == name
+}
+
+#[test]
+fn a_node_joins_a_running_group_and_follows_its_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_dir = dir.path().join("alpha").to_string_lossy().into_owned();
+    let a = start_with("join-alpha", None, &["--data-dir", &a_dir]);
+    let ready = wait(&a, "ready line", |v| v["ev"] == "ready");
+    let (addr, alpha_id) = (ready["addr"].as_str().unwrap().to_string(), ready["id"].as_u64().unwrap());
+    wait(&a, "alpha leads", |v| v["ev"] == "cluster" && v["event"]["kind"] == "leader" && v["event"]["id"] == alpha_id);
+    let b = start_with("join-beta", None, &["--join", &addr]);
+    // beta hears of alpha's leadership as a learner, before (or after) it is promoted.
+    let (mut joined, mut follows) = (false, false);
+    while !(joined && follows) {
+        let v = wait(&b, "beta joined and follows alpha", |v| v["ev"] == "cluster");
+        joined |= v["event"]["kind"] == "joined";
+        follows |= v["event"]["kind"] == "leader" && v["event"]["id"] == alpha_id;
+    }
+    // beta renews its lease through the group: it serves.
+    wait(&b, "beta serves", |v| v["ev"] == "cluster" && v["event"]["kind"] == "serving");
 }
 
 #[test]
@@ -106,10 +132,10 @@ fn nodes_meet_over_mutual_tls_from_pem_files() {
     let [ca, cert, key] = pem_files(dir.path());
     let tls = ["--tls-ca", ca.as_str(), "--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
     let a = start_with("tls-alpha", None, &tls);
-    let addr = wait(&a, "listening line", |v| v["event"] == "listening")["addr"].as_str().unwrap().to_string();
+    let addr = wait(&a, "ready line", |v| v["ev"] == "ready")["addr"].as_str().unwrap().to_string();
     let b = start_with("tls-beta", Some(&addr), &tls);
-    wait(&a, "beta up", |v| v["event"] == "up" && v["peer"] == "tls-beta");
-    wait(&b, "alpha up", |v| v["event"] == "up" && v["peer"] == "tls-alpha");
+    wait(&a, "beta up", |v| peer(v, "up", "tls-beta"));
+    wait(&b, "alpha up", |v| peer(v, "up", "tls-alpha"));
 }
 
 #[test]

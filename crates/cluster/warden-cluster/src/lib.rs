@@ -1,20 +1,59 @@
-//! The cluster layer of warden, on `ractor_cluster` (never a home-made transport).
+//! The cluster layer of warden: nodes that agree, through an existing consensus engine
+//! (openraft), on who is a member, which node holds each singleton and each durable key, and
+//! every durable write, and that prove each holder's right with fencing tokens.
 //!
-//! [`Node`]: a ractor_cluster node server bound to loopback by default, guarded by the cluster
-//! cookie (and optionally mutual TLS), with phi-accrual heartbeats between nodes
-//! ([`NodeEvent`]: up, suspected, recovered, down, refused), bounded handshakes and remote
-//! monitoring. [`replication`]: checkpoints committed on a majority of nodes before they count.
-//! [`singleton`]: actors that run on exactly one node, move on failover with their state, and
-//! stop on the minority side of a split.
+//! * [`transport`]: ractor_cluster sessions between nodes (loopback by default, the cluster
+//!   cookie, optional mutual TLS), phi-accrual heartbeats that catch killed and frozen nodes,
+//!   remote watches.
+//! * [`raft`]: openraft's log and state machine in redb, and its network over the transport.
+//! * [`ledger`]: the replicated state and its one pure transition function.
+//! * [`node`]: a member of the group ([`Node`]): found, join, leave, stop; its proposer, its
+//!   checkpoint service on the replicated store ([`store`]), its singleton host ([`host`]),
+//!   and, while it leads, the leader's loop, which carries out the pure [`placement`] plans.
+//! * [`singleton`]: what users write to run an actor on exactly one node at a time, and
+//!   [`reads`]: linearizable reads for it.
+//!
+//! One node per process: ractor's process groups and registry are process-wide.
+//!
+//! ```no_run
+//! use warden_cluster::{Node, NodeConfig, SingletonContext, SingletonSpec};
+//! # #[derive(Clone)] struct Counter;
+//! # impl ractor::Actor for Counter {
+//! #     type Msg = u64; type State = u64; type Arguments = ();
+//! #     async fn pre_start(&self, _: ractor::ActorRef<u64>, _: ()) -> Result<u64, ractor::ActorProcessingErr> { Ok(0) }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let counter = SingletonSpec::new("counter", |_: &SingletonContext| (Counter, ()));
+//! let node = Node::start(NodeConfig::new("n1", "cookie").data_dir("/tmp/n1"), vec![counter]).await?;
+//! // Wherever the group placed it: on this node or another.
+//! if let Some(counter) = node.locate::<u64>("counter") {
+//!     counter.cast(1)?;
+//! }
+//! node.stop().await;
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 
+pub mod events;
+pub mod host;
+mod leader;
+pub mod ledger;
 pub mod node;
-pub mod replication;
+pub mod placement;
+pub mod proposer;
+pub mod raft;
+pub mod reads;
 pub mod singleton;
+pub mod store;
+pub mod transport;
 
-pub use node::{
-    ClusterError, Node, NodeConfig, NodeEvent, NodeView, PeerStatus, RemoteDown, TlsSettings, HEARTBEAT_GROUP,
+pub use events::{ClusterEvent, Phase};
+pub use ledger::NodeId;
+pub use node::{Membership, Node, NodeConfig};
+pub use reads::NotServing;
+pub use singleton::{SingletonContext, SingletonSpec};
+pub use transport::{
+    ClusterError, NodeEvent, NodeView, PeerStatus, RemoteDown, TlsSettings, Transport, TransportConfig, HEARTBEAT_GROUP,
 };
-pub use replication::{CatchUpError, ClusterReplicator, Replication, REPLICA_GROUP};
-pub use singleton::{SingletonConfig, SingletonEvent, SingletonSpec, Singletons};

@@ -1,892 +1,612 @@
-//! A warden node: a `ractor_cluster` node server bound to loopback by default, guarded by the
-//! cluster cookie, plus warden's heartbeat failure detector between nodes.
+//! A cluster node: a member of one Raft group, which agrees on the membership, on which node
+//! holds each singleton and durable key (with fencing tokens), and on every durable write.
 //!
-//! ractor_cluster notices a killed peer when its socket closes and never notices a frozen one
-//! (its pings have no deadline). Each warden node therefore runs a heartbeat receiver (a
-//! ractor actor in the process group [`HEARTBEAT_GROUP`], reachable from every connected node)
-//! and a monitor task that sends a beat to every remote receiver each
-//! [`NodeConfig::heartbeat_interval`] and scores each peer's arrivals with the phi-accrual
-//! detector of `warden_core::failure_detector`. A peer goes `Up` -> `Suspected` (phi above
-//! [`NodeConfig::suspect_phi`]) -> `Down` (phi above the detector's threshold, or its session
-//! closed). When warden declares a peer down it ends that peer's session, so a node waking from
-//! a freeze cannot deliver a backlog of stale messages into it.
+//! A node is a [`Transport`] (ractor_cluster sessions, cookie, TLS, heartbeats), an openraft
+//! [`Raft`](crate::raft::Raft) whose log and state live in the node's data directory, a
+//! [`Proposer`], a checkpoint service on the replicated store, a singleton host, and the
+//! leader's loop (active while the node leads). [`Node::start`] founds a group (a node with no
+//! past and nothing to join), rejoins it (a node whose data directory knows its identity), or
+//! joins one through any member's address (a new node, or one restarted with an empty data
+//! directory: it comes back under a new id, as a learner, and counts toward majorities only
+//! once it has caught up). [`Node::leave`] hands the node's singletons off and takes it out of
+//! the group; [`Node::stop`] just stops it (for the others it is a node gone down).
 //!
-//! ```
-//! use warden_cluster::{Node, NodeConfig, NodeEvent};
+//! ```no_run
+//! use warden_cluster::{Node, NodeConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let node = Node::start(NodeConfig::new("alpha", "cluster-cookie")).await?; // 127.0.0.1, a free port
-//! assert!(node.addr().ip().is_loopback());
-//! let mut events = node.subscribe();
-//! // node.connect("127.0.0.1:7001".parse()?).await?; // another node: kept as a seed, rejoined
-//! assert!(node.view().live_peers().is_empty());
-//! assert!(events.try_recv().is_err()); // no peer yet: no Up, Down or Refused event
-//! # let _: Option<NodeEvent> = None;
-//! node.stop();
+//! // The first node founds the group; the others join through any member's address.
+//! let first = Node::start(NodeConfig::new("n1", "cookie").data_dir("/var/lib/app/n1"), vec![]).await?;
+//! let second = Node::start(NodeConfig::new("n2", "cookie").data_dir("/var/lib/app/n2").join(first.addr()), vec![]).await?;
+//! second.leave().await?; // hands its singletons off, leaves the group, stops
+//! first.stop().await;
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorRef, Message};
 use tokio::sync::broadcast;
-use warden_core::failure_detector::{PhiAccrual, PhiParams};
+use warden_checkpoint::{CheckpointConfig, Checkpoints};
 
-/// The process group every node's heartbeat receiver joins.
-pub const HEARTBEAT_GROUP: &str = "warden.heartbeat";
+use crate::events::{ClusterEvent, Events};
+use crate::host::{Host, HostParts};
+use crate::ledger::{Command, NodeId, Outcome, Refusal};
+use crate::proposer::Proposer;
+use crate::raft::log_store::{DiskStall, Identity, LogStore, RaftDb};
+use crate::raft::network::{self, Handler, Network, NotDone, Reply, Request, RpcActor, RpcMsg};
+use crate::raft::state_machine::{Shared, StateMachine};
+use crate::raft::timing::raft_config;
+use crate::raft::{Answers, Batch, Member, Raft};
+use crate::reads::ReadBarrier;
+use crate::singleton::{Locator, SingletonSpec};
+use crate::store::ReplicatedStore;
+use crate::transport::{ClusterError, Transport, TransportConfig};
 
-/// Mutual TLS between nodes: every node presents a certificate and checks its peer's.
-///
-/// Build the two rustls configurations as your PKI requires; for a private cluster CA, the
-/// server side uses `WebPkiClientVerifier` (client certificates required) and the client side
-/// presents its certificate with `with_client_auth_cert`. `server_name` is the name the nodes'
-/// certificates are issued for.
-#[derive(Clone)]
-pub struct TlsSettings {
-    /// Accepting side.
-    pub server: Arc<tokio_rustls::rustls::ServerConfig>,
-    /// Connecting side.
-    pub client: Arc<tokio_rustls::rustls::ClientConfig>,
-    /// The name checked in the peer's certificate.
-    pub server_name: String,
-}
-
-impl TlsSettings {
-    /// Mutual TLS for a private cluster CA, from PEM files: the CA certificate(s) every node
-    /// trusts, this node's certificate chain and its private key; `server_name` is the name the
-    /// certificates are issued for. Errors name the file and what is wrong with it.
-    pub fn from_pem_files(
-        ca: &std::path::Path,
-        cert: &std::path::Path,
-        key: &std::path::Path,
-        server_name: impl Into<String>,
-    ) -> Result<TlsSettings, ClusterError> {
-        use tokio_rustls::rustls::pki_types::pem::PemObject;
-        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let bad = |path: &std::path::Path, cause: String| ClusterError::Tls { path: path.to_path_buf(), cause };
-        let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, ClusterError> {
-            let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| bad(path, e.to_string()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(path, e.to_string()))?;
-            if certs.is_empty() {
-                return Err(bad(path, "no certificate in the file".into()));
-            }
-            Ok(certs)
-        };
-        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-        for c in certs(ca)? {
-            roots.add(c).map_err(|e| bad(ca, e.to_string()))?;
-        }
-        let roots = Arc::new(roots);
-        let chain = certs(cert)?;
-        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
-        let verifier = tokio_rustls::rustls::server::WebPkiClientVerifier::builder(roots.clone())
-            .build()
-            .map_err(|e| bad(ca, e.to_string()))?;
-        let server = tokio_rustls::rustls::ServerConfig::builder()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key_der.clone_key())
-            .map_err(|e| bad(cert, e.to_string()))?;
-        let client = tokio_rustls::rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key_der)
-            .map_err(|e| bad(cert, e.to_string()))?;
-        Ok(TlsSettings { server: Arc::new(server), client: Arc::new(client), server_name: server_name.into() })
-    }
-}
-
-impl std::fmt::Debug for TlsSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSettings").field("server_name", &self.server_name).finish()
-    }
-}
+/// How long a new node keeps trying to join through its seeds.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Node::leave`] waits for the node's singletons to move and for the group to
+/// take it out.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a member waits for the leader when it passes a join request on.
+pub const JOIN_FORWARD_TIMEOUT: Duration = Duration::from_secs(4);
+/// How often a leaving node asks the group whether it has been taken out yet.
+pub const LEAVE_POLL: Duration = Duration::from_millis(200);
+/// How often a node makes sure it has a session with every member.
+pub const MESH_EVERY: Duration = Duration::from_secs(1);
 
 /// How a node is run.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// The node's name, unique in the cluster.
-    pub name: String,
-    /// The cluster cookie: peers with another cookie are refused.
-    pub cookie: String,
-    /// The address to listen on (default 127.0.0.1: other machines cannot connect unless asked).
-    pub bind: IpAddr,
-    /// The port (0: a free one is chosen).
-    pub port: u16,
-    /// How often a node sends a heartbeat to each peer (default 100 ms).
-    pub heartbeat_interval: Duration,
-    /// The peer detector's parameters (default: threshold 8, 50 ms minimum deviation, 600 ms
-    /// acceptable pause, so that a frozen peer is declared down after about a second).
-    pub detector: PhiParams,
-    /// phi above which a peer is reported `Suspected` (default 1).
-    pub suspect_phi: f64,
-    /// A connection that has not completed the handshake after this long is closed and
-    /// reported as refused (default 5 s; ractor_cluster alone keeps it open forever).
-    pub handshake_timeout: Duration,
-    /// Mutual TLS between nodes (default: none, plain TCP with the cookie).
-    pub tls: Option<TlsSettings>,
+    /// Its transport (name, cookie, address, heartbeats, TLS).
+    pub transport: TransportConfig,
+    /// Where its Raft log and state live (`None`: in memory, a node with no past).
+    pub data_dir: Option<PathBuf>,
+    /// Members to join through when the node has no past (empty: it founds a group).
+    pub join: Vec<SocketAddr>,
+    /// The group's name.
+    pub cluster_name: String,
+    /// The checkpoint service's settings.
+    pub checkpoints: CheckpointConfig,
 }
 
 impl NodeConfig {
-    /// A loopback node named `name` with `cookie` and the default detector.
+    /// A loopback node named `name` with `cookie`, in memory, founding its own group.
     pub fn new(name: impl Into<String>, cookie: impl Into<String>) -> Self {
         NodeConfig {
-            name: name.into(),
-            cookie: cookie.into(),
-            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            heartbeat_interval: Duration::from_millis(100),
-            detector: PhiParams {
-                threshold: 8.0,
-                max_samples: 200,
-                min_std_deviation: Duration::from_millis(50),
-                acceptable_pause: Duration::from_millis(600),
-                first_heartbeat_estimate: Duration::from_millis(100),
-            },
-            suspect_phi: 1.0,
-            handshake_timeout: Duration::from_secs(5),
-            tls: None,
-        }
-    }
-}
-
-/// What a node sees of its peers; also logged under target `warden::cluster`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NodeEvent {
-    /// A peer completed the handshake (cookie accepted).
-    Up {
-        /// The peer's node name.
-        peer: String,
-        /// Its address.
-        addr: String,
-    },
-    /// A peer's heartbeats are late.
-    Suspected {
-        /// The peer's node name.
-        peer: String,
-        /// Its suspicion level.
-        phi: f64,
-    },
-    /// A suspected peer's heartbeats are on time again.
-    Recovered {
-        /// The peer's node name.
-        peer: String,
-    },
-    /// A peer is declared down; its session was ended.
-    Down {
-        /// The peer's node name.
-        peer: String,
-        /// Why: `session closed` or the heartbeat silence.
-        cause: String,
-        /// Time since its last heartbeat.
-        silent_for: Duration,
-    },
-    /// A connection was refused (wrong cookie or a handshake that failed).
-    Refused {
-        /// The peer's address.
-        addr: String,
-        /// Why.
-        cause: String,
-    },
-}
-
-/// Errors of a node.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The node server could not start.
-    #[error("node {name}: cannot start on {addr}: {cause}")]
-    Start {
-        /// The node's name.
-        name: String,
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        cause: String,
-    },
-    /// A remote actor cannot be watched.
-    #[error("cannot watch {actor}: {cause}")]
-    Watch {
-        /// The actor.
-        actor: String,
-        /// Why.
-        cause: String,
-    },
-    /// A TLS file could not be used.
-    #[error("TLS: {path}: {cause}")]
-    Tls {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What is wrong with it.
-        cause: String,
-    },
-    /// A connection to a peer failed.
-    #[error("node {name}: cannot connect to {addr}: {cause}")]
-    Connect {
-        /// The node's name.
-        name: String,
-        /// The peer's address.
-        addr: SocketAddr,
-        /// Why.
-        cause: String,
-    },
-}
-
-#[derive(Debug)]
-struct Peer {
-    detector: PhiAccrual,
-    last: Instant,
-    suspected: bool,
-    down: bool,
-}
-
-impl Peer {
-    /// A fresh history, last heard from `now`.
-    fn new(params: PhiParams, now: Instant) -> Self {
-        Peer { detector: PhiAccrual::new(params), last: now, suspected: false, down: false }
-    }
-}
-
-/// One watched remote actor.
-struct Watch {
-    cell: ractor::ActorCell,
-    peer: String,
-    tx: tokio::sync::oneshot::Sender<RemoteDown>,
-}
-
-/// Why a watched remote actor is gone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RemoteDown {
-    /// The actor exited (its node said so).
-    Exited {
-        /// The actor.
-        actor: String,
-        /// Its node.
-        node: String,
-    },
-    /// Its node was declared down (killed, frozen or unreachable): the actor is presumed gone.
-    NodeDown {
-        /// The actor.
-        actor: String,
-        /// Its node.
-        node: String,
-    },
-}
-
-/// A session in its handshake: when it opened, its actor, the peer's address.
-type Handshake = (Instant, ActorRef<ractor_cluster::NodeSessionMessage>, String);
-
-struct Shared {
-    name: String,
-    config: NodeConfig,
-    origin: Instant,
-    peers: Mutex<HashMap<String, Peer>>,
-    /// Sessions that completed the handshake, by node id.
-    authenticated: Mutex<std::collections::HashSet<u64>>,
-    /// Remote actors being watched.
-    watches: Mutex<Vec<Watch>>,
-    /// Addresses this node was asked to connect to, and the peer each is when up: the monitor
-    /// connects again to those that are not (a peer back from a freeze or a restart rejoins).
-    seeds: Mutex<Vec<(SocketAddr, Option<String>)>>,
-    /// Sessions still in their handshake: when they opened, and their actor.
-    handshaking: Mutex<HashMap<u64, Handshake>>,
-    /// The node name behind each ractor_cluster node id seen (to place remote actors).
-    node_ids: Mutex<HashMap<u64, String>>,
-    events: broadcast::Sender<NodeEvent>,
-}
-
-impl Shared {
-    fn emit(&self, event: NodeEvent) {
-        match &event {
-            NodeEvent::Up { peer, addr } => {
-                tracing::info!(target: "warden::cluster", node = %self.name, peer = %peer, addr = %addr, "peer up")
-            }
-            NodeEvent::Suspected { peer, phi } => {
-                tracing::warn!(target: "warden::cluster", node = %self.name, peer = %peer, phi, "peer suspected")
-            }
-            NodeEvent::Recovered { peer } => {
-                tracing::info!(target: "warden::cluster", node = %self.name, peer = %peer, "peer recovered")
-            }
-            NodeEvent::Down { peer, cause, silent_for } => {
-                tracing::error!(target: "warden::cluster", node = %self.name, peer = %peer, cause = %cause, silent_ms = silent_for.as_millis() as u64, "peer down")
-            }
-            NodeEvent::Refused { addr, cause } => {
-                tracing::warn!(target: "warden::cluster", node = %self.name, addr = %addr, cause = %cause, "connection refused")
-            }
-        }
-        let _ = self.events.send(event);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Peer>> {
-        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A heartbeat from `peer` arrived.
-    fn beat(&self, peer: &str) {
-        let now = Instant::now();
-        let at = now.duration_since(self.origin);
-        let mut peers = self.lock();
-        let p = peers.entry(peer.to_string()).or_insert_with(|| Peer::new(self.config.detector, now));
-        if p.down {
-            return; // a peer declared down must rejoin with a new session
-        }
-        p.detector.heartbeat(at);
-        p.last = now;
-        if p.suspected {
-            p.suspected = false;
-            drop(peers);
-            self.emit(NodeEvent::Recovered { peer: peer.to_string() });
+            transport: TransportConfig::new(name, cookie),
+            data_dir: None,
+            join: Vec::new(),
+            cluster_name: "warden".into(),
+            checkpoints: CheckpointConfig::default(),
         }
     }
 
-    /// Scores every peer; returns those that just went down.
-    fn evaluate(&self) -> Vec<String> {
-        let now = Instant::now();
-        let at = now.duration_since(self.origin);
-        let mut events = Vec::new();
-        let mut downs = Vec::new();
-        {
-            let mut peers = self.lock();
-            for (name, p) in peers.iter_mut().filter(|(_, p)| !p.down) {
-                let phi = p.detector.phi(at);
-                if p.detector.is_suspect(at) {
-                    p.down = true;
-                    downs.push(name.clone());
-                    events.push(NodeEvent::Down {
-                        peer: name.clone(),
-                        cause: format!("no heartbeat (phi {phi:.1})"),
-                        silent_for: now.duration_since(p.last),
-                    });
-                } else if phi > self.config.suspect_phi && !p.suspected {
-                    p.suspected = true;
-                    events.push(NodeEvent::Suspected { peer: name.clone(), phi });
-                }
-            }
-        }
-        for e in events {
-            self.emit(e);
-        }
-        downs
+    /// Keeps the node's Raft log and state in `dir`.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
     }
 
-    /// The session of `peer` closed: it is down now (unless already).
-    fn closed(&self, peer: &str) {
-        let now = Instant::now();
-        let silent_for = {
-            let mut peers = self.lock();
-            // A peer that closes before its first heartbeat arrived is down all the same.
-            let p = peers.entry(peer.to_string()).or_insert_with(|| Peer::new(self.config.detector, now));
-            if p.down {
-                return;
-            }
-            p.down = true;
-            now.duration_since(p.last)
-        };
-        self.emit(NodeEvent::Down { peer: peer.to_string(), cause: "session closed".into(), silent_for });
+    /// Joins the group through `addr` (another member) if the node has no past.
+    pub fn join(mut self, addr: SocketAddr) -> Self {
+        self.join.push(addr);
+        self
     }
 }
 
-/// ractor_cluster names a session's peer `name@host`; warden's events use the node name.
-fn node_name(session_name: &str) -> &str {
-    session_name.split_once('@').map_or(session_name, |(n, _)| n)
-}
-
-/// Receives heartbeats from other nodes: its message is the sender's name (a `String`, which
-/// ractor_cluster serialises).
-struct Receiver {
-    shared: Arc<Shared>,
-}
-
-impl Actor for Receiver {
-    type Msg = String;
-    type State = ();
-    type Arguments = ();
-
-    async fn pre_start(&self, myself: ActorRef<String>, _: ()) -> Result<(), ActorProcessingErr> {
-        ractor::pg::join(HEARTBEAT_GROUP.to_string(), vec![myself.get_cell()]);
-        Ok(())
-    }
-
-    async fn handle(&self, _: ActorRef<String>, from: String, _: &mut ()) -> Result<(), ActorProcessingErr> {
-        if from != self.shared.name {
-            self.shared.beat(&from);
-        }
-        Ok(())
-    }
-}
-
-/// Turns ractor_cluster's session callbacks into node events.
-struct Sessions {
-    shared: Arc<Shared>,
-}
-
-impl NodeEventSubscription for Sessions {
-    fn node_session_opened(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
-        self.shared
-            .handshaking
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(ses.node_id, (Instant::now(), ses.actor.clone(), ses.peer_addr.clone()));
-    }
-
-    fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
-        let timed_out =
-            self.shared.handshaking.lock().unwrap_or_else(PoisonError::into_inner).remove(&ses.node_id).is_none()
-                && !self.shared.authenticated.lock().unwrap_or_else(PoisonError::into_inner).contains(&ses.node_id);
-        if timed_out {
-            return; // already reported when the handshake timed out
-        }
-        let authenticated =
-            self.shared.authenticated.lock().unwrap_or_else(PoisonError::into_inner).remove(&ses.node_id);
-        match ses.peer_name {
-            Some(name) if authenticated => self.shared.closed(node_name(&name.name)),
-            // ractor_cluster alone only shows "opened, then disconnected": a session that never
-            // authenticated was refused (wrong cookie, or not a node at all).
-            _ => self.shared.emit(NodeEvent::Refused {
-                addr: ses.peer_addr.clone(),
-                cause: "the handshake did not complete (wrong cookie, or not a warden node)".into(),
-            }),
-        }
-    }
-
-    fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
-        self.shared.handshaking.lock().unwrap_or_else(PoisonError::into_inner).remove(&ses.node_id);
-        self.shared.authenticated.lock().unwrap_or_else(PoisonError::into_inner).insert(ses.node_id);
-    }
-
-    fn node_session_ready(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
-        if let Some(name) = &ses.peer_name {
-            let peer = node_name(&name.name).to_string();
-            // A (re)joining peer starts a fresh history, with the handshake as its first sign
-            // of life: a peer that freezes before its first heartbeat is still detected.
-            self.shared.node_ids.lock().unwrap_or_else(PoisonError::into_inner).insert(ses.node_id, peer.clone());
-            let now = Instant::now();
-            let mut fresh = Peer::new(self.shared.config.detector, now);
-            fresh.detector.heartbeat(now.duration_since(self.shared.origin));
-            self.shared.lock().insert(peer.clone(), fresh);
-            if let Ok(addr) = ses.peer_addr.parse::<SocketAddr>() {
-                let mut seeds = self.shared.seeds.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(seed) = seeds.iter_mut().find(|(a, _)| *a == addr) {
-                    seed.1 = Some(peer.clone());
-                }
-            }
-            self.shared.emit(NodeEvent::Up { peer, addr: ses.peer_addr.clone() });
-        }
-    }
-}
-
-/// One peer as a node sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PeerStatus {
-    /// Its name.
-    pub name: String,
-    /// Its phi-accrual suspicion level now (infinite once down).
-    pub phi: f64,
-    /// `up`, `suspected` or `down`.
-    pub state: &'static str,
-    /// Time since its last heartbeat (or its handshake).
-    pub silent_ms: u64,
-}
-
-/// What a node currently believes about the cluster: which peers are up, and where a remote
-/// actor lives. Cheap to clone.
-#[derive(Clone)]
-pub struct NodeView {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for NodeView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeView").field("name", &self.shared.name).finish()
-    }
-}
-
-impl NodeView {
-    /// This node's name.
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-
-    /// The peers this node has a session with and has not declared down (suspected ones
-    /// included), sorted.
-    pub fn live_peers(&self) -> Vec<String> {
-        let mut live: Vec<String> =
-            self.shared.lock().iter().filter(|(_, p)| !p.down).map(|(name, _)| name.clone()).collect();
-        live.sort();
-        live
-    }
-
-    /// Every peer this node has heard of, with its suspicion level now (phi) and its state
-    /// (`up`, `suspected` or `down`), sorted by name.
-    pub fn peers(&self) -> Vec<PeerStatus> {
-        let now = Instant::now();
-        let at = now.duration_since(self.shared.origin);
-        let mut peers: Vec<PeerStatus> = self
-            .shared
-            .lock()
-            .iter()
-            .map(|(name, p)| PeerStatus {
-                name: name.clone(),
-                phi: if p.down { f64::INFINITY } else { p.detector.phi(at) },
-                state: if p.down {
-                    "down"
-                } else if p.suspected {
-                    "suspected"
-                } else {
-                    "up"
-                },
-                silent_ms: now.duration_since(p.last).as_millis() as u64,
-            })
-            .collect();
-        peers.sort_by(|a, b| a.name.cmp(&b.name));
-        peers
-    }
-
-    /// The name of the node `actor` runs on: this node for a local actor, the peer for a
-    /// remote one (`None` for a node id never seen).
-    pub fn node_of(&self, actor: &ractor::ActorCell) -> Option<String> {
-        let id = actor.get_id();
-        if id.is_local() {
-            return Some(self.shared.name.clone());
-        }
-        self.shared.node_ids.lock().unwrap_or_else(PoisonError::into_inner).get(&id.node()).cloned()
-    }
-
-    /// Node events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.shared.events.subscribe()
-    }
-}
-
-/// A running node.
+/// A running member of the group.
 pub struct Node {
+    id: NodeId,
+    name: String,
+    transport: Arc<Transport>,
+    raft: Raft,
     shared: Arc<Shared>,
-    server: ActorRef<NodeServerMessage>,
-    receiver: ActorRef<String>,
-    monitor: tokio::task::JoinHandle<()>,
-    acceptor: Option<tokio::task::JoinHandle<()>>,
-    addr: SocketAddr,
+    proposer: Proposer,
+    checkpoints: Checkpoints,
+    host: Arc<Host>,
+    events: Events,
+    rpc: ActorRef<RpcMsg>,
+    db: RaftDb,
+    reads: ReadBarrier,
+    locator: Locator,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("name", &self.shared.name).field("addr", &self.addr).finish()
+        f.debug_struct("Node").field("name", &self.name).field("id", &self.id).finish()
     }
 }
 
-fn free_port(ip: IpAddr) -> std::io::Result<u16> {
-    // ractor_cluster does not report the port it picks for 0; ask the OS for one first.
-    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+/// A new node id: random, so that a node restarted with an empty data directory never takes
+/// the id of its former self. (Eight random bytes from the standard library's hasher keys,
+/// the clock and the pid: a random-number crate for one id is not worth it.)
+fn fresh_id() -> NodeId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+struct NodeHandler {
+    me: NodeId,
+    raft: Raft,
+    shared: Arc<Shared>,
+}
+
+impl Handler for NodeHandler {
+    fn forgotten(&self, id: NodeId, after: u64) -> Option<bool> {
+        // Only what this node applied counts, and only past `after`: a node that has not
+        // applied that far may not know the leaving node yet. Forgotten, or drained and out of
+        // the membership (the leader's `Forget` may come later).
+        if self.shared.applied() <= after {
+            return None;
+        }
+        let in_membership = {
+            let m = self.raft.metrics().borrow().clone();
+            let config = m.membership_config.membership();
+            config.voter_ids().any(|v| v == id) || config.learner_ids().any(|l| l == id)
+        };
+        Some(self.shared.read(|l| match l.nodes.get(&id) {
+            None => true,
+            Some(rec) => rec.draining && !in_membership,
+        }))
+    }
+
+    fn propose(&self, batch: Batch) -> BoxFuture<'static, Result<(u64, Answers), NotDone>> {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            match raft.client_write(batch).await {
+                Ok(resp) => Ok((resp.log_id.index, resp.data)),
+                Err(e) => match e.forward_to_leader() {
+                    Some(f) => Err(NotDone::NotLeader(f.leader_id)),
+                    None => Err(NotDone::Failed(e.to_string())),
+                },
+            }
+        })
+    }
+
+    fn read_index(&self) -> BoxFuture<'static, Result<u64, NotDone>> {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            match raft.ensure_linearizable().await {
+                Ok(id) => Ok(id.map_or(0, |l| l.index)),
+                Err(e) => match e.forward_to_leader() {
+                    Some(f) => Err(NotDone::NotLeader(f.leader_id)),
+                    None => Err(NotDone::Failed(e.to_string())),
+                },
+            }
+        })
+    }
+
+    fn join(&self, id: NodeId, member: Member) -> BoxFuture<'static, Result<(), NotDone>> {
+        let (raft, me) = (self.raft.clone(), self.me);
+        Box::pin(async move {
+            let leader = raft.metrics().borrow().current_leader;
+            match leader {
+                Some(l) if l == me => {}
+                // The new node may reach only the member it joins through: that member
+                // passes the request on to the leader, once (the leader answers itself).
+                Some(l) => {
+                    return match network::call(l, &Request::Join { id, member }, JOIN_FORWARD_TIMEOUT).await {
+                        Ok(Reply::Joined(answer)) => answer,
+                        Ok(_) => Err(NotDone::Failed("the leader answered something else".into())),
+                        Err(e) => Err(NotDone::Failed(format!("the leader is not reachable from here: {e}"))),
+                    };
+                }
+                None => return Err(NotDone::NotLeader(None)),
+            }
+            tracing::info!(target: "warden::cluster", node = id, name = %member.name, "a node joins as a learner");
+            match raft.add_learner(id, member, false).await {
+                Ok(_) => Ok(()),
+                Err(e) => match e.forward_to_leader() {
+                    Some(f) => Err(NotDone::NotLeader(f.leader_id)),
+                    None => Err(NotDone::Failed(e.to_string())),
+                },
+            }
+        })
+    }
 }
 
 impl Node {
-    /// Starts the node server, the heartbeat receiver and the monitor.
-    ///
-    /// With TLS, warden accepts connections itself: it completes the TLS handshake (bounded by
-    /// the handshake timeout, reporting failures as [`NodeEvent::Refused`]) and hands the
-    /// encrypted stream to ractor_cluster. ractor_cluster's own listener, which would run TLS
-    /// handshakes one at a time and report failures only as a log line, then listens on a
-    /// second, loopback-only port that still requires the cookie.
-    pub async fn start(config: NodeConfig) -> Result<Node, ClusterError> {
-        let start_err = |cause: String| ClusterError::Start {
-            name: config.name.clone(),
-            addr: SocketAddr::new(config.bind, config.port),
-            cause,
-        };
-        let front = match &config.tls {
-            Some(_) => Some(
-                tokio::net::TcpListener::bind((config.bind, config.port))
-                    .await
-                    .map_err(|e| start_err(format!("cannot listen: {e}")))?,
-            ),
-            None => None,
-        };
-        let inner_ip = if front.is_some() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { config.bind };
-        let port = match (&front, config.port) {
-            (None, 0) | (Some(_), _) => free_port(inner_ip).map_err(|e| start_err(e.to_string()))?,
-            (None, p) => p,
-        };
-        let addr = match &front {
-            Some(l) => l.local_addr().map_err(|e| start_err(e.to_string()))?,
-            None => SocketAddr::new(config.bind, port),
-        };
-        let server =
-            NodeServer::new(port, config.cookie.clone(), config.name.clone(), inner_ip.to_string(), None, None)
-                .with_listen_addr(inner_ip);
-        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_err(e.to_string()))?;
-        let (events, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared {
-            name: config.name.clone(),
-            config: config.clone(),
-            origin: Instant::now(),
-            peers: Mutex::new(HashMap::new()),
-            authenticated: Mutex::new(Default::default()),
-            handshaking: Mutex::new(HashMap::new()),
-            node_ids: Mutex::new(HashMap::new()),
-            watches: Mutex::new(Vec::new()),
-            seeds: Mutex::new(Vec::new()),
-            events,
-        });
-        let _ = server.cast(NodeServerMessage::SubscribeToEvents {
-            id: "warden".into(),
-            subscription: Box::new(Sessions { shared: shared.clone() }),
-        });
-        let (receiver, _) =
-            Actor::spawn(None, Receiver { shared: shared.clone() }, ()).await.map_err(|e| start_err(e.to_string()))?;
-        let monitor = tokio::spawn(monitor(shared.clone(), server.clone()));
-        let acceptor = match (front, &config.tls) {
-            (Some(listener), Some(tls)) => {
-                Some(tokio::spawn(accept_tls(listener, tls.clone(), shared.clone(), server.clone())))
+    /// Starts a node hosting `singletons` (every node of a group declares the same ones).
+    pub async fn start(config: NodeConfig, singletons: Vec<SingletonSpec>) -> Result<Node, ClusterError> {
+        let name = config.transport.name.clone();
+        let storage = |cause: String| ClusterError::Storage { name: name.clone(), cause };
+        let transport = Arc::new(Transport::start(config.transport.clone()).await?);
+        let db = RaftDb::open(config.data_dir.as_deref()).map_err(|e| storage(e.to_string()))?;
+        let (identity, fresh) = match db.identity().map_err(|e| storage(e.to_string()))? {
+            Some(identity) => (identity, false),
+            None => {
+                let identity = Identity { id: fresh_id(), name: name.clone(), founded: config.join.is_empty() };
+                db.set_identity(&identity).map_err(|e| storage(e.to_string()))?;
+                (identity, true)
             }
-            _ => None,
         };
-        Ok(Node { shared, server, receiver, monitor, acceptor, addr })
+        let me = identity.id;
+        let sm = StateMachine::open(db.clone()).map_err(|e| storage(e.to_string()))?;
+        let shared = sm.shared();
+        let raft_settings = raft_config(&config.cluster_name).map_err(|e| storage(e.to_string()))?;
+        let seeds = transport.clone();
+        let network = Network {
+            connect: Arc::new(move |m: &Member| {
+                if let Ok(addr) = m.addr.parse() {
+                    seeds.add_seed(addr);
+                }
+            }),
+        };
+        let raft = Raft::new(me, Arc::new(raft_settings), network, LogStore::new(db.clone()), sm)
+            .await
+            .map_err(|e| storage(e.to_string()))?;
+        let handler: Arc<dyn Handler> = Arc::new(NodeHandler { me, raft: raft.clone(), shared: shared.clone() });
+        let (rpc, _) = Actor::spawn(None, RpcActor, (me, raft.clone(), handler))
+            .await
+            .map_err(|e| storage(format!("cannot start the RPC actor: {e}")))?;
+        let proposer = Proposer::start(me, raft.clone());
+        let events = Events::default();
+        let member = Member { name: name.clone(), addr: transport.addr().to_string() };
+
+        let initialized = raft.is_initialized().await.map_err(|e| storage(e.to_string()))?;
+        if !initialized {
+            if identity.founded {
+                let mut nodes = BTreeMap::new();
+                nodes.insert(me, member.clone());
+                if let Err(e) = raft.initialize(nodes).await {
+                    tracing::debug!(target: "warden::cluster", error = %e, "initialize (already done?)");
+                }
+                tracing::info!(target: "warden::cluster", node = me, %name, "founded a new group");
+            } else {
+                join(&transport, &config.join, me, &member)
+                    .await
+                    .map_err(|cause| ClusterError::Join { name: name.clone(), cause })?;
+                tracing::info!(target: "warden::cluster", node = me, %name, "joined the group as a learner");
+            }
+        } else if fresh {
+            tracing::warn!(target: "warden::cluster", node = me, "a fresh identity found an initialized log");
+        }
+        for seed in &config.join {
+            transport.add_seed(*seed);
+        }
+
+        let store = ReplicatedStore::new(me, shared.clone(), proposer.clone());
+        let checkpoints = Checkpoints::start(store, config.checkpoints.clone())
+            .await
+            .map_err(|e| storage(format!("cannot start the checkpoint service: {e}")))?;
+        let reads = ReadBarrier { me, raft: raft.clone(), shared: shared.clone() };
+        let locator = Locator { me, shared: shared.clone(), view: transport.view() };
+        let host = Host::start(HostParts {
+            me,
+            name: name.clone(),
+            addr: member.addr.clone(),
+            specs: singletons,
+            shared: shared.clone(),
+            proposer: proposer.clone(),
+            checkpoints: checkpoints.clone(),
+            reads: reads.clone(),
+            locator: locator.clone(),
+            events: events.clone(),
+        });
+        let tasks = vec![
+            tokio::spawn(crate::leader::run(me, raft.clone(), shared.clone(), proposer.clone(), events.clone())),
+            tokio::spawn(mesh(me, raft.clone(), shared.clone(), transport.clone())),
+            tokio::spawn(watch_raft(me, raft.clone(), events.clone())),
+        ];
+        Ok(Node {
+            id: me,
+            name,
+            transport,
+            raft,
+            shared,
+            proposer,
+            checkpoints,
+            host,
+            events,
+            rpc,
+            db,
+            reads,
+            locator,
+            tasks,
+        })
     }
 
-    /// The address peers connect to.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The node's id in the group (new for every empty data directory).
+    pub fn id(&self) -> NodeId {
+        self.id
     }
 
     /// The node's name.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.name
     }
 
-    /// Node events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
-        self.shared.events.subscribe()
+    /// The address other nodes reach it at.
+    pub fn addr(&self) -> SocketAddr {
+        self.transport.addr()
     }
 
-    /// A cheap handle on the node's view of the cluster, for services that outlive a borrow.
-    pub fn view(&self) -> NodeView {
-        NodeView { shared: self.shared.clone() }
+    /// The transport (peer liveness, remote watches).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
-    /// Connects to the node at `addr` (the handshake completes asynchronously: watch for
-    /// [`NodeEvent::Up`] or [`NodeEvent::Refused`]) and keeps it as a seed: whenever that peer
-    /// is not up, the node connects to it again (about once a second).
-    pub async fn connect(&self, addr: SocketAddr) -> Result<(), ClusterError> {
-        {
-            let mut seeds = self.shared.seeds.lock().unwrap_or_else(PoisonError::into_inner);
-            if !seeds.iter().any(|(a, _)| *a == addr) {
-                seeds.push((addr, None));
-            }
+    /// The checkpoint service on the replicated store: checkpointed and durable actors
+    /// started with it keep their state in the group.
+    pub fn checkpoints(&self) -> &Checkpoints {
+        &self.checkpoints
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.events.subscribe()
+    }
+
+    /// What the group agrees on, as this node has applied it.
+    pub fn ledger<T>(&self, f: impl FnOnce(&crate::ledger::Ledger) -> T) -> T {
+        self.shared.read(f)
+    }
+
+    /// The index of the last log entry this node applied.
+    pub fn applied(&self) -> u64 {
+        self.shared.applied()
+    }
+
+    /// Raft's view: the leader, the voters and the learners.
+    pub fn membership(&self) -> Membership {
+        let m = self.raft.metrics().borrow().clone();
+        let config = m.membership_config.membership();
+        Membership {
+            leader: m.current_leader,
+            voters: config.voter_ids().collect(),
+            learners: config.learner_ids().collect(),
+            term: m.current_term,
         }
-        connect_to(&self.server, &self.shared, addr).await
     }
 
-    /// Watches an actor on another node (a member of a process group, say): the receiver gets
-    /// [`RemoteDown::Exited`] when it exits, or [`RemoteDown::NodeDown`] when its node is
-    /// declared down, whichever comes first (checked every heartbeat interval). Errors if the
-    /// actor is local (use ractor's supervision for those) or its node is not connected.
-    pub async fn watch(
+    /// The singletons running on this node.
+    pub fn hosted(&self) -> Vec<String> {
+        self.host.hosted()
+    }
+
+    /// The supervisor of a singleton running on this node.
+    pub fn supervisor(&self, name: &str) -> Option<warden_core::SupervisorRef> {
+        self.host.supervisor(name)
+    }
+
+    /// How long this node's lease still holds (zero: it serves nothing now).
+    pub fn lease_left(&self) -> Duration {
+        self.host.lease_left()
+    }
+
+    /// The running instance of singleton `name`, wherever the group placed it (as this node
+    /// has applied the placement), if it is up and reachable from here.
+    pub fn locate<M: Message>(&self, name: &str) -> Option<ActorRef<M>> {
+        self.locator.find(name)
+    }
+
+    /// Finds singletons (a cheap handle, for tasks that outlive a borrow of the node).
+    pub fn locator(&self) -> Locator {
+        self.locator.clone()
+    }
+
+    /// Confirms that a read answered now would be linearizable from this node's applied
+    /// state (the leader still leads, and this node has applied everything it committed).
+    pub async fn read_barrier(&self) -> Result<(), String> {
+        let index = self.reads.read_index().await?;
+        tokio::time::timeout(crate::reads::READ_TIMEOUT, self.shared.applied_at_least(index))
+            .await
+            .map_err(|_| format!("this node did not apply entry {index} in time"))
+    }
+
+    /// Makes this node's next Raft log write wait `hold` (a stalled disk, for fault tests).
+    pub fn stall_disk(&self, hold: Duration) {
+        let stall: &DiskStall = &self.db.stall;
+        stall.stall_next(hold);
+    }
+
+    /// Submits commands to the group (for tools and tests; actors write through
+    /// [`Node::checkpoints`]).
+    pub async fn propose(
         &self,
-        actor: ractor::ActorCell,
-    ) -> Result<tokio::sync::oneshot::Receiver<RemoteDown>, ClusterError> {
-        let id = actor.get_id();
-        let err = |cause: String| ClusterError::Watch { actor: id.to_string(), cause };
-        if id.is_local() {
-            return Err(err("the actor is local: supervise or link it instead".into()));
-        }
-        let sessions = ractor::call!(self.server, NodeServerMessage::GetSessions).map_err(|e| err(e.to_string()))?;
-        let peer = sessions
-            .values()
-            .find(|s| s.node_id == id.node())
-            .and_then(|s| s.peer_name.as_ref())
-            .map(|n| node_name(&n.name).to_string())
-            .ok_or_else(|| err(format!("no connected node with id {}", id.node())))?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.shared.watches.lock().unwrap_or_else(PoisonError::into_inner).push(Watch { cell: actor, peer, tx });
-        Ok(rx)
+        commands: Vec<Command>,
+    ) -> Result<crate::proposer::Committed, crate::proposer::ProposeError> {
+        self.proposer.submit(commands).await
     }
 
-    /// Stops the node.
-    pub fn stop(&self) {
-        self.monitor.abort();
-        if let Some(a) = &self.acceptor {
-            a.abort();
-        }
-        self.receiver.stop(None);
-        self.server.stop(None);
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Sends heartbeats to every remote receiver and scores the peers, every interval; ends the
-/// sessions of peers declared down.
-async fn monitor(shared: Arc<Shared>, server: ActorRef<NodeServerMessage>) {
-    let mut tick = tokio::time::interval(shared.config.heartbeat_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Rejoin attempts about once a second.
-    let rejoin_every =
-        (Duration::from_secs(1).as_millis() / shared.config.heartbeat_interval.as_millis().max(1)).max(1) as u64;
-    let mut rounds = 0u64;
-    loop {
-        tick.tick().await;
-        for member in ractor::pg::get_members(&HEARTBEAT_GROUP.to_string()) {
-            if !member.get_id().is_local() {
-                let _ = ActorRef::<String>::from(member).cast(shared.name.clone());
+    /// Leaves the group in order: the node stops taking singletons, hands its own to other
+    /// nodes (final snapshots first), is taken out of the membership, then stops. Errors if
+    /// that does not happen within [`LEAVE_TIMEOUT`] (the node is then stopped anyway).
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        let fail = |cause: String| ClusterError::Leave { name: self.name.clone(), cause };
+        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        // The leader removes a drained node from the membership once it owns nothing, then
+        // commits `Forget`; the node itself may never apply those entries (the leader stops
+        // replicating to it), so it asks: `Drain` is resubmitted until the group answers that
+        // the node is no longer a member (`NotLive`: forgotten).
+        // Any member that applied past what this node has applied now knows this node (its
+        // renewals are in there), so its "forgotten" is an answer about this leave.
+        let known_at = self.applied();
+        let result = async {
+            let mut drained = false;
+            let mut attempt = 0;
+            loop {
+                match self.proposer.submit(vec![Command::Drain { node: self.id }]).await {
+                    Ok(c)
+                        if c.outcomes.first().and_then(|o| o.first())
+                            == Some(&Outcome::Refused(Refusal::NotLive(self.id))) =>
+                    {
+                        return Ok(());
+                    }
+                    Ok(_) => drained = true,
+                    Err(e) if Instant::now() > deadline => return Err(fail(e.to_string())),
+                    // Not committed, or perhaps committed (then the group may be handing off
+                    // already): ask again, and ask the members below.
+                    Err(_) => {}
+                }
+                let m = self.membership();
+                if drained && !m.voters.contains(&self.id) && !m.learners.contains(&self.id) {
+                    return Ok(());
+                }
+                // Once removed, this node hears from no leader and its proposals may go to a
+                // leader that is gone: any member can tell it whether the group forgot it.
+                attempt += 1;
+                let ask = Request::Forgotten { id: self.id, after: known_at };
+                match network::call_any(&ask, LEAVE_POLL * 5, attempt).await {
+                    Ok(Reply::Forgotten(Some(true))) => return Ok(()),
+                    other => {
+                        tracing::debug!(target: "warden::cluster", node = self.id, answer = ?other, "still a member")
+                    }
+                }
+                if Instant::now() > deadline {
+                    return Err(fail(format!(
+                        "still a member after {LEAVE_TIMEOUT:?} ({} singletons left)",
+                        self.hosted().len()
+                    )));
+                }
+                tokio::time::sleep(LEAVE_POLL).await;
             }
         }
-        for peer in shared.evaluate() {
-            end_session(&server, &peer).await;
+        .await;
+        self.stop().await;
+        result
+    }
+
+    /// Stops the node (its singletons stop gracefully; for the others it is a node gone
+    /// down: the group moves its singletons once its lease has run out).
+    pub async fn stop(&self) {
+        self.host.shutdown().await;
+        let _ = self.checkpoints.close().await;
+        for t in &self.tasks {
+            t.abort();
         }
-        close_stalled_handshakes(&shared);
-        check_watches(&shared);
-        rounds += 1;
-        if rounds.is_multiple_of(rejoin_every) {
-            rejoin_seeds(&shared, &server).await;
-        }
+        let _ = self.raft.shutdown().await;
+        self.rpc.stop(None);
+        self.transport.stop();
     }
 }
 
-/// Accepts TLS connections: each handshake runs in its own task, bounded by the handshake
-/// timeout; an established stream goes to ractor_cluster, a failure becomes a `Refused` event.
-async fn accept_tls(
-    listener: tokio::net::TcpListener,
-    tls: TlsSettings,
-    shared: Arc<Shared>,
-    server: ActorRef<NodeServerMessage>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-    loop {
-        let (stream, peer_addr) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, say: do not spin on the error.
-                tracing::warn!(target: "warden::cluster", node = %shared.name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+/// Raft's membership as a node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The leader, if one is known.
+    pub leader: Option<NodeId>,
+    /// The voters.
+    pub voters: BTreeSet<NodeId>,
+    /// The learners (not yet voting).
+    pub learners: BTreeSet<NodeId>,
+    /// The current term.
+    pub term: u64,
+}
+
+/// Asks members (reached through `seeds`) to add this node, until the leader has.
+async fn join(transport: &Transport, seeds: &[SocketAddr], me: NodeId, member: &Member) -> Result<(), String> {
+    for seed in seeds {
+        transport.add_seed(*seed);
+        let _ = transport.connect(*seed).await;
+    }
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    let request = Request::Join { id: me, member: member.clone() };
+    let mut target: Option<NodeId> = None;
+    let mut last = String::from("no member reachable through the seeds");
+    let mut attempt = 0;
+    while Instant::now() < deadline {
+        let asked = target.take();
+        let answer = match asked {
+            Some(t) => network::call(t, &request, Duration::from_secs(5)).await,
+            None => {
+                attempt += 1;
+                network::call_any(&request, Duration::from_secs(5), attempt).await
             }
         };
-        let (acceptor, shared, server) = (acceptor.clone(), shared.clone(), server.clone());
-        tokio::spawn(async move {
-            let local_addr = match stream.local_addr() {
-                Ok(a) => a,
-                Err(_) => return,
-            };
-            let _ = stream.set_nodelay(true);
-            let refused = |cause: String| shared.emit(NodeEvent::Refused { addr: peer_addr.to_string(), cause });
-            match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let stream = ractor_cluster::NetworkStream::TlsServer { peer_addr, local_addr, stream };
-                    let _ =
-                        server.cast(NodeServerMessage::ConnectionOpened { stream: Box::new(stream), is_server: true });
+        let ask = asked.unwrap_or(0);
+        match answer {
+            Ok(Reply::Joined(Ok(()))) => return Ok(()),
+            Ok(Reply::Joined(Err(NotDone::NotLeader(leader)))) => {
+                target = leader;
+                last = format!("node {ask} is not the leader");
+                if leader.is_none() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Ok(Err(e)) => refused(format!("TLS handshake failed: {e}")),
-                Err(_) => refused(format!(
-                    "no TLS handshake within {} ms; connection closed",
-                    shared.config.handshake_timeout.as_millis()
-                )),
             }
-        });
-    }
-}
-
-async fn connect_to(
-    server: &ActorRef<NodeServerMessage>,
-    shared: &Shared,
-    addr: SocketAddr,
-) -> Result<(), ClusterError> {
-    let err = |cause: String| ClusterError::Connect { name: shared.name.clone(), addr, cause };
-    match &shared.config.tls {
-        None => ractor_cluster::client_connect(server, addr).await.map_err(|e| err(e.to_string())),
-        Some(tls) => {
-            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(tls.server_name.clone())
-                .map_err(|e| err(format!("invalid TLS server name {:?}: {e}", tls.server_name)))?;
-            let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
-            ractor_cluster::client_connect_enc(server, addr, connector, name)
-                .await
-                .map_err(|e| err(format!("TLS: {e}")))
+            Ok(Reply::Joined(Err(NotDone::Failed(e)))) => {
+                last = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(_) => last = "an answer of the wrong kind".into(),
+            Err(e) => {
+                last = e.to_string();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
+    Err(format!("not added within {JOIN_TIMEOUT:?}: {last}"))
 }
 
-/// Connects again to the seeds whose peer is not up (at most once a second).
-async fn rejoin_seeds(shared: &Shared, server: &ActorRef<NodeServerMessage>) {
-    let lost: Vec<SocketAddr> = {
-        let peers = shared.lock();
-        let seeds = shared.seeds.lock().unwrap_or_else(PoisonError::into_inner);
-        seeds
-            .iter()
-            .filter(|(_, peer)| match peer {
-                Some(p) => peers.get(p).is_none_or(|p| p.down),
-                None => true,
+/// Keeps a session with every member.
+///
+/// A member's address is the one its latest renewal carries (a node restarted on another
+/// port renews with its new address), else the one it joined with.
+async fn mesh(me: NodeId, raft: Raft, shared: Arc<Shared>, transport: Arc<Transport>) {
+    let mut known: BTreeSet<SocketAddr> = BTreeSet::new();
+    loop {
+        let members: Vec<Member> = {
+            let m = raft.metrics().borrow().clone();
+            shared.read(|l| {
+                m.membership_config
+                    .membership()
+                    .nodes()
+                    .filter(|(id, _)| **id != me)
+                    .map(|(id, n)| match l.nodes.get(id) {
+                        Some(rec) if !rec.addr.is_empty() => Member { name: n.name.clone(), addr: rec.addr.clone() },
+                        _ => n.clone(),
+                    })
+                    .collect()
             })
-            .map(|(a, _)| *a)
-            .collect()
-    };
-    for addr in lost {
-        if let Err(e) = connect_to(server, shared, addr).await {
-            tracing::debug!(target: "warden::cluster", node = %shared.name, error = %e, "rejoin attempt failed");
-        }
-    }
-}
-
-/// Fires the watches whose actor exited (ractor_cluster stops the local stand-in of a remote
-/// actor when its node reports the exit) or whose node is down.
-fn check_watches(shared: &Shared) {
-    let fired: Vec<(Watch, RemoteDown)> = {
-        let peers = shared.lock();
-        let mut watches = shared.watches.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut fired = Vec::new();
-        let mut i = 0;
-        while i < watches.len() {
-            let w = &watches[i];
-            let actor = w.cell.get_id().to_string();
-            let node_down = peers.get(&w.peer).is_some_and(|p| p.down);
-            let why = if node_down {
-                Some(RemoteDown::NodeDown { actor, node: w.peer.clone() })
-            } else if w.cell.get_status() == ractor::ActorStatus::Stopped {
-                Some(RemoteDown::Exited { actor, node: w.peer.clone() })
-            } else {
-                None
-            };
-            match why {
-                Some(why) => fired.push((watches.swap_remove(i), why)),
-                None => i += 1,
+        };
+        let mut now = BTreeSet::new();
+        for member in members {
+            if let Ok(addr) = member.addr.parse() {
+                transport.add_named_seed(addr, &member.name);
+                now.insert(addr);
             }
         }
-        fired
-    };
-    for (w, why) in fired {
-        tracing::info!(target: "warden::cluster", node = %shared.name, watched = ?why, "watched remote actor gone");
-        let _ = w.tx.send(why);
+        for gone in known.difference(&now) {
+            transport.remove_seed(*gone);
+        }
+        known = now;
+        tokio::time::sleep(MESH_EVERY).await;
     }
 }
 
-/// Closes connections that opened but never completed the handshake in time.
-fn close_stalled_handshakes(shared: &Shared) {
-    let limit = shared.config.handshake_timeout;
-    let stalled: Vec<(ActorRef<ractor_cluster::NodeSessionMessage>, String)> = {
-        let mut h = shared.handshaking.lock().unwrap_or_else(PoisonError::into_inner);
-        let ids: Vec<u64> = h.iter().filter(|(_, (at, _, _))| at.elapsed() > limit).map(|(id, _)| *id).collect();
-        ids.into_iter().filter_map(|id| h.remove(&id)).map(|(_, actor, addr)| (actor, addr)).collect()
-    };
-    for (actor, addr) in stalled {
-        actor.stop(Some("handshake timed out".into()));
-        shared.emit(NodeEvent::Refused {
-            addr,
-            cause: format!("no completed handshake within {} ms; connection closed", limit.as_millis()),
-        });
-    }
-}
-
-async fn end_session(server: &ActorRef<NodeServerMessage>, peer: &str) {
-    let Ok(sessions) = ractor::call!(server, NodeServerMessage::GetSessions) else { return };
-    for ses in sessions.values() {
-        if ses.peer_name.as_ref().is_some_and(|n| node_name(&n.name) == peer) {
-            ses.actor.stop(Some(format!("declared down by warden: {peer}")));
+/// Reports changes of leader, and this node's promotion to voter.
+async fn watch_raft(me: NodeId, raft: Raft, events: Events) {
+    let mut metrics = raft.metrics();
+    let mut last = None;
+    let mut voter = metrics.borrow().membership_config.membership().voter_ids().any(|id| id == me);
+    loop {
+        let (leader, now_voter) = {
+            let m = metrics.borrow();
+            (m.current_leader, m.membership_config.membership().voter_ids().any(|id| id == me))
+        };
+        if leader != last {
+            if let Some(node) = leader {
+                events.send(ClusterEvent::Leader { node });
+            }
+            last = leader;
+        }
+        if now_voter && !voter {
+            events.send(ClusterEvent::Joined { id: me });
+        }
+        voter = now_voter;
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }

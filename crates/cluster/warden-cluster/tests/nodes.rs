@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tokio::sync::broadcast::Receiver;
-use warden_cluster::{Node, NodeConfig, NodeEvent};
+use warden_cluster::{NodeEvent, Transport, TransportConfig};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -21,8 +21,8 @@ async fn next(rx: &mut Receiver<NodeEvent>, what: &str, pred: impl Fn(&NodeEvent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_meet_beat_and_see_a_stopped_peer_go_down() {
-    let a = Node::start(NodeConfig::new("node-a", "cookie-1")).await.unwrap();
-    let b = Node::start(NodeConfig::new("node-b", "cookie-1")).await.unwrap();
+    let a = Transport::start(TransportConfig::new("node-a", "cookie-1")).await.unwrap();
+    let b = Transport::start(TransportConfig::new("node-b", "cookie-1")).await.unwrap();
     assert!(a.addr().ip().is_loopback() && b.addr().ip().is_loopback(), "loopback by default");
     let (mut ea, mut eb) = (a.subscribe(), b.subscribe());
     b.connect(a.addr()).await.unwrap();
@@ -42,8 +42,8 @@ async fn nodes_meet_beat_and_see_a_stopped_peer_go_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_cookie_is_refused_with_the_peer_address() {
-    let a = Node::start(NodeConfig::new("node-c", "right")).await.unwrap();
-    let intruder = Node::start(NodeConfig::new("node-x", "wrong")).await.unwrap();
+    let a = Transport::start(TransportConfig::new("node-c", "right")).await.unwrap();
+    let intruder = Transport::start(TransportConfig::new("node-x", "wrong")).await.unwrap();
     let mut ea = a.subscribe();
     intruder.connect(a.addr()).await.unwrap();
     match next(&mut ea, "refusal", |e| matches!(e, NodeEvent::Refused { .. } | NodeEvent::Up { .. })).await {
@@ -58,9 +58,9 @@ async fn a_wrong_cookie_is_refused_with_the_peer_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_completes_the_handshake_is_closed() {
     use tokio::io::AsyncReadExt;
-    let mut config = NodeConfig::new("node-h", "cookie-h");
+    let mut config = TransportConfig::new("node-h", "cookie-h");
     config.handshake_timeout = Duration::from_millis(300);
-    let a = Node::start(config).await.unwrap();
+    let a = Transport::start(config).await.unwrap();
     let mut ea = a.subscribe();
     // A client that connects and says nothing.
     let mut silent = tokio::net::TcpStream::connect(a.addr()).await.unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use warden_cluster::{Node, NodeConfig, NodeEvent};
+use warden_cluster::{NodeEvent, Transport, TransportConfig};
 
 mod support;
 use support::*;
@@ -23,7 +23,7 @@ async fn peer_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_frozen_nodes_are_declared_down() {
-    let watcher = Node::start(NodeConfig::new("watcher", "test-cookie")).await.unwrap();
+    let watcher = Transport::start(TransportConfig::new("watcher", "test-cookie")).await.unwrap();
     let mut events = watcher.subscribe();
     // The last case freezes right after the handshake, before any heartbeat history exists.
     let cases = [

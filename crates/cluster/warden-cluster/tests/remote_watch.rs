@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use warden_cluster::{Node, NodeConfig, NodeEvent, RemoteDown, HEARTBEAT_GROUP};
+use warden_cluster::{NodeEvent, RemoteDown, Transport, TransportConfig, HEARTBEAT_GROUP};
 
 mod support;
 use support::*;
@@ -35,7 +35,7 @@ async fn remote_member(group: &str) -> ractor::ActorCell {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_remote_actor_reports_its_exit_and_its_nodes_death() {
-    let watcher = Node::start(NodeConfig::new("watcher-2", "test-cookie")).await.unwrap();
+    let watcher = Transport::start(TransportConfig::new("watcher-2", "test-cookie")).await.unwrap();
     let mut events = watcher.subscribe();
     let peer = spawn_peer_with("host", watcher.addr(), Some(1500));
     assert!(wait_for(&mut events, |e| matches!(e, NodeEvent::Up { peer, .. } if peer == "host")).await.is_some());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
-use warden_cluster::{Node, NodeConfig, NodeEvent, TlsSettings};
+use warden_cluster::{NodeEvent, TlsSettings, Transport, TransportConfig};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -50,8 +50,8 @@ fn tls(p: &Pki) -> TlsSettings {
     TlsSettings { server: Arc::new(server), client: Arc::new(client), server_name: "warden-node".into() }
 }
 
-fn config(name: &str, p: &Pki) -> NodeConfig {
-    let mut c = NodeConfig::new(name, "tls-cookie");
+fn config(name: &str, p: &Pki) -> TransportConfig {
+    let mut c = TransportConfig::new(name, "tls-cookie");
     c.tls = Some(tls(p));
     c
 }
@@ -70,14 +70,14 @@ async fn next(rx: &mut tokio::sync::broadcast::Receiver<NodeEvent>, pred: impl F
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_of_one_ca_meet_and_a_foreign_certificate_is_refused() {
     let cluster = pki();
-    let a = Node::start(config("tls-a", &cluster)).await.unwrap();
-    let b = Node::start(config("tls-b", &cluster)).await.unwrap();
+    let a = Transport::start(config("tls-a", &cluster)).await.unwrap();
+    let b = Transport::start(config("tls-b", &cluster)).await.unwrap();
     assert!(a.addr().ip().is_loopback());
     let mut ea = a.subscribe();
     b.connect(a.addr()).await.unwrap();
     next(&mut ea, |e| matches!(e, NodeEvent::Up { peer, .. } if peer == "tls-b")).await;
 
-    let stranger = Node::start(config("tls-x", &pki())).await.unwrap();
+    let stranger = Transport::start(config("tls-x", &pki())).await.unwrap();
     let _ = stranger.connect(a.addr()).await; // fails on either side's certificate check
     match next(&mut ea, |e| matches!(e, NodeEvent::Refused { .. } | NodeEvent::Up { .. })).await {
         NodeEvent::Refused { addr, cause } => {

@@ -1,29 +1,39 @@
-//! The `bank` demo's actors: accounts as durable, replicated cluster singletons, and a
-//! singleton auditor.
+//! The `bank` demo's actors: accounts as durable cluster singletons, a singleton auditor, and
+//! a `register` singleton whose reads are linearizable (the checker tests them).
 //!
 //! A transfer is two steps with a durable outbox in between, so no fault can create or destroy
 //! money: the source account journals `Debited` (balance down, the credit queued in its outbox)
 //! and only then acknowledges the transfer; it then delivers the credit to the destination
 //! account (retrying until it is confirmed, across restarts and moves, since the outbox is part
 //! of its journaled state), which journals `Credited` once per transfer id, and finally the
-//! source journals `Delivered`. Money in flight sits in outboxes. Every journal write is on a
-//! majority of the nodes before it counts (synchronous replication), so an acknowledged
-//! transfer survives the loss of any one node of three.
+//! source journals `Delivered`. Money in flight sits in outboxes. Every journal write goes
+//! through the group's Raft log under the account's fencing token, so an acknowledged transfer
+//! is on a majority of the nodes, and a stale instance of an account can write nothing.
+//!
+//! Messages between nodes carry MessagePack-encoded typed values ([`wire`]); every answer
+//! names the node and the grant token of the instance that gave it, which is how the checker
+//! measures how long two instances of one singleton ever answered at once.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
-use warden_checkpoint::{Checkpoint, Checkpointed, Checkpoints, EventSourced, SnapshotPolicy};
-use warden_cluster::singleton::{locate, SingletonSpec};
-use warden_core::ChildSpec;
+use warden_checkpoint::{Checkpoint, Checkpointed, EventSourced, SnapshotPolicy};
+use warden_cluster::{SingletonContext, SingletonSpec};
+
+use super::wire::{self, CallExt};
 
 /// Every account starts with this much.
 pub const INITIAL_BALANCE: i64 = 1_000;
-
-/// A handler running longer than this is hung (a persist waits at most ~1 s for replicas).
+/// A handler running longer than this is hung (a persist waits at most 1.5 s for the log).
 pub const HANDLER_DEADLINE: Duration = Duration::from_secs(2);
+/// How long an account waits for a credit to be confirmed before it tries again.
+pub const CREDIT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an account retries its deliveries.
+pub const DELIVERY_RETRY: Duration = Duration::from_millis(200);
+/// A snapshot of an account every this many events (bounds its journal replay).
+pub const ACCOUNT_SNAPSHOT_EVERY: u64 = 200;
 
 /// Sends `tick()` to `actor` every `period` until that incarnation is gone.
 fn tick_every<M: ractor::Message>(actor: ActorRef<M>, period: Duration, tick: fn() -> M) {
@@ -42,7 +52,12 @@ pub fn account_name(i: usize) -> String {
     format!("acct-{i}")
 }
 
-/// A transfer request, as JSON on the wire.
+/// The checkpoint key of a bank singleton.
+pub fn key_of(name: &str) -> String {
+    format!("bank/{name}")
+}
+
+/// A transfer.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
     /// Unique in the run.
@@ -55,18 +70,49 @@ pub struct Transfer {
     pub amount: i64,
 }
 
-/// An account's messages (they cross nodes).
+/// Which instance answered: its node and its grant's token.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// The node's name.
+    pub node: String,
+    /// The grant's token.
+    pub token: u64,
+}
+
+/// An account's answer to a debit or credit.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum AccountReply {
+    /// Done (or done before: a retried request).
+    Ok(Served),
+    /// Not enough money: nothing happened.
+    Insufficient(Served),
+    /// Refused, and why (a bad request, or the journal write failed).
+    Refused(String),
+}
+
+/// A balance read: linearizable (the register's reads are; accounts answer from state).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum RegisterReply {
+    /// A write was committed.
+    Written(Served),
+    /// The value, read linearizably.
+    Value(u64, Served),
+    /// Refused, and why.
+    Refused(String),
+}
+
+/// An account's messages (they cross nodes; payloads are [`wire`]-encoded).
 #[derive(ractor_cluster::RactorClusterMessage)]
 pub enum AccountMsg {
-    /// Take money out for a transfer (JSON [`Transfer`]): `ok`, `insufficient` or `error: ...`.
+    /// Take money out for a transfer ([`Transfer`]); the answer is an [`AccountReply`].
     #[rpc]
-    Debit(String, RpcReplyPort<String>),
-    /// Put a transfer's money in (JSON [`Transfer`]), once per id: `ok` or `error: ...`.
+    Debit(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// Put a transfer's money in ([`Transfer`]), once per id; an [`AccountReply`].
     #[rpc]
-    Credit(String, RpcReplyPort<String>),
-    /// The account as JSON ([`Book`]).
+    Credit(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// The account ([`Book`]).
     #[rpc]
-    Inspect(RpcReplyPort<String>),
+    Inspect(RpcReplyPort<Vec<u8>>),
     /// The credit of this transfer id was confirmed.
     Delivered(u64),
     /// Delivering this transfer id failed; try again later.
@@ -98,7 +144,7 @@ pub struct Book {
 }
 
 /// A change of an account.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum AccountEvent {
     /// Money left for a transfer; the credit is queued.
     Debited(Transfer),
@@ -108,33 +154,94 @@ pub enum AccountEvent {
     Delivered(u64),
 }
 
+/// Applies one event to a book (the account's rule, also the checker's replay).
+pub fn apply_account(book: &mut Book, event: &AccountEvent) {
+    match event {
+        AccountEvent::Debited(t) => {
+            book.balance -= t.amount;
+            book.debited.insert(t.id);
+            book.outbox.push(t.clone());
+        }
+        AccountEvent::Credited(t) => {
+            book.balance += t.amount;
+            book.credited.insert(t.id);
+        }
+        AccountEvent::Delivered(id) => book.outbox.retain(|t| t.id != *id),
+    }
+}
+
 /// One account.
 #[derive(Clone)]
 pub struct Account {
     name: String,
+    ctx: SingletonContext,
 }
 
 impl Account {
+    fn served(&self) -> Served {
+        Served { node: self.ctx.node_name().to_string(), token: self.ctx.token() }
+    }
+
     fn deliver(&self, myself: &ActorRef<AccountMsg>, book: &mut Book) {
         if book.delivering {
             return;
         }
         let Some(t) = book.outbox.first().cloned() else { return };
         book.delivering = true;
-        let myself = myself.clone();
+        let (myself, locator) = (myself.clone(), self.ctx.locator().clone());
         tokio::spawn(async move {
-            let confirmed = match locate::<AccountMsg>(&t.to) {
+            let confirmed = match locator.find::<AccountMsg>(&t.to) {
                 Some(dest) => {
-                    let json = serde_json::to_string(&t).unwrap_or_default();
+                    let call = dest.call(|port| AccountMsg::Credit(wire::encode(&t), port), Some(CREDIT_TIMEOUT)).await;
                     matches!(
-                        dest.call(|port| AccountMsg::Credit(json, port), Some(Duration::from_secs(2))).await,
-                        Ok(ractor::rpc::CallResult::Success(ref r)) if r == "ok"
+                        call.ok().and_then(|r| r.success().and_then(|b| wire::decode::<AccountReply>(&b).ok())),
+                        Some(AccountReply::Ok(_))
                     )
                 }
                 None => false, // the destination is moving: next tick
             };
             let _ = myself.cast(if confirmed { AccountMsg::Delivered(t.id) } else { AccountMsg::DeliveryFailed(t.id) });
         });
+    }
+
+    async fn debit(&self, bytes: &[u8], book: &mut Book) -> AccountReply {
+        let t = match wire::decode::<Transfer>(bytes) {
+            Ok(t) => t,
+            Err(e) => return AccountReply::Refused(format!("bad transfer: {e}")),
+        };
+        if t.from != self.name {
+            return AccountReply::Refused(format!("transfer {} is not from {}", t.id, self.name));
+        }
+        if t.amount <= 0 {
+            return AccountReply::Refused(format!("transfer {} has amount {}", t.id, t.amount));
+        }
+        if book.debited.contains(&t.id) {
+            return AccountReply::Ok(self.served()); // a retried request
+        }
+        if book.balance < t.amount {
+            return AccountReply::Insufficient(self.served());
+        }
+        match self.persist(book, AccountEvent::Debited(t)).await {
+            Ok(_) => AccountReply::Ok(self.served()),
+            Err(e) => AccountReply::Refused(e.to_string()),
+        }
+    }
+
+    async fn credit(&self, bytes: &[u8], book: &mut Book) -> AccountReply {
+        let t = match wire::decode::<Transfer>(bytes) {
+            Ok(t) => t,
+            Err(e) => return AccountReply::Refused(format!("bad transfer: {e}")),
+        };
+        if t.to != self.name {
+            return AccountReply::Refused(format!("transfer {} is not to {}", t.id, self.name));
+        }
+        if book.credited.contains(&t.id) {
+            return AccountReply::Ok(self.served());
+        }
+        match self.persist(book, AccountEvent::Credited(t)).await {
+            Ok(_) => AccountReply::Ok(self.served()),
+            Err(e) => AccountReply::Refused(e.to_string()),
+        }
     }
 }
 
@@ -144,7 +251,7 @@ impl Actor for Account {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<AccountMsg>, _: ()) -> Result<Book, ActorProcessingErr> {
-        tick_every(myself, Duration::from_millis(200), || AccountMsg::Tick);
+        tick_every(myself, DELIVERY_RETRY, || AccountMsg::Tick);
         Ok(Book { name: self.name.clone(), balance: INITIAL_BALANCE, ..Book::default() })
     }
 
@@ -155,35 +262,21 @@ impl Actor for Account {
         book: &mut Book,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AccountMsg::Debit(json, reply) => {
-                let answer = match serde_json::from_str::<Transfer>(&json) {
-                    Err(e) => format!("error: bad transfer {json:?}: {e}"),
-                    Ok(t) if t.from != self.name => format!("error: transfer {} is not from {}", t.id, self.name),
-                    Ok(t) if t.amount <= 0 => format!("error: transfer {} has amount {}", t.id, t.amount),
-                    Ok(t) if book.debited.contains(&t.id) => "ok".into(), // a retried request
-                    Ok(t) if book.balance < t.amount => "insufficient".into(),
-                    Ok(t) => match self.persist(book, AccountEvent::Debited(t)).await {
-                        Ok(_) => "ok".into(),
-                        Err(e) => format!("error: {e}"),
-                    },
-                };
-                let _ = reply.send(answer);
+            AccountMsg::Debit(bytes, reply) => {
+                let answer = self.debit(&bytes, book).await;
+                let refused = matches!(answer, AccountReply::Refused(_));
+                let _ = reply.send(wire::encode(&answer));
                 self.deliver(&myself, book);
+                if refused && !self.ctx.serving() {
+                    return Err("the account lost its grant".into());
+                }
             }
-            AccountMsg::Credit(json, reply) => {
-                let answer = match serde_json::from_str::<Transfer>(&json) {
-                    Err(e) => format!("error: bad transfer {json:?}: {e}"),
-                    Ok(t) if t.to != self.name => format!("error: transfer {} is not to {}", t.id, self.name),
-                    Ok(t) if book.credited.contains(&t.id) => "ok".into(),
-                    Ok(t) => match self.persist(book, AccountEvent::Credited(t)).await {
-                        Ok(_) => "ok".into(),
-                        Err(e) => format!("error: {e}"),
-                    },
-                };
-                let _ = reply.send(answer);
+            AccountMsg::Credit(bytes, reply) => {
+                let answer = self.credit(&bytes, book).await;
+                let _ = reply.send(wire::encode(&answer));
             }
             AccountMsg::Inspect(reply) => {
-                let _ = reply.send(serde_json::to_string(&*book).unwrap_or_default());
+                let _ = reply.send(wire::encode(&*book));
             }
             AccountMsg::Delivered(id) => {
                 if book.outbox.first().is_some_and(|t| t.id == id) {
@@ -214,31 +307,20 @@ impl Checkpoint for Account {
 impl EventSourced for Account {
     type Event = AccountEvent;
     fn apply(&self, book: &mut Book, event: &AccountEvent) {
-        match event {
-            AccountEvent::Debited(t) => {
-                book.balance -= t.amount;
-                book.debited.insert(t.id);
-                book.outbox.push(t.clone());
-            }
-            AccountEvent::Credited(t) => {
-                book.balance += t.amount;
-                book.credited.insert(t.id);
-            }
-            AccountEvent::Delivered(id) => book.outbox.retain(|t| t.id != *id),
-        }
+        apply_account(book, event);
     }
 }
 
-/// The auditor's messages (they cross nodes).
+/// The auditor's messages.
 #[derive(ractor_cluster::RactorClusterMessage)]
 pub enum AuditorMsg {
-    /// The auditor's state as JSON ([`Audits`]).
+    /// The auditor's state ([`AuditorStatus`]).
     #[rpc]
-    Status(RpcReplyPort<String>),
+    Status(RpcReplyPort<Vec<u8>>),
     /// Time for an audit.
     Tick,
-    /// An audit's outcome (JSON [`Audit`]).
-    Done(String),
+    /// An audit's outcome ([`Audit`]).
+    Done(Vec<u8>),
     /// A fault: panic in the handler.
     Panic,
     /// A fault: a handler that never returns.
@@ -263,40 +345,53 @@ pub struct Audits {
     pub audits: u64,
     /// The last audit.
     pub last: Audit,
-    /// Audits whose total differed from the expected one. Audits read accounts one after the
-    /// other while transfers go on, so one may catch a credit in flight twice or not at all;
-    /// the exact check is the quiescent one at the end of a run.
+    /// Audits whose total differed from the expected one (audits read accounts one after the
+    /// other while transfers go on; the exact check is the quiescent one at the end).
     pub off: u64,
-    /// The node it runs on now (not saved).
-    #[serde(skip)]
-    pub node: String,
 }
 
-/// The ledger auditor: every second, counts the money of every account.
+/// What the auditor answers to a status request.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AuditorStatus {
+    /// Its state.
+    pub audits: Audits,
+    /// Which instance answered.
+    pub served: Served,
+}
+
+/// The ledger auditor: every [`audit_every`], counts the money of every account.
 #[derive(Clone)]
 pub struct Auditor {
-    node: String,
     accounts: usize,
+    ctx: SingletonContext,
+}
+
+/// How often the auditor audits: every second, and no more than 2,000 accounts a second.
+pub fn audit_every(accounts: usize) -> Duration {
+    Duration::from_millis(1000.max(accounts as u64 / 2))
 }
 
 /// Counts the money of all accounts; `None` if one did not answer.
-pub async fn audit(accounts: usize) -> Option<(Audit, Vec<Book>)> {
+pub async fn audit(locator: &warden_cluster::singleton::Locator, accounts: usize) -> Option<(Audit, Vec<Book>)> {
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..accounts {
-        let acct = locate::<AccountMsg>(&account_name(i))?;
-        calls.spawn(async move { acct.call(AccountMsg::Inspect, Some(Duration::from_secs(1))).await });
+        let acct = locator.find::<AccountMsg>(&account_name(i))?;
+        calls.spawn(async move { acct.call(AccountMsg::Inspect, Some(Duration::from_secs(2))).await });
     }
     let mut books = Vec::new();
     while let Some(done) = calls.join_next().await {
-        match done {
-            Ok(Ok(ractor::rpc::CallResult::Success(json))) => books.push(serde_json::from_str::<Book>(&json).ok()?),
-            _ => return None,
-        }
+        let bytes = done.ok()?.ok()?.success()?;
+        books.push(wire::decode::<Book>(&bytes).ok()?);
     }
     books.sort_by(|a, b| a.name.cmp(&b.name));
+    Some((count(&books), books))
+}
+
+/// The money in `books`: balances plus credits owed and not yet received.
+pub fn count(books: &[Book]) -> Audit {
     let credited: BTreeSet<u64> = books.iter().flat_map(|b| b.credited.iter().copied()).collect();
     let mut a = Audit::default();
-    for b in &books {
+    for b in books {
         a.total += b.balance;
         a.outbox_entries += b.outbox.len();
         for t in b.outbox.iter().filter(|t| !credited.contains(&t.id)) {
@@ -304,7 +399,7 @@ pub async fn audit(accounts: usize) -> Option<(Audit, Vec<Book>)> {
         }
     }
     a.total += a.in_flight;
-    Some((a, books))
+    a
 }
 
 impl Actor for Auditor {
@@ -313,8 +408,16 @@ impl Actor for Auditor {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<AuditorMsg>, _: ()) -> Result<Audits, ActorProcessingErr> {
-        tick_every(myself, Duration::from_secs(1), || AuditorMsg::Tick);
-        Ok(Audits { node: self.node.clone(), ..Audits::default() })
+        let every = audit_every(self.accounts);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if myself.cast(AuditorMsg::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Audits::default())
     }
 
     async fn handle(
@@ -325,26 +428,22 @@ impl Actor for Auditor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AuditorMsg::Status(reply) => {
-                let _ = reply.send(
-                    serde_json::to_string(&serde_json::json!({
-                        "audits": st.audits, "last": st.last, "off": st.off, "node": self.node,
-                    }))
-                    .unwrap_or_default(),
-                );
+                let served = Served { node: self.ctx.node_name().to_string(), token: self.ctx.token() };
+                let _ = reply.send(wire::encode(&AuditorStatus { audits: st.clone(), served }));
             }
             AuditorMsg::Tick => {
                 // The accounts answer from other nodes: count off the auditor's task.
-                let accounts = self.accounts;
+                let (accounts, locator) = (self.accounts, self.ctx.locator().clone());
                 tokio::spawn(async move {
-                    if let Some((a, _)) = audit(accounts).await {
-                        let _ = myself.cast(AuditorMsg::Done(serde_json::to_string(&a).unwrap_or_default()));
+                    if let Some((a, _)) = audit(&locator, accounts).await {
+                        let _ = myself.cast(AuditorMsg::Done(wire::encode(&a)));
                     }
                 });
             }
-            AuditorMsg::Done(json) => {
-                if let Ok(a) = serde_json::from_str::<Audit>(&json) {
-                    // A persist that fails (no majority reachable) is simply not counted.
-                    let _ = self.persist(st, a).await;
+            AuditorMsg::Done(bytes) => {
+                if let Ok(a) = wire::decode::<Audit>(&bytes) {
+                    // An audit whose write fails (no majority reachable) is simply not counted.
+                    self.persist(st, a).await?;
                 }
             }
             AuditorMsg::Panic => panic!("injected fault: panic in the auditor"),
@@ -360,7 +459,7 @@ impl Checkpoint for Auditor {
         st.clone()
     }
     fn restore(&self, st: &mut Audits, saved: Audits) {
-        *st = Audits { node: self.node.clone(), ..saved };
+        *st = saved;
     }
 }
 
@@ -375,38 +474,112 @@ impl EventSourced for Auditor {
     }
 }
 
-/// The bank's singletons: `accounts` accounts and the auditor, all durable.
-pub fn singletons(checkpoints: &Checkpoints, node: &str, accounts: usize) -> Vec<SingletonSpec> {
-    let mut specs = Vec::new();
+/// The register's messages.
+#[derive(ractor_cluster::RactorClusterMessage)]
+pub enum RegisterMsg {
+    /// Sets the value (journaled before the answer); a [`RegisterReply`].
+    #[rpc]
+    Write(u64, RpcReplyPort<Vec<u8>>),
+    /// The value, read linearizably; a [`RegisterReply`].
+    #[rpc]
+    Read(RpcReplyPort<Vec<u8>>),
+    /// A fault: panic in the handler.
+    Panic,
+    /// A fault: a handler that never returns.
+    Hang,
+}
+
+/// A register: one durable value, written by clients and read linearizably.
+#[derive(Clone)]
+pub struct Register {
+    ctx: SingletonContext,
+}
+
+impl Actor for Register {
+    type Msg = RegisterMsg;
+    type State = u64;
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<RegisterMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
+        Ok(0)
+    }
+    async fn handle(
+        &self,
+        _: ActorRef<RegisterMsg>,
+        msg: RegisterMsg,
+        value: &mut u64,
+    ) -> Result<(), ActorProcessingErr> {
+        let served = Served { node: self.ctx.node_name().to_string(), token: self.ctx.token() };
+        match msg {
+            RegisterMsg::Write(v, reply) => {
+                let answer = match self.persist(value, v).await {
+                    Ok(_) => RegisterReply::Written(served),
+                    Err(e) => RegisterReply::Refused(e.to_string()),
+                };
+                let _ = reply.send(wire::encode(&answer));
+            }
+            RegisterMsg::Read(reply) => {
+                let answer = match self.ctx.linearizable().await {
+                    Ok(()) => RegisterReply::Value(*value, served),
+                    Err(e) => RegisterReply::Refused(e.to_string()),
+                };
+                let _ = reply.send(wire::encode(&answer));
+            }
+            RegisterMsg::Panic => panic!("injected fault: panic in the register"),
+            RegisterMsg::Hang => std::future::pending::<()>().await,
+        }
+        Ok(())
+    }
+}
+
+impl Checkpoint for Register {
+    type Snapshot = u64;
+    fn snapshot(&self, v: &u64) -> u64 {
+        *v
+    }
+    fn restore(&self, v: &mut u64, saved: u64) {
+        *v = saved;
+    }
+}
+
+impl EventSourced for Register {
+    type Event = u64;
+    fn apply(&self, v: &mut u64, new: &u64) {
+        *v = *new;
+    }
+}
+
+/// The bank's singletons: `accounts` accounts, the auditor and the register, all durable.
+pub fn singletons(accounts: usize) -> Vec<SingletonSpec> {
+    let mut specs = Vec::with_capacity(accounts + 2);
     for i in 0..accounts {
         let name = account_name(i);
-        let (cp, key) = (checkpoints.clone(), format!("bank/{name}"));
-        let n = name.clone();
+        let (n, key) = (name.clone(), key_of(&name));
         specs.push(
-            SingletonSpec::new::<AccountMsg>(name.clone(), move || {
-                let policy = SnapshotPolicy::new().every_messages(200).retain(2);
-                ChildSpec::worker(
-                    n.clone(),
-                    Checkpointed::durable(Account { name: n.clone() }, &cp, key.clone(), policy),
-                    (),
-                )
-                .deadline(HANDLER_DEADLINE)
+            SingletonSpec::new(name.clone(), move |ctx: &SingletonContext| {
+                let policy = SnapshotPolicy::new().every_messages(ACCOUNT_SNAPSHOT_EVERY).retain(2);
+                let account = Account { name: n.clone(), ctx: ctx.clone() };
+                (Checkpointed::durable(account, ctx.checkpoints(), key.clone(), policy), ())
             })
-            .checkpoint_key(format!("bank/{name}")),
+            .checkpoint_key(key_of(&name))
+            .deadline(HANDLER_DEADLINE),
         );
     }
-    let (cp, node) = (checkpoints.clone(), node.to_string());
     specs.push(
-        SingletonSpec::new::<AuditorMsg>("auditor", move || {
+        SingletonSpec::new("auditor", move |ctx: &SingletonContext| {
             let policy = SnapshotPolicy::new().every_messages(50).retain(2);
-            ChildSpec::worker(
-                "auditor",
-                Checkpointed::durable(Auditor { node: node.clone(), accounts }, &cp, "bank/auditor", policy),
-                (),
-            )
-            .deadline(HANDLER_DEADLINE)
+            let auditor = Auditor { accounts, ctx: ctx.clone() };
+            (Checkpointed::durable(auditor, ctx.checkpoints(), key_of("auditor"), policy), ())
         })
-        .checkpoint_key("bank/auditor"),
+        .checkpoint_key(key_of("auditor"))
+        .deadline(HANDLER_DEADLINE),
+    );
+    specs.push(
+        SingletonSpec::new("register", move |ctx: &SingletonContext| {
+            let policy = SnapshotPolicy::new().every_messages(100).retain(2);
+            (Checkpointed::durable(Register { ctx: ctx.clone() }, ctx.checkpoints(), key_of("register"), policy), ())
+        })
+        .checkpoint_key(key_of("register"))
+        .deadline(HANDLER_DEADLINE),
     );
     specs
 }

@@ -1,15 +1,22 @@
 //! The bundled demo clusters: `warden demo <bank|pipeline>` and the node processes it runs.
 //!
-//! Layout: [`plan`] (fault plans), [`launcher`] (processes, workload, fault injection,
-//! progress, the final check), [`report`] (the JSON report), [`node`] (one node process),
-//! [`bank`] and [`pipeline`] (the demos' actors). See docs/demos.md.
+//! Layout: [`plan`] (fault plans), [`launcher`] (processes, network, workload, fault
+//! injection, progress, the final checks), [`checker`] (the stores and the history, judged
+//! after the run), [`report`] (the JSON report), [`protocol`] (the typed lines between the
+//! launcher and its nodes), [`node`] and [`gateway`] (one node process and its requests),
+//! [`bank`] and [`pipeline`] (the demos' actors), [`wire`] (their messages' encoding). See
+//! docs/demos.md.
 
 pub mod bank;
+pub mod checker;
+pub mod gateway;
 pub mod launcher;
 pub mod node;
 pub mod pipeline;
 pub mod plan;
+pub mod protocol;
 pub mod report;
+pub mod wire;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -45,23 +52,27 @@ impl Demo {
     /// Its singletons.
     pub fn singletons(self, accounts: usize) -> Vec<String> {
         match self {
-            Demo::Bank => (0..accounts).map(bank::account_name).chain(["auditor".to_string()]).collect(),
+            Demo::Bank => {
+                (0..accounts).map(bank::account_name).chain(["auditor".to_string(), "register".to_string()]).collect()
+            }
             Demo::Pipeline => vec!["results".into()],
         }
     }
 
     /// What its fault plans may hit.
-    pub fn targets(self, nodes: &[String], accounts: usize) -> plan::Targets {
+    pub fn targets(self, nodes: &[String], accounts: usize, partitions: bool) -> plan::Targets {
         match self {
             Demo::Bank => plan::Targets {
                 nodes: nodes.to_vec(),
                 actors: self.singletons(accounts),
                 key_singleton: self.key_singleton().into(),
+                partitions,
             },
             Demo::Pipeline => plan::Targets {
                 nodes: nodes.to_vec(),
                 actors: nodes.iter().map(|n| format!("worker@{n}")).chain(["results".to_string()]).collect(),
                 key_singleton: self.key_singleton().into(),
+                partitions,
             },
         }
     }
@@ -149,15 +160,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(args.nodes <= 9, "--nodes {}: at most 9 on one machine", args.nodes);
     anyhow::ensure!(args.accounts >= 2, "--accounts {}: transfers need at least 2 accounts", args.accounts);
     anyhow::ensure!((1..=64).contains(&args.concurrency), "--concurrency {}: between 1 and 64", args.concurrency);
+    anyhow::ensure!(args.accounts <= 100_000, "--accounts {}: at most 100,000", args.accounts);
     let names: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
-    let targets = args.demo.targets(&names, args.accounts);
+    let want_partitions = args.faults == "chaos" || args.faults.contains("partition");
+    let (net, network) = launcher::net::Net::choose(want_partitions);
+    let targets = args.demo.targets(&names, args.accounts, net.partitions());
     let plan = match args.faults.as_str() {
         "chaos" => plan::chaos(args.seed, args.duration, &targets),
         "none" => Vec::new(),
         list => plan::parse_list(list, &targets)?,
     };
     if let Some(f) = plan.iter().find(|f| f.at >= args.duration) {
-        anyhow::bail!("fault plan: {} at {:?} is after the end of the run ({:?})", f.kind, f.at, args.duration);
+        anyhow::bail!(
+            "fault plan: {} at {:?} is after the end of the run ({:?})",
+            f.action.kind(),
+            f.at,
+            args.duration
+        );
     }
     let settings = RunSettings {
         demo: args.demo,
@@ -173,7 +192,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     };
     if !args.quiet {
         eprintln!(
-            "warden demo {}: {} nodes on 127.0.0.1, {:?} of workload, {} planned faults (seed {})",
+            "warden demo {}: {} nodes ({network}), {:?} of workload, {} planned faults (seed {})",
             args.demo.name(),
             args.nodes,
             args.duration,
@@ -181,7 +200,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             args.seed
         );
         for f in &plan {
-            eprintln!("  at {:>5.1}s: {} {}", f.at.as_secs_f64(), f.kind, f.target);
+            eprintln!("  at {:>5.1}s: {} {}", f.at.as_secs_f64(), f.action.kind(), f.action.target());
         }
     }
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -192,7 +211,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
-    let report = match launcher::run(settings, plan, interrupted.clone()).await {
+    let report = match launcher::run(settings, plan, (net, network), interrupted.clone()).await {
         Ok(r) => r,
         Err(e) if interrupted.load(std::sync::atomic::Ordering::Relaxed) => {
             eprintln!("stopped: {e:#}");

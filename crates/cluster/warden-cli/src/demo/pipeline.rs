@@ -1,5 +1,6 @@
-//! The `pipeline` demo's actors: a supervised worker pool on every node, and a durable,
-//! replicated `results` singleton where each job's completion is recorded once.
+//! The `pipeline` demo's actors: a supervised worker pool on every node, and a durable
+//! `results` singleton (its journal in the group's Raft log) where each job's completion is
+//! recorded once.
 //!
 //! A job goes to some node, runs on that node's pool (a worker that panics or hangs mid-job is
 //! restarted and the job retried on another replica, up to three attempts), and its result is
@@ -15,10 +16,13 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
-use warden_checkpoint::{Checkpoint, Checkpointed, Checkpoints, EventSourced, SnapshotPolicy};
-use warden_cluster::singleton::{locate, SingletonSpec};
-use warden_core::ChildSpec;
+use warden_checkpoint::{Checkpoint, Checkpointed, EventSourced, SnapshotPolicy};
+use warden_cluster::singleton::Locator;
+use warden_cluster::{SingletonContext, SingletonSpec};
 use warden_pool::{Job, PoolError, PoolSpec, Routing};
+
+use super::bank::Served;
+use super::wire::{self, CallExt};
 
 /// Jobs with an id divisible by this are poison: every attempt panics.
 pub const POISON_EVERY: u64 = 97;
@@ -84,22 +88,42 @@ pub fn pool(faults: Arc<Faults>) -> PoolSpec<u64, u64> {
         .intensity(1000, Duration::from_secs(1))
 }
 
-/// The `results` singleton's messages (they cross nodes).
+/// The `results` singleton's messages (they cross nodes; payloads are [`wire`]-encoded).
 #[derive(ractor_cluster::RactorClusterMessage)]
 pub enum ResultsMsg {
-    /// Record job `id` as completed: `new`, `duplicate` or `error: ...`.
+    /// Record job `id` as completed; a [`ResultsReply`].
     #[rpc]
-    Complete(u64, RpcReplyPort<String>),
-    /// The record as JSON ([`Record`]).
+    Complete(u64, RpcReplyPort<Vec<u8>>),
+    /// The record ([`Record`]).
     #[rpc]
-    Summary(RpcReplyPort<String>),
-    /// `{"node": where it runs, "count": jobs recorded}` as JSON.
+    Summary(RpcReplyPort<Vec<u8>>),
+    /// How many jobs are recorded, and where it runs ([`ResultsCount`]).
     #[rpc]
-    Count(RpcReplyPort<String>),
+    Count(RpcReplyPort<Vec<u8>>),
     /// A fault: panic in the handler.
     Panic,
     /// A fault: a handler that never returns.
     Hang,
+}
+
+/// The answer to [`ResultsMsg::Complete`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ResultsReply {
+    /// The first completion of this job.
+    New(Served),
+    /// The job was already recorded (a retry after its node was lost).
+    Duplicate(Served),
+    /// The write failed.
+    Refused(String),
+}
+
+/// The answer to [`ResultsMsg::Count`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResultsCount {
+    /// Jobs recorded.
+    pub count: u64,
+    /// Which instance answered.
+    pub served: Served,
 }
 
 /// The journaled record of completed jobs.
@@ -112,7 +136,7 @@ pub struct Record {
 }
 
 /// A change of the record.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ResultsEvent {
     /// A job completed for the first time.
     Completed(u64),
@@ -120,10 +144,20 @@ pub enum ResultsEvent {
     Duplicate(u64),
 }
 
+/// Applies one event to the record (the recorder's rule, also the checker's replay).
+pub fn apply_results(st: &mut Record, event: &ResultsEvent) {
+    match event {
+        ResultsEvent::Completed(id) => {
+            st.completed.insert(*id);
+        }
+        ResultsEvent::Duplicate(_) => st.duplicates += 1,
+    }
+}
+
 /// The results singleton.
 #[derive(Clone)]
 pub struct Results {
-    node: String,
+    ctx: SingletonContext,
 }
 
 impl Actor for Results {
@@ -139,24 +173,23 @@ impl Actor for Results {
         msg: ResultsMsg,
         st: &mut Record,
     ) -> Result<(), ActorProcessingErr> {
+        let served = Served { node: self.ctx.node_name().to_string(), token: self.ctx.token() };
         match msg {
             ResultsMsg::Complete(id, reply) => {
-                let (event, answer) = if st.completed.contains(&id) {
-                    (ResultsEvent::Duplicate(id), "duplicate")
-                } else {
-                    (ResultsEvent::Completed(id), "new")
-                };
+                let duplicate = st.completed.contains(&id);
+                let event = if duplicate { ResultsEvent::Duplicate(id) } else { ResultsEvent::Completed(id) };
                 let answer = match self.persist(st, event).await {
-                    Ok(_) => answer.to_string(),
-                    Err(e) => format!("error: {e}"),
+                    Ok(_) if duplicate => ResultsReply::Duplicate(served),
+                    Ok(_) => ResultsReply::New(served),
+                    Err(e) => ResultsReply::Refused(e.to_string()),
                 };
-                let _ = reply.send(answer);
+                let _ = reply.send(wire::encode(&answer));
             }
             ResultsMsg::Summary(reply) => {
-                let _ = reply.send(serde_json::to_string(&*st).unwrap_or_default());
+                let _ = reply.send(wire::encode(&*st));
             }
             ResultsMsg::Count(reply) => {
-                let _ = reply.send(serde_json::json!({"node": self.node, "count": st.completed.len()}).to_string());
+                let _ = reply.send(wire::encode(&ResultsCount { count: st.completed.len() as u64, served }));
             }
             ResultsMsg::Panic => panic!("injected fault: panic in the results recorder"),
             ResultsMsg::Hang => std::future::pending::<()>().await,
@@ -178,46 +211,55 @@ impl Checkpoint for Results {
 impl EventSourced for Results {
     type Event = ResultsEvent;
     fn apply(&self, st: &mut Record, event: &ResultsEvent) {
-        match event {
-            ResultsEvent::Completed(id) => {
-                st.completed.insert(*id);
-            }
-            ResultsEvent::Duplicate(_) => st.duplicates += 1,
-        }
+        apply_results(st, event);
     }
 }
+
+/// The checkpoint key of the results singleton.
+pub const RESULTS_KEY: &str = "pipeline/results";
 
 /// The pipeline's singleton: `results`.
-pub fn singletons(checkpoints: &Checkpoints, node: &str) -> Vec<SingletonSpec> {
-    let (cp, node) = (checkpoints.clone(), node.to_string());
-    vec![SingletonSpec::new::<ResultsMsg>("results", move || {
+pub fn singletons() -> Vec<SingletonSpec> {
+    vec![SingletonSpec::new("results", |ctx: &SingletonContext| {
         let policy = SnapshotPolicy::new().every_messages(500).retain(2);
-        ChildSpec::worker(
-            "results",
-            Checkpointed::durable(Results { node: node.clone() }, &cp, "pipeline/results", policy),
-            (),
-        )
-        .deadline(Duration::from_secs(3))
+        (Checkpointed::durable(Results { ctx: ctx.clone() }, ctx.checkpoints(), RESULTS_KEY, policy), ())
     })
-    .checkpoint_key("pipeline/results")]
+    .checkpoint_key(RESULTS_KEY)
+    .deadline(Duration::from_secs(3))]
 }
 
-/// Runs job `id` on this node's pool and records it: `completed`, `failed: ...` (the job
-/// itself failed on every attempt) or `error: ...` (try elsewhere).
-pub async fn run_job(pool: &warden_pool::Pool<u64, u64>, id: u64) -> String {
+/// How a job ended.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Computed and recorded.
+    Completed,
+    /// The job itself failed on every attempt (a poison job).
+    Failed {
+        /// How many replicas tried it.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// Not done here: try elsewhere.
+    Retry(String),
+}
+
+/// Runs job `id` on this node's pool and records it.
+pub async fn run_job(pool: &warden_pool::Pool<u64, u64>, locator: &Locator, id: u64) -> JobOutcome {
     match pool.call(id).await {
         Ok(sum) if sum == checksum(id) => {}
-        Ok(sum) => return format!("error: job {id} computed {sum}, expected {}", checksum(id)),
-        Err(PoolError::Failed { attempts, last, .. }) => return format!("failed: {attempts} attempts; last: {last}"),
-        Err(e) => return format!("error: {e}"),
+        Ok(sum) => return JobOutcome::Retry(format!("job {id} computed {sum}, expected {}", checksum(id))),
+        Err(PoolError::Failed { attempts, last, .. }) => return JobOutcome::Failed { attempts, last },
+        Err(e) => return JobOutcome::Retry(e.to_string()),
     }
-    let Some(results) = locate::<ResultsMsg>("results") else {
-        return "error: the results recorder is moving".into();
+    let Some(results) = locator.find::<ResultsMsg>("results") else {
+        return JobOutcome::Retry("the results recorder is moving".into());
     };
-    match results.call(|port| ResultsMsg::Complete(id, port), Some(Duration::from_secs(3))).await {
-        Ok(ractor::rpc::CallResult::Success(r)) if r == "new" || r == "duplicate" => "completed".into(),
-        Ok(ractor::rpc::CallResult::Success(e)) => e,
-        Ok(other) => format!("error: recording job {id}: {other:?}"),
-        Err(e) => format!("error: recording job {id}: {e}"),
+    let call = results.call(|port| ResultsMsg::Complete(id, port), Some(Duration::from_secs(3))).await;
+    match call.ok().and_then(CallExt::success).map(|b| wire::decode::<ResultsReply>(&b)) {
+        Some(Ok(ResultsReply::New(_) | ResultsReply::Duplicate(_))) => JobOutcome::Completed,
+        Some(Ok(ResultsReply::Refused(e))) => JobOutcome::Retry(format!("recording job {id}: {e}")),
+        Some(Err(e)) => JobOutcome::Retry(format!("recording job {id}: {e}")),
+        None => JobOutcome::Retry(format!("recording job {id}: no answer")),
     }
 }

@@ -51,6 +51,10 @@ pub struct FaultRecord {
     /// with a new session).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejoined_at_ms: Option<u64>,
+    /// For a fault on a node: whether that node was the Raft leader (as last reported) when
+    /// the fault was injected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub was_leader: Option<bool>,
     /// Singletons the fault displaced, with the node each came back on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub moved: Vec<String>,
@@ -101,6 +105,10 @@ pub struct Report {
     pub invariant_ok: bool,
     /// Every fault.
     pub faults: Vec<FaultRecord>,
+    /// How the nodes were connected (loopback, or network namespaces for partitions).
+    pub network: String,
+    /// The checker's verdict over the stores and the history.
+    pub checker: Option<super::checker::Verdict>,
     /// Demo-specific figures (money counted, jobs, the auditor's state, ...).
     pub details: serde_json::Value,
 }

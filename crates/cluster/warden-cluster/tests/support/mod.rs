@@ -9,7 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use warden_cluster::{Node, NodeConfig, NodeEvent};
+use warden_cluster::{NodeEvent, Transport, TransportConfig};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -19,7 +19,7 @@ pub async fn run_peer_node() {
     let (Ok(name), Ok(target)) = (std::env::var("WARDEN_PEER_NAME"), std::env::var("WARDEN_PEER_OF")) else {
         panic!("run by the detection tests only");
     };
-    let node = Node::start(NodeConfig::new(name, "test-cookie")).await.expect("peer starts");
+    let node = Transport::start(TransportConfig::new(name, "test-cookie")).await.expect("peer starts");
     // A short-lived actor others can watch, when asked for.
     if let Ok(ms) = std::env::var("WARDEN_PEER_TARGET_MS") {
         let (target, _) = Actor::spawn(None, Target, ms.parse::<u64>().expect("ms")).await.expect("target");

@@ -1,0 +1,256 @@
+//! What a demo node does with each request of its launcher: route it to the singleton it is
+//! for (wherever the group placed it), run a job on the node's pool, inject a fault, or
+//! describe the node for the observer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use warden_cluster::Node;
+
+use super::bank::{self, AccountMsg, AccountReply, AuditorMsg, AuditorStatus, RegisterMsg, RegisterReply};
+use super::pipeline::{self, Faults, Record, ResultsCount, ResultsMsg};
+use super::protocol::{
+    Answer, GroupObservation, NodeObservation, Op, PeerObservation, Probe, RegisterOutcome, Status, TransferOutcome,
+    MAX_OBSERVED_SINGLETONS,
+};
+use super::wire::{self, CallExt};
+use super::Demo;
+
+/// How long a request waits for the singleton it is for.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(2500);
+/// How long a probe waits.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Crash reports per supervisor in the observer view.
+pub const OBSERVED_REPORTS: usize = 5;
+
+/// A node's request handler.
+pub struct Gateway {
+    pub(super) demo: Demo,
+    pub(super) accounts: usize,
+    pub(super) faults: Arc<Faults>,
+    pub(super) pool: Option<warden_pool::Pool<u64, u64>>,
+    pub(super) app: Option<warden_core::SupervisorRef>,
+    pub(super) node: Arc<Node>,
+}
+
+fn error(what: impl Into<String>) -> Answer {
+    Answer::Error { what: what.into() }
+}
+
+fn moving(name: &str) -> String {
+    format!("{name} is not running on any node reachable from here (moving?)")
+}
+
+impl Gateway {
+    /// Serves one request.
+    pub async fn serve(&self, op: Op) -> Answer {
+        let locator = self.node.locator();
+        match (self.demo, op) {
+            (Demo::Bank, Op::Transfer { transfer }) => {
+                let Some(acct) = locator.find::<AccountMsg>(&transfer.from) else {
+                    return Answer::Transfer(TransferOutcome::Failed { why: moving(&transfer.from) });
+                };
+                let call = acct.call(|p| AccountMsg::Debit(wire::encode(&transfer), p), Some(REQUEST_TIMEOUT)).await;
+                Answer::Transfer(match call.ok().and_then(CallExt::success).map(|b| wire::decode::<AccountReply>(&b)) {
+                    Some(Ok(AccountReply::Ok(served))) => TransferOutcome::Ok { served },
+                    Some(Ok(AccountReply::Insufficient(served))) => TransferOutcome::Insufficient { served },
+                    Some(Ok(AccountReply::Refused(why))) => TransferOutcome::Failed { why },
+                    Some(Err(e)) => TransferOutcome::Failed { why: format!("an undecodable answer: {e}") },
+                    None => TransferOutcome::Failed { why: "no answer in time".into() },
+                })
+            }
+            (Demo::Bank, op @ (Op::RegisterWrite { .. } | Op::RegisterRead)) => {
+                let Some(reg) = locator.find::<RegisterMsg>("register") else {
+                    return Answer::Register(RegisterOutcome::Failed { why: moving("register") });
+                };
+                let call = match op {
+                    Op::RegisterWrite { value } => {
+                        reg.call(|p| RegisterMsg::Write(value, p), Some(REQUEST_TIMEOUT)).await
+                    }
+                    _ => reg.call(RegisterMsg::Read, Some(REQUEST_TIMEOUT)).await,
+                };
+                Answer::Register(
+                    match call.ok().and_then(CallExt::success).map(|b| wire::decode::<RegisterReply>(&b)) {
+                        Some(Ok(RegisterReply::Written(served))) => RegisterOutcome::Written { served },
+                        Some(Ok(RegisterReply::Value(value, served))) => RegisterOutcome::Value { value, served },
+                        Some(Ok(RegisterReply::Refused(why))) => RegisterOutcome::Failed { why },
+                        Some(Err(e)) => RegisterOutcome::Failed { why: format!("an undecodable answer: {e}") },
+                        None => RegisterOutcome::Failed { why: "no answer in time".into() },
+                    },
+                )
+            }
+            (Demo::Pipeline, Op::Job { job }) => match &self.pool {
+                Some(pool) => Answer::Job(pipeline::run_job(pool, &locator, job).await),
+                None => error("this node runs no pool"),
+            },
+            (_, op @ (Op::Panic { .. } | Op::Hang { .. })) => self.fault(op),
+            (_, Op::StallDisk { ms }) => {
+                self.node.stall_disk(Duration::from_millis(ms));
+                Answer::Done
+            }
+            (Demo::Bank, Op::Status) => match self.auditor(REQUEST_TIMEOUT).await {
+                Ok(status) => Answer::Status(Status::Bank(status)),
+                Err(e) => error(e),
+            },
+            (Demo::Pipeline, Op::Status) => match locator.find::<ResultsMsg>("results") {
+                Some(r) => {
+                    let summary = r.call(ResultsMsg::Summary, Some(REQUEST_TIMEOUT)).await;
+                    let count = r.call(ResultsMsg::Count, Some(REQUEST_TIMEOUT)).await;
+                    let summary = summary.ok().and_then(CallExt::success).and_then(|b| wire::decode::<Record>(&b).ok());
+                    let count =
+                        count.ok().and_then(CallExt::success).and_then(|b| wire::decode::<ResultsCount>(&b).ok());
+                    match (summary, count) {
+                        (Some(rec), Some(c)) => Answer::Status(Status::Pipeline {
+                            completed: rec.completed.into_iter().collect(),
+                            duplicates: rec.duplicates,
+                            served: c.served,
+                        }),
+                        _ => error("the results recorder did not answer"),
+                    }
+                }
+                None => error(moving("results")),
+            },
+            (Demo::Bank, Op::Probe) => match self.auditor(PROBE_TIMEOUT).await {
+                Ok(s) => Answer::Probe(Probe { count: s.audits.audits, served: s.served }),
+                Err(e) => error(e),
+            },
+            (Demo::Pipeline, Op::Probe) => match locator.find::<ResultsMsg>("results") {
+                Some(r) => {
+                    let call = r.call(ResultsMsg::Count, Some(PROBE_TIMEOUT)).await;
+                    match call.ok().and_then(CallExt::success).and_then(|b| wire::decode::<ResultsCount>(&b).ok()) {
+                        Some(c) => Answer::Probe(Probe { count: c.count, served: c.served }),
+                        None => error("the results recorder did not answer"),
+                    }
+                }
+                None => error(moving("results")),
+            },
+            (Demo::Bank, Op::Books) => match bank::audit(&locator, self.accounts).await {
+                Some((audit, books)) => Answer::Books { audit, books },
+                None => error("an account did not answer"),
+            },
+            (_, Op::Hosted) => Answer::Hosted { names: self.node.hosted() },
+            (_, Op::Observe) => Answer::Observe(Box::new(self.observe().await)),
+            (_, Op::Leave) => Answer::Done,
+            (demo, op) => error(format!("{op:?} is not a request of the {demo:?} demo")),
+        }
+    }
+
+    async fn auditor(&self, timeout: Duration) -> Result<AuditorStatus, String> {
+        let a = self.node.locator().find::<AuditorMsg>("auditor").ok_or_else(|| moving("auditor"))?;
+        let call = a.call(AuditorMsg::Status, Some(timeout)).await;
+        call.ok()
+            .and_then(CallExt::success)
+            .and_then(|b| wire::decode::<AuditorStatus>(&b).ok())
+            .ok_or_else(|| "the auditor did not answer".to_string())
+    }
+
+    fn fault(&self, op: Op) -> Answer {
+        let (panic, target) = match op {
+            Op::Panic { target } => (true, target),
+            Op::Hang { target } => (false, target),
+            _ => return error("not a fault"),
+        };
+        let locator = self.node.locator();
+        let sent = match self.demo {
+            Demo::Pipeline if target == "worker" => {
+                let counter = if panic { &self.faults.panics } else { &self.faults.hangs };
+                counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                return Answer::Armed;
+            }
+            Demo::Bank if target == "auditor" => locator
+                .find::<AuditorMsg>("auditor")
+                .map(|a| a.cast(if panic { AuditorMsg::Panic } else { AuditorMsg::Hang }).is_ok()),
+            Demo::Bank if target == "register" => locator
+                .find::<RegisterMsg>("register")
+                .map(|a| a.cast(if panic { RegisterMsg::Panic } else { RegisterMsg::Hang }).is_ok()),
+            Demo::Bank => locator
+                .find::<AccountMsg>(&target)
+                .map(|a| a.cast(if panic { AccountMsg::Panic } else { AccountMsg::Hang }).is_ok()),
+            Demo::Pipeline => locator
+                .find::<ResultsMsg>(&target)
+                .map(|a| a.cast(if panic { ResultsMsg::Panic } else { ResultsMsg::Hang }).is_ok()),
+        };
+        match sent {
+            Some(true) => Answer::Sent,
+            _ => error(format!("{target} not reachable")),
+        }
+    }
+
+    /// This node as the observer shows it (bounded: the first singletons only).
+    async fn observe(&self) -> NodeObservation {
+        let node = &self.node;
+        let peers = node
+            .transport()
+            .view()
+            .peers()
+            .into_iter()
+            .map(|p| PeerObservation {
+                name: p.name,
+                state: p.state.to_string(),
+                phi: p.phi.is_finite().then_some(p.phi),
+                silent_ms: p.silent_ms,
+            })
+            .collect();
+        let membership = node.membership();
+        let names = |ids: &std::collections::BTreeSet<u64>| -> Vec<String> {
+            node.ledger(|l| ids.iter().map(|id| l.nodes.get(id).map_or(id.to_string(), |n| n.name.clone())).collect())
+        };
+        let group = GroupObservation {
+            leader: membership
+                .leader
+                .map(|id| node.ledger(|l| l.nodes.get(&id).map_or(id.to_string(), |n| n.name.clone()))),
+            voters: names(&membership.voters),
+            learners: names(&membership.learners),
+            term: membership.term,
+            applied: node.applied(),
+        };
+        let hosted_all = node.hosted();
+        let hosted: Vec<String> = hosted_all.iter().take(MAX_OBSERVED_SINGLETONS).cloned().collect();
+        let mut supervisors = Vec::new();
+        let mut crash_reports = Vec::new();
+        let mut sups: Vec<(String, warden_core::SupervisorRef)> =
+            hosted.iter().filter_map(|n| node.supervisor(n).map(|s| (format!("singleton {n}"), s))).collect();
+        if let Some(app) = &self.app {
+            sups.push(("node supervisor".into(), app.clone()));
+        }
+        for (name, sup) in sups {
+            let reports = sup.crash_reports();
+            let recent = &reports[reports.len().saturating_sub(OBSERVED_REPORTS)..];
+            let mut children = Vec::new();
+            for c in sup.which_children().await.unwrap_or_default() {
+                let path = c.path.to_string();
+                let last_failure = recent.iter().rev().find(|r| r.path == path).map(|r| r.reason_kind);
+                children.push(json!({
+                    "id": c.id,
+                    "path": path,
+                    "status": format!("{:?}", c.status).to_lowercase(),
+                    "type": format!("{:?}", c.child_type).to_lowercase(),
+                    "restarts": c.restarts,
+                    "incarnation": c.incarnation,
+                    "mailbox": null, // ractor does not expose a mailbox's length
+                    "stats": sup.stats(&path),
+                    "last_failure": last_failure,
+                }));
+            }
+            supervisors.push(json!({
+                "name": name,
+                "path": sup.path().to_string(),
+                "strategy": "one_for_one",
+                "stats": sup.subtree_stats(&sup.path().to_string()),
+                "children": children,
+            }));
+            crash_reports.extend(recent.iter().filter_map(|r| serde_json::to_value(r).ok()));
+        }
+        NodeObservation {
+            node: node.name().to_string(),
+            peers,
+            group,
+            hosted_total: hosted_all.len(),
+            hosted,
+            lease_left_ms: node.lease_left().as_millis() as u64,
+            supervisors,
+            crash_reports,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The node processes: this binary in `demo-node` mode, one per node, each in its own process
+//! group (so a terminal's Ctrl-C reaches only the launcher, which then stops them in order),
+//! with a parent-death signal (SIGKILL) set before it runs, and in a network namespace of its
+//! own when partitions are on. tokio runs them (`kill_on_drop`): a writer task feeds each
+//! one's stdin from a bounded queue ([`QUEUE`] lines; a node that stops reading makes
+//! requests fail instead of piling up), and a reader task turns its stdout into [`Report`]s,
+//! line by line, each at most [`MAX_LINE`] bytes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::Context;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, LinesCodec};
+
+use super::net::{libc_prctl_pdeathsig, Net};
+use crate::demo::protocol::{Report, MAX_LINE};
+use crate::demo::Demo;
+
+/// The bound of the queue of lines to each node's stdin.
+pub const QUEUE: usize = 4096;
+
+/// What every node of a run is started with.
+pub struct Spawner {
+    /// This binary.
+    pub exe: PathBuf,
+    /// The demo.
+    pub demo: Demo,
+    /// The cluster cookie.
+    pub cookie: String,
+    /// Accounts (bank).
+    pub accounts: usize,
+    /// Show the nodes' logs.
+    pub node_logs: bool,
+    /// Where the reports go: (node name, report).
+    pub reports: mpsc::Sender<(String, Report)>,
+}
+
+/// A running node process.
+pub struct Running {
+    /// Its process.
+    pub child: tokio::process::Child,
+    /// Its pid.
+    pub pid: u32,
+    /// Lines to its stdin.
+    pub stdin: mpsc::Sender<String>,
+}
+
+/// Where and how node number `index` (from 1) runs.
+pub struct Placement {
+    /// Its name.
+    pub name: String,
+    /// Its number (its address in namespace mode).
+    pub index: usize,
+    /// Its address.
+    pub ip: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Members to join through, if it has no past.
+    pub join: Vec<SocketAddr>,
+}
+
+impl Spawner {
+    /// Starts one node.
+    pub fn spawn(&self, p: &Placement, net: &Net) -> anyhow::Result<Running> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("demo-node")
+            .arg(self.demo.name())
+            .args(["--name", &p.name, "--bind", &p.ip.to_string(), "--port", &p.port.to_string()])
+            .args(["--accounts", &self.accounts.to_string()])
+            .arg("--data-dir")
+            .arg(&p.data_dir)
+            .env("WARDEN_COOKIE", &self.cookie)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(if self.node_logs { Stdio::inherit() } else { Stdio::null() })
+            .process_group(0);
+        for addr in &p.join {
+            cmd.args(["--join", &addr.to_string()]);
+        }
+        let parent = std::process::id() as i32;
+        let isolate = net.isolates();
+        // SAFETY: only async-signal-safe calls (prctl, getppid, unshare), no allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc_prctl_pdeathsig() != 0 || nix::unistd::getppid().as_raw() != parent {
+                    return Err(std::io::Error::other("the launcher is gone"));
+                }
+                if isolate {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("starting node {}", p.name))?;
+        let pid = child.id().context("the node has no pid")?;
+        net.attach(p.index, pid).with_context(|| format!("wiring node {}'s network", p.name))?;
+        let mut stdin = child.stdin.take().context("the node's stdin")?;
+        let stdout = child.stdout.take().context("the node's stdout")?;
+        let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(mut line) = rx.recv().await {
+                line.push('\n');
+                if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (name, reports) = (p.name.clone(), self.reports.clone());
+        tokio::spawn(async move {
+            let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE));
+            while let Some(line) = lines.next().await {
+                let line = match line {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(target: "warden::demo", node = %name, error = %e, "an unreadable line from a node");
+                        continue;
+                    }
+                };
+                match serde_json::from_str::<Report>(&line) {
+                    Ok(report) => {
+                        if reports.send((name.clone(), report)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(target: "warden::demo", node = %name, error = %e, "an unknown report"),
+                }
+            }
+        });
+        Ok(Running { child, pid, stdin: tx })
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}

@@ -1,0 +1,441 @@
+//! The typed messages between `warden demo` and its node processes: requests on the node's
+//! stdin, reports (events and replies) on its stdout, one JSON object per line, each line at
+//! most [`MAX_LINE`] bytes (longer lines are refused by the reader with an error naming the
+//! limit; a node's own reports are bounded by construction: the observer view is truncated).
+//!
+//! Both sides use these enums; nothing here is an untyped JSON value.
+
+use serde::{Deserialize, Serialize};
+use warden_cluster::ClusterEvent;
+
+use super::bank::{Audit, AuditorStatus, Book, Served, Transfer};
+use super::pipeline::JobOutcome;
+
+/// The longest line either side accepts, in bytes.
+pub const MAX_LINE: usize = 4 << 20;
+/// The most singletons a node's observer view lists (the rest are counted only).
+pub const MAX_OBSERVED_SINGLETONS: usize = 200;
+
+/// A request from the launcher.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Unique per launcher run; the reply carries it back.
+    pub id: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// What the launcher asks a node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Bank: a transfer (through its source account).
+    Transfer {
+        /// The transfer.
+        transfer: Transfer,
+    },
+    /// Bank: write the register.
+    RegisterWrite {
+        /// The value.
+        value: u64,
+    },
+    /// Bank: read the register (linearizably).
+    RegisterRead,
+    /// Pipeline: run a job.
+    Job {
+        /// The job's id.
+        job: u64,
+    },
+    /// A fault: make `target` panic (a singleton, or `worker` for this node's pool).
+    Panic {
+        /// Where.
+        target: String,
+    },
+    /// A fault: make `target` hang.
+    Hang {
+        /// Where.
+        target: String,
+    },
+    /// A fault: this node's next log write waits `ms`.
+    StallDisk {
+        /// For how long.
+        ms: u64,
+    },
+    /// Leave the group in order, then exit.
+    Leave,
+    /// The demo's state (auditor, or results).
+    Status,
+    /// Where the key singleton answers from and its counter.
+    Probe,
+    /// Bank: every account.
+    Books,
+    /// The singletons running on this node.
+    Hosted,
+    /// This node's view for the observer page.
+    Observe,
+}
+
+/// One report from a node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum Report {
+    /// The node is up and serves requests.
+    Ready {
+        /// Its name.
+        node: String,
+        /// Its cluster address.
+        addr: String,
+        /// Its process id.
+        pid: u32,
+        /// Its id in the group.
+        id: u64,
+    },
+    /// What its transport saw of a peer.
+    Peer {
+        /// Its name.
+        node: String,
+        /// The event.
+        event: PeerEvent,
+    },
+    /// What its cluster layer did.
+    Cluster {
+        /// Its name.
+        node: String,
+        /// The event.
+        event: ClusterEventWire,
+    },
+    /// A supervised actor crashed.
+    Crash {
+        /// Where.
+        node: String,
+        /// Which actor.
+        actor: String,
+        /// `panic`, `hung`, ...
+        kind: String,
+        /// The reason in words.
+        reason: String,
+    },
+    /// A supervised actor was restarted.
+    Restarted {
+        /// Where.
+        node: String,
+        /// Which actor.
+        actor: String,
+    },
+    /// The answer to a request.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        answer: Answer,
+    },
+    /// A request line it could not read.
+    BadRequest {
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// A transport event, as the node reports it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PeerEvent {
+    /// A peer's session is up.
+    Up {
+        /// The peer.
+        peer: String,
+    },
+    /// A peer is late.
+    Suspected {
+        /// The peer.
+        peer: String,
+        /// Its phi.
+        phi: f64,
+    },
+    /// A suspected peer is on time again.
+    Recovered {
+        /// The peer.
+        peer: String,
+    },
+    /// A peer is down.
+    Down {
+        /// The peer.
+        peer: String,
+        /// Why.
+        cause: String,
+    },
+    /// A connection was refused.
+    Refused {
+        /// From where.
+        addr: String,
+        /// Why.
+        cause: String,
+    },
+}
+
+impl From<&warden_cluster::NodeEvent> for PeerEvent {
+    fn from(e: &warden_cluster::NodeEvent) -> Self {
+        use warden_cluster::NodeEvent as E;
+        match e {
+            E::Up { peer, .. } => PeerEvent::Up { peer: peer.clone() },
+            E::Suspected { peer, phi } => PeerEvent::Suspected { peer: peer.clone(), phi: *phi },
+            E::Recovered { peer } => PeerEvent::Recovered { peer: peer.clone() },
+            E::Down { peer, cause, .. } => PeerEvent::Down { peer: peer.clone(), cause: cause.clone() },
+            E::Refused { addr, cause } => PeerEvent::Refused { addr: addr.to_string(), cause: cause.clone() },
+        }
+    }
+}
+
+/// A cluster event as it crosses to the launcher (the library's type, with names for ids).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClusterEventWire {
+    /// A singleton started here.
+    Started {
+        /// The singleton.
+        name: String,
+        /// Its grant's token.
+        token: u64,
+    },
+    /// A singleton stopped here.
+    Stopped {
+        /// The singleton.
+        name: String,
+        /// Why.
+        why: String,
+    },
+    /// A singleton could not start here.
+    StartFailed {
+        /// The singleton.
+        name: String,
+        /// Why.
+        error: String,
+    },
+    /// A singleton was handed off from here.
+    HandedOff {
+        /// The singleton.
+        name: String,
+    },
+    /// The node's lease holds again.
+    Serving,
+    /// The node's lease ran out.
+    NotServing,
+    /// The leader is now the node with this id.
+    Leader {
+        /// Its id.
+        id: u64,
+    },
+    /// The node became a member.
+    Joined {
+        /// Its id.
+        id: u64,
+    },
+    /// The node reached a protocol step.
+    Phase {
+        /// `leader`, `grant`, `handoff`, `evict`.
+        step: String,
+        /// What it concerns.
+        detail: String,
+    },
+}
+
+impl From<&ClusterEvent> for ClusterEventWire {
+    fn from(e: &ClusterEvent) -> Self {
+        match e {
+            ClusterEvent::Started { name, token } => ClusterEventWire::Started { name: name.clone(), token: *token },
+            ClusterEvent::Stopped { name, why } => ClusterEventWire::Stopped { name: name.clone(), why: why.clone() },
+            ClusterEvent::StartFailed { name, error } => {
+                ClusterEventWire::StartFailed { name: name.clone(), error: error.clone() }
+            }
+            ClusterEvent::HandedOff { name } => ClusterEventWire::HandedOff { name: name.clone() },
+            ClusterEvent::Serving => ClusterEventWire::Serving,
+            ClusterEvent::NotServing => ClusterEventWire::NotServing,
+            ClusterEvent::Leader { node } => ClusterEventWire::Leader { id: *node },
+            ClusterEvent::Joined { id } => ClusterEventWire::Joined { id: *id },
+            ClusterEvent::Phase { step, detail } => {
+                ClusterEventWire::Phase { step: step.as_str().to_string(), detail: detail.clone() }
+            }
+        }
+    }
+}
+
+/// How a transfer request ended, as the launcher sees it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TransferOutcome {
+    /// Acknowledged: debited at the source (the credit follows through the outbox).
+    Ok {
+        /// Which instance answered.
+        served: Served,
+    },
+    /// Not enough money: nothing happened.
+    Insufficient {
+        /// Which instance answered.
+        served: Served,
+    },
+    /// Not done: the account is moving, did not answer, or refused.
+    Failed {
+        /// Why.
+        why: String,
+    },
+}
+
+/// A register operation's outcome.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RegisterOutcome {
+    /// A write committed.
+    Written {
+        /// Which instance answered.
+        served: Served,
+    },
+    /// A linearizable read.
+    Value {
+        /// The value.
+        value: u64,
+        /// Which instance answered.
+        served: Served,
+    },
+    /// Not done (perhaps done, for a write whose answer was lost).
+    Failed {
+        /// Why.
+        why: String,
+    },
+}
+
+/// The demo's state.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "demo", rename_all = "snake_case")]
+pub enum Status {
+    /// The bank's auditor.
+    Bank(AuditorStatus),
+    /// The pipeline's results.
+    Pipeline {
+        /// Recorded job ids.
+        completed: Vec<u64>,
+        /// Duplicate completions suppressed.
+        duplicates: u64,
+        /// Which instance answered.
+        served: Served,
+    },
+}
+
+/// The probe's answer: where the key singleton runs and its counter.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Its counter (audits, or jobs recorded).
+    pub count: u64,
+    /// Which instance answered.
+    pub served: Served,
+}
+
+/// A node's view for the observer page (bounded: at most [`MAX_OBSERVED_SINGLETONS`]
+/// singletons are listed).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NodeObservation {
+    /// The node's name.
+    pub node: String,
+    /// Its peers, as its transport sees them.
+    pub peers: Vec<PeerObservation>,
+    /// The group: leader, voters, learners, term.
+    pub group: GroupObservation,
+    /// The singletons it runs (the first [`MAX_OBSERVED_SINGLETONS`]).
+    pub hosted: Vec<String>,
+    /// How many it runs in all.
+    pub hosted_total: usize,
+    /// Its lease's time left, in ms.
+    pub lease_left_ms: u64,
+    /// The supervision trees of the first singletons it runs.
+    pub supervisors: Vec<serde_json::Value>,
+    /// Its latest crash reports.
+    pub crash_reports: Vec<serde_json::Value>,
+}
+
+/// A peer in a node's observation.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PeerObservation {
+    /// Its name.
+    pub name: String,
+    /// `up`, `suspected` or `down`.
+    pub state: String,
+    /// Its phi (absent once down).
+    pub phi: Option<f64>,
+    /// How long it has been silent, in ms.
+    pub silent_ms: u64,
+}
+
+/// The group in a node's observation.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct GroupObservation {
+    /// The leader's name, if known.
+    pub leader: Option<String>,
+    /// The voters' names.
+    pub voters: Vec<String>,
+    /// The learners' names.
+    pub learners: Vec<String>,
+    /// The Raft term.
+    pub term: u64,
+    /// The last log index applied here.
+    pub applied: u64,
+}
+
+/// The answer to a request.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum Answer {
+    /// To [`Op::Transfer`].
+    Transfer(TransferOutcome),
+    /// To [`Op::RegisterWrite`] and [`Op::RegisterRead`].
+    Register(RegisterOutcome),
+    /// To [`Op::Job`].
+    Job(JobOutcome),
+    /// A fault was armed on this node's pool.
+    Armed,
+    /// A fault was sent to its target.
+    Sent,
+    /// Done.
+    Done,
+    /// To [`Op::Status`].
+    Status(Status),
+    /// To [`Op::Probe`].
+    Probe(Probe),
+    /// To [`Op::Books`].
+    Books {
+        /// The money counted.
+        audit: Audit,
+        /// Every account.
+        books: Vec<Book>,
+    },
+    /// To [`Op::Hosted`].
+    Hosted {
+        /// The singletons.
+        names: Vec<String>,
+    },
+    /// To [`Op::Observe`].
+    Observe(Box<NodeObservation>),
+    /// The request could not be carried out.
+    Error {
+        /// Why.
+        what: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_reports_round_trip_as_json_lines() {
+        let req = Request { id: 7, op: Op::StallDisk { ms: 1500 } };
+        let line = serde_json::to_string(&req).unwrap();
+        assert_eq!(line, r#"{"id":7,"op":{"op":"stall_disk","ms":1500}}"#);
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        let rep = Report::Reply {
+            id: 7,
+            answer: Answer::Transfer(TransferOutcome::Ok { served: Served { node: "n1".into(), token: 3 } }),
+        };
+        let line = serde_json::to_string(&rep).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&line).unwrap(), rep);
+        assert!(serde_json::from_str::<Request>(r#"{"id":1,"op":{"op":"nonsense"}}"#).is_err());
+    }
+}

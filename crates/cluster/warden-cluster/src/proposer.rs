@@ -1,0 +1,213 @@
+//! Getting commands into the Raft log: a node's proposer batches what the node's actors,
+//! stores and host want committed, and sends each batch to the leader (itself, or another
+//! node over the RPC network).
+//!
+//! One batch is in flight per node; everything submitted meanwhile waits and goes in the next
+//! one, up to [`MAX_BATCH_COMMANDS`] commands or [`MAX_BATCH_BYTES`] bytes of payload. This is
+//! group commit across the whole node: many durable actors' writes share one log entry and one
+//! `fsync` per node of the group.
+//!
+//! Every submission ends in one of three ways, and the difference matters to whoever waits:
+//! committed (with each command's outcomes), certainly not committed
+//! ([`ProposeError::NotSent`]: no leader within [`PROPOSE_TIMEOUT`], or the leader refused it
+//! before appending), or perhaps committed ([`ProposeError::Unknown`]: sent, and no answer in
+//! time). A submission is never retried once it may have reached the log.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ledger::{Command, NodeId, Outcome};
+use crate::raft::network::{self, CallError, NotDone, Reply, Request};
+use crate::raft::{Answers, Batch, Raft};
+
+/// The most commands in one batch.
+pub const MAX_BATCH_COMMANDS: usize = 4096;
+/// The most payload bytes in one batch (journal entries and snapshots), about.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// How long a submission may wait for its batch to be committed, leader election included.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How many submissions may wait for a batch; past that, submitting fails at once (`NotSent`).
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// A committed submission: the log index of its entry, and each command's outcomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The log index of the entry that carried it.
+    pub index: u64,
+    /// One outcome list per submitted command.
+    pub outcomes: Vec<Vec<Outcome>>,
+}
+
+/// Why a submission was not (known to be) committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// Certainly not committed.
+    #[error("not committed: {0}")]
+    NotSent(String),
+    /// Perhaps committed: sent to the leader, no answer in time.
+    #[error("perhaps committed: {0}")]
+    Unknown(String),
+}
+
+struct Pending {
+    commands: Vec<Command>,
+    reply: oneshot::Sender<Result<Committed, ProposeError>>,
+}
+
+/// A node's proposer (cheap to clone).
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Proposer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Proposer")
+    }
+}
+
+fn payload_bytes(c: &Command) -> usize {
+    match c {
+        Command::Write { ops, .. } => {
+            ops.iter()
+                .map(|o| match &o.op {
+                    crate::ledger::WriteKind::Append { bytes, .. }
+                    | crate::ledger::WriteKind::Snapshot { bytes, .. } => bytes.len(),
+                    crate::ledger::WriteKind::DeleteSnapshot { .. } => 0,
+                })
+                .sum()
+        }
+        _ => 64,
+    }
+}
+
+impl Proposer {
+    /// Starts the proposer of node `me`.
+    pub fn start(me: NodeId, raft: Raft) -> Proposer {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        tokio::spawn(run(me, raft, rx));
+        Proposer { tx }
+    }
+
+    /// Submits `commands` and waits for their batch.
+    pub async fn submit(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Pending { commands, reply })
+            .map_err(|e| ProposeError::NotSent(format!("the proposer cannot take it: {e}")))?;
+        rx.await.unwrap_or_else(|_| Err(ProposeError::NotSent("the proposer stopped".into())))
+    }
+
+    /// [`Proposer::submit`] for a thread outside the runtime (a store's writer thread).
+    pub fn submit_blocking(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Pending { commands, reply })
+            .map_err(|e| ProposeError::NotSent(format!("the proposer cannot take it: {e}")))?;
+        rx.blocking_recv().unwrap_or_else(|_| Err(ProposeError::NotSent("the proposer stopped".into())))
+    }
+}
+
+async fn run(me: NodeId, raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut bytes: usize = first.commands.iter().map(payload_bytes).sum();
+        let mut count = first.commands.len();
+        let mut pending = vec![first];
+        while count < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    count += p.commands.len();
+                    bytes += p.commands.iter().map(payload_bytes).sum::<usize>();
+                    pending.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let sizes: Vec<usize> = pending.iter().map(|p| p.commands.len()).collect();
+        let mut replies = Vec::with_capacity(pending.len());
+        let mut commands = Vec::with_capacity(count);
+        for p in pending {
+            commands.extend(p.commands);
+            replies.push(p.reply);
+        }
+        let result = send(me, &raft, Batch(commands)).await;
+        match result {
+            Ok((index, Answers(all))) => {
+                // Hand each submission its own commands' outcomes, in order.
+                let mut rest = all.into_iter();
+                for (reply, n) in replies.into_iter().zip(sizes) {
+                    let outcomes: Vec<Vec<Outcome>> = rest.by_ref().take(n).collect();
+                    let _ = reply.send(Ok(Committed { index, outcomes }));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Sends one batch to the leader, waiting for one to be known; retries only while the batch
+/// certainly did not reach the log.
+async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), ProposeError> {
+    let deadline = Instant::now() + PROPOSE_TIMEOUT;
+    let mut hint: Option<NodeId> = None;
+    // Why the last try did not get through, for the error.
+    let mut last = String::from("no leader known");
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ProposeError::NotSent(format!("no leader answered within {PROPOSE_TIMEOUT:?} ({last})")));
+        }
+        let leader = match hint.take().or_else(|| raft.metrics().borrow().current_leader) {
+            Some(l) => l,
+            None => {
+                last = "no leader known".into();
+                tokio::time::sleep(Duration::from_millis(10).min(left)).await;
+                continue;
+            }
+        };
+        if leader == me {
+            match tokio::time::timeout(left, raft.client_write(batch.clone())).await {
+                Ok(Ok(resp)) => return Ok((resp.log_id.index, resp.data)),
+                Ok(Err(e)) => match e.forward_to_leader() {
+                    // Not appended: it is safe to send it elsewhere.
+                    Some(f) => {
+                        last = format!("this node stopped leading (it names {:?})", f.leader_id);
+                        hint = f.leader_id.filter(|l| *l != me);
+                        if hint.is_none() {
+                            tokio::time::sleep(Duration::from_millis(10).min(left)).await;
+                        }
+                    }
+                    None => return Err(ProposeError::NotSent(format!("the leader refused it: {e}"))),
+                },
+                Err(_) => return Err(ProposeError::Unknown(format!("no commit within {PROPOSE_TIMEOUT:?}"))),
+            }
+            continue;
+        }
+        match network::call(leader, &Request::Propose(batch.clone()), left).await {
+            Ok(Reply::Proposed(Ok(done))) => return Ok(done),
+            Ok(Reply::Proposed(Err(NotDone::NotLeader(l)))) => {
+                last = format!("node {leader} is not the leader (it names {l:?})");
+                hint = l.filter(|l| *l != leader);
+                if hint.is_none() {
+                    tokio::time::sleep(Duration::from_millis(10).min(left)).await;
+                }
+            }
+            Ok(Reply::Proposed(Err(NotDone::Failed(e)))) => {
+                return Err(ProposeError::NotSent(format!("the leader refused it: {e}")))
+            }
+            Ok(_) => return Err(ProposeError::Unknown("the leader answered something else".into())),
+            Err(e @ (CallError::Unreachable(_) | CallError::Busy(_))) => {
+                last = e.to_string();
+                tokio::time::sleep(Duration::from_millis(10).min(left)).await;
+            }
+            Err(e @ CallError::Timeout(..)) | Err(e @ CallError::Failed(..)) => {
+                return Err(ProposeError::Unknown(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Raft's messages between nodes, carried in the nodes' own ractor_cluster sessions.
+//!
+//! Every node runs one RPC actor ([`RpcActor`]) in the process group `warden.raft/<id>`; the
+//! network openraft uses ([`Network`]) finds a peer's actor in its group and calls it with an
+//! encoded [`Request`], under the deadline openraft gives. The actor answers each request from
+//! a task of its own (so a slow proposal never holds up a heartbeat), at most
+//! [`MAX_CONCURRENT_REQUESTS`] at a time; past that it answers [`Reply::Busy`].
+//!
+//! Besides openraft's three RPCs, nodes send each other proposals (a follower's batch goes to
+//! the leader), read-index requests (for linearizable reads) and join requests. Requests and
+//! replies are enums encoded with MessagePack; nothing crosses as a string to be parsed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use super::{Answers, Batch, Member, Raft, TypeConfig};
+use crate::ledger::NodeId;
+
+/// The process group of node `id`'s RPC actor.
+pub fn group_of(id: NodeId) -> String {
+    format!("warden.raft/{id}")
+}
+
+/// The process group of every node's RPC actor (a new node asks any of them to join).
+pub const ALL_GROUP: &str = "warden.raft";
+
+/// How many requests one node answers at once.
+pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+/// The RPC actor's one message: an encoded [`Request`], answered with an encoded [`Reply`].
+#[derive(ractor_cluster::RactorClusterMessage)]
+pub enum RpcMsg {
+    /// A request.
+    #[rpc]
+    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+/// What a node asks another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// openraft: replicate entries (and heartbeat).
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// openraft: a vote.
+    Vote(VoteRequest<NodeId>),
+    /// openraft: one chunk of a snapshot.
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Commit this batch (sent to the leader).
+    Propose(Batch),
+    /// The leader's commit index once it confirmed it still leads (linearizable reads).
+    ReadIndex,
+    /// Whether the group has forgotten node `id` (it left): answered by any node from what
+    /// it applied, once that reaches past log index `after` (one the leaving node applied).
+    Forgotten {
+        /// The node that leaves.
+        id: NodeId,
+        /// An index the leaving node applied (so it was known there).
+        after: u64,
+    },
+    /// Add this node to the group as a learner (sent to the leader).
+    Join {
+        /// The new node's id.
+        id: NodeId,
+        /// Its name and address.
+        member: Member,
+    },
+}
+
+/// Why a proposal or request to the leader was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NotDone {
+    /// The node asked is not the leader; the leader it knows, if any.
+    NotLeader(Option<NodeId>),
+    /// The leader failed it (Raft stopped, a membership change in progress...).
+    Failed(String),
+}
+
+/// An answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// To [`Request::Append`].
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// To [`Request::Vote`].
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// To [`Request::Snapshot`].
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// To [`Request::Propose`]: the entry's log index and the answers.
+    Proposed(Result<(u64, Answers), NotDone>),
+    /// To [`Request::ReadIndex`].
+    ReadIndex(Result<u64, NotDone>),
+    /// To [`Request::Join`].
+    Joined(Result<(), NotDone>),
+    /// To [`Request::Forgotten`]: `Some(true)` forgotten, `Some(false)` still known, `None`
+    /// this node has not applied that far yet.
+    Forgotten(Option<bool>),
+    /// Too many requests at once: try again.
+    Busy,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding our own enums cannot fail; an empty payload decodes as an error on the other side.
+    rmp_serde::to_vec(value).unwrap_or_default()
+}
+
+/// How the RPC actor carries out the requests that need more than openraft.
+pub trait Handler: Send + Sync + 'static {
+    /// Commits `batch` if this node leads.
+    fn propose(&self, batch: Batch) -> futures::future::BoxFuture<'static, Result<(u64, Answers), NotDone>>;
+    /// Confirms leadership and answers the index a linearizable read must wait for.
+    fn read_index(&self) -> futures::future::BoxFuture<'static, Result<u64, NotDone>>;
+    /// Adds a learner if this node leads.
+    fn join(&self, id: NodeId, member: Member) -> futures::future::BoxFuture<'static, Result<(), NotDone>>;
+    /// See [`Request::Forgotten`].
+    fn forgotten(&self, id: NodeId, after: u64) -> Option<bool>;
+}
+
+/// A node's RPC actor.
+pub struct RpcActor;
+
+/// Its state.
+pub struct RpcState {
+    raft: Raft,
+    handler: Arc<dyn Handler>,
+    slots: Arc<Semaphore>,
+}
+
+impl Actor for RpcActor {
+    type Msg = RpcMsg;
+    type State = RpcState;
+    type Arguments = (NodeId, Raft, Arc<dyn Handler>);
+
+    async fn pre_start(
+        &self,
+        me: ActorRef<RpcMsg>,
+        (id, raft, handler): Self::Arguments,
+    ) -> Result<RpcState, ActorProcessingErr> {
+        ractor::pg::join(group_of(id), vec![me.get_cell()]);
+        ractor::pg::join(ALL_GROUP.to_string(), vec![me.get_cell()]);
+        Ok(RpcState { raft, handler, slots: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)) })
+    }
+
+    async fn handle(&self, _: ActorRef<RpcMsg>, msg: RpcMsg, st: &mut RpcState) -> Result<(), ActorProcessingErr> {
+        let RpcMsg::Call(bytes, reply) = msg;
+        let Ok(permit) = st.slots.clone().try_acquire_owned() else {
+            let _ = reply.send(encode(&Reply::Busy));
+            return Ok(());
+        };
+        let (raft, handler) = (st.raft.clone(), st.handler.clone());
+        tokio::spawn(async move {
+            let answer = match rmp_serde::from_slice::<Request>(&bytes) {
+                Ok(request) => serve(raft, handler, request).await,
+                Err(e) => {
+                    tracing::warn!(target: "warden::cluster", error = %e, "undecodable Raft request dropped");
+                    drop(permit);
+                    return;
+                }
+            };
+            let _ = reply.send(encode(&answer));
+            drop(permit);
+        });
+        Ok(())
+    }
+}
+
+async fn serve(raft: Raft, handler: Arc<dyn Handler>, request: Request) -> Reply {
+    match request {
+        Request::Append(r) => Reply::Append(raft.append_entries(r).await),
+        Request::Vote(r) => Reply::Vote(raft.vote(r).await),
+        Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+        Request::Propose(batch) => Reply::Proposed(handler.propose(batch).await),
+        Request::ReadIndex => Reply::ReadIndex(handler.read_index().await),
+        Request::Join { id, member } => Reply::Joined(handler.join(id, member).await),
+        Request::Forgotten { id, after } => Reply::Forgotten(handler.forgotten(id, after)),
+    }
+}
+
+/// Why a call to another node did not get an answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// Its RPC actor is not known here (not connected, or down).
+    #[error("node {0} is not reachable")]
+    Unreachable(NodeId),
+    /// No answer in time.
+    #[error("node {0} did not answer within {1:?}")]
+    Timeout(NodeId, Duration),
+    /// The call failed on the way (the session ended).
+    #[error("the call to node {0} failed: {1}")]
+    Failed(NodeId, String),
+    /// The node is answering too many requests.
+    #[error("node {0} is busy")]
+    Busy(NodeId),
+}
+
+/// Calls node `target` with `request`, waiting at most `timeout`.
+pub async fn call(target: NodeId, request: &Request, timeout: Duration) -> Result<Reply, CallError> {
+    let Some(cell) = ractor::pg::get_members(&group_of(target)).into_iter().next() else {
+        return Err(CallError::Unreachable(target));
+    };
+    call_cell(cell, target, request, timeout).await
+}
+
+/// Calls some other node's RPC actor (any: for a new node that knows no id yet).
+///
+/// `attempt` picks which: successive attempts go round the reachable nodes (in the order of
+/// their actor ids), so that one that cannot help (a node that is itself still joining and
+/// knows no leader) is not asked again and again.
+pub async fn call_any(request: &Request, timeout: Duration, attempt: usize) -> Result<Reply, CallError> {
+    let mut cells: Vec<ractor::ActorCell> =
+        ractor::pg::get_members(&ALL_GROUP.to_string()).into_iter().filter(|c| !c.get_id().is_local()).collect();
+    if cells.is_empty() {
+        return Err(CallError::Unreachable(0));
+    }
+    cells.sort_by_key(|c| c.get_id().to_string());
+    let cell = cells.swap_remove(attempt % cells.len());
+    call_cell(cell, 0, request, timeout).await
+}
+
+async fn call_cell(
+    cell: ractor::ActorCell,
+    target: NodeId,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Reply, CallError> {
+    let actor = ActorRef::<RpcMsg>::from(cell);
+    let payload = encode(request);
+    match actor.call(|port| RpcMsg::Call(payload, port), Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(bytes)) => match rmp_serde::from_slice::<Reply>(&bytes) {
+            Ok(Reply::Busy) => Err(CallError::Busy(target)),
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(CallError::Failed(target, format!("undecodable reply: {e}"))),
+        },
+        Ok(ractor::rpc::CallResult::Timeout) => Err(CallError::Timeout(target, timeout)),
+        Ok(ractor::rpc::CallResult::SenderError) => Err(CallError::Failed(target, "the session ended".into())),
+        Err(e) => Err(CallError::Failed(target, e.to_string())),
+    }
+}
+
+/// The network openraft uses: one [`Connection`] per peer, made on demand (cheap: nothing is
+/// opened; the ractor_cluster session to the peer is the transport's business).
+#[derive(Clone)]
+pub struct Network {
+    /// Asks the transport to connect to a member's address it has no session with.
+    pub connect: Arc<dyn Fn(&Member) + Send + Sync>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Connection {
+        if ractor::pg::get_members(&group_of(target)).is_empty() {
+            (self.connect)(node);
+        }
+        Connection { target }
+    }
+}
+
+/// openraft's client for one peer.
+pub struct Connection {
+    target: NodeId,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, Member, RaftError<NodeId, E>>>;
+
+impl Connection {
+    async fn rpc(&self, request: Request, option: &RPCOption) -> Result<Reply, CallError> {
+        call(self.target, &request, option.hard_ttl()).await
+    }
+
+    fn failure<E: std::error::Error>(&self, e: CallError) -> RPCError<NodeId, Member, RaftError<NodeId, E>> {
+        match e {
+            CallError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            _ => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+}
+
+fn unexpected(target: NodeId) -> CallError {
+    CallError::Failed(target, "an answer of the wrong kind".into())
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        match self.rpc(Request::Append(rpc), &option).await {
+            Ok(Reply::Append(Ok(r))) => Ok(r),
+            Ok(Reply::Append(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(self.failure(unexpected(self.target))),
+            Err(e) => Err(self.failure(e)),
+        }
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        match self.rpc(Request::Vote(rpc), &option).await {
+            Ok(Reply::Vote(Ok(r))) => Ok(r),
+            Ok(Reply::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(self.failure(unexpected(self.target))),
+            Err(e) => Err(self.failure(e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        match self.rpc(Request::Snapshot(rpc), &option).await {
+            Ok(Reply::Snapshot(Ok(r))) => Ok(r),
+            Ok(Reply::Snapshot(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(_) => Err(self.failure(unexpected(self.target))),
+            Err(e) => Err(self.failure(e)),
+        }
+    }
+}

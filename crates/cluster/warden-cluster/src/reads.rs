@@ -1,0 +1,90 @@
+//! Linearizable reads: the read-index protocol on openraft, for singleton instances.
+//!
+//! An instance holds the only grant of its singleton (writes carry its token and are checked
+//! in the log), and everything it acknowledged was committed first. So when the leader
+//! confirms it still leads (a round of heartbeats to a majority) and reports its commit index,
+//! and this node has applied up to that index and still sees the instance's grant, no other
+//! instance can have written anything the instance does not know: its answer is
+//! linearizable. Followers ask the leader over the RPC network; the leader asks openraft.
+//! Each confirmation is bounded by [`READ_TIMEOUT`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ledger::NodeId;
+use crate::raft::network::{self, NotDone, Reply, Request};
+use crate::raft::state_machine::Shared;
+use crate::raft::Raft;
+use crate::singleton::Gate;
+
+/// The longest a linearizable read waits for its confirmation.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a singleton may not answer a linearizable read now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotServing {
+    /// The instance's lease ran out, or its grant was taken away.
+    #[error("singleton {0:?} is not served here any more")]
+    LostGrant(String),
+    /// No leader confirmed within [`READ_TIMEOUT`] (no majority reachable, an election).
+    #[error("no leader confirmed the read of {name:?}: {cause}")]
+    NoConfirmation {
+        /// The singleton.
+        name: String,
+        /// Why.
+        cause: String,
+    },
+}
+
+/// A node's way to confirm reads.
+#[derive(Clone)]
+pub struct ReadBarrier {
+    pub(crate) me: NodeId,
+    pub(crate) raft: Raft,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ReadBarrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadBarrier")
+    }
+}
+
+impl ReadBarrier {
+    /// The leader's commit index, once it confirmed it leads.
+    pub async fn read_index(&self) -> Result<u64, String> {
+        let leader = self.raft.metrics().borrow().current_leader.ok_or("no leader known")?;
+        if leader == self.me {
+            return match self.raft.ensure_linearizable().await {
+                Ok(id) => Ok(id.map_or(0, |l| l.index)),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        match network::call(leader, &Request::ReadIndex, READ_TIMEOUT).await {
+            Ok(Reply::ReadIndex(Ok(index))) => Ok(index),
+            Ok(Reply::ReadIndex(Err(NotDone::NotLeader(_)))) => Err("the leader moved".into()),
+            Ok(Reply::ReadIndex(Err(NotDone::Failed(e)))) => Err(e),
+            Ok(_) => Err("an answer of the wrong kind".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// See [`SingletonContext::linearizable`](crate::singleton::SingletonContext::linearizable).
+    pub(crate) async fn confirm(&self, name: &str, token: u64, gate: &Gate) -> Result<(), NotServing> {
+        let no = |cause: String| NotServing::NoConfirmation { name: name.to_string(), cause };
+        let index = tokio::time::timeout(READ_TIMEOUT, self.read_index())
+            .await
+            .map_err(|_| no(format!("no answer within {READ_TIMEOUT:?}")))?
+            .map_err(no)?;
+        tokio::time::timeout(READ_TIMEOUT, self.shared.applied_at_least(index))
+            .await
+            .map_err(|_| no(format!("this node did not apply entry {index} in time")))?;
+        let still_mine =
+            self.shared.read(|l| l.singletons.get(name).and_then(|s| s.ownership.holder()) == Some((self.me, token)));
+        if still_mine && gate.open() {
+            Ok(())
+        } else {
+            Err(NotServing::LostGrant(name.to_string()))
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The checkpoint store of a cluster node: `warden_checkpoint`'s [`Store`] on the replicated
+//! ledger.
+//!
+//! Writes become [`Command::Write`] ops carrying the key's fencing token and writer epoch, and
+//! go through the node's [`Proposer`] into the Raft log; each op is checked on every node as it
+//! is applied, so a writer that lost its key (another node holds it, or a later restore
+//! reopened it) cannot change anything, and one refused key fails only its own writes.
+//! Restores first open the key ([`Command::Open`]): that takes the key's token, bumps its
+//! epoch (fencing every earlier writer, this node's earlier incarnations included) and waits
+//! until this node has applied the entry, so everything read afterwards is final. Reads come
+//! from the node's own copy of the ledger.
+//!
+//! How proposals end maps onto the store's errors: refused ops are
+//! [`StoreError::Refused`], a batch that certainly did not reach the log is
+//! [`StoreError::Commit`] (the writer may go on), and one that may have is
+//! [`StoreError::Uncertain`] (the writer must reopen the key first).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use warden_checkpoint::{SnapshotInfo, Store, StoreError, WriteOp};
+
+use crate::ledger::{Command, KeyOp, NodeId, Outcome, WriteKind};
+use crate::proposer::{ProposeError, Proposer};
+use crate::raft::state_machine::Shared;
+
+/// How long opening a key may wait for this node to apply its entry.
+pub const OPEN_APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// The replicated store of one node.
+pub struct ReplicatedStore {
+    me: NodeId,
+    shared: Arc<Shared>,
+    proposer: Proposer,
+    runtime: tokio::runtime::Handle,
+    /// The (token, epoch) each key was last opened with on this node. An entry goes when a
+    /// write of the key is refused (the credentials are no good any more).
+    credentials: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl std::fmt::Debug for ReplicatedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedStore").field("node", &self.me).finish()
+    }
+}
+
+impl ReplicatedStore {
+    /// The store of node `me`. Call from within the node's runtime.
+    pub fn new(me: NodeId, shared: Arc<Shared>, proposer: Proposer) -> ReplicatedStore {
+        ReplicatedStore {
+            me,
+            shared,
+            proposer,
+            runtime: tokio::runtime::Handle::current(),
+            credentials: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn creds(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, u64)>> {
+        self.credentials.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets the credentials of `key` (its instance stopped here).
+    pub fn forget(&self, key: &str) {
+        self.creds().remove(key);
+    }
+
+    fn to_key_op(op: &WriteOp, token: u64, epoch: u64) -> KeyOp {
+        let op_kind = match op {
+            WriteOp::Snapshot { seq, bytes, retain, created_unix_ms, .. } => WriteKind::Snapshot {
+                seq: *seq,
+                bytes: bytes.clone(),
+                retain: (*retain).min(u32::MAX as usize) as u32,
+                created_unix_ms: *created_unix_ms,
+            },
+            WriteOp::Append { seq, bytes, .. } => WriteKind::Append { seq: *seq, bytes: bytes.clone() },
+            WriteOp::DeleteSnapshot { seq, .. } => WriteKind::DeleteSnapshot { seq: *seq },
+        };
+        KeyOp { key: op.key().to_string(), token, epoch, op: op_kind }
+    }
+}
+
+impl Store for ReplicatedStore {
+    fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        // Not atomic across keys (nothing in a cluster store is): the first failure, if any.
+        self.commit_each(ops).into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+    }
+
+    fn commit_each(&self, ops: &[WriteOp]) -> Vec<Result<(), StoreError>> {
+        let mut results: Vec<Option<Result<(), StoreError>>> = vec![None; ops.len()];
+        let mut sent: Vec<(usize, KeyOp)> = Vec::new();
+        {
+            let creds = self.creds();
+            for (i, op) in ops.iter().enumerate() {
+                match creds.get(&**op.key()) {
+                    Some(&(token, epoch)) => sent.push((i, Self::to_key_op(op, token, epoch))),
+                    None => {
+                        results[i] = Some(Err(StoreError::Refused {
+                            key: op.key().to_string(),
+                            cause: "the key is not open on this node (restore it first)".into(),
+                        }))
+                    }
+                }
+            }
+        }
+        if !sent.is_empty() {
+            let (slots, key_ops): (Vec<usize>, Vec<KeyOp>) = sent.into_iter().unzip();
+            let n = key_ops.len();
+            let keys: Vec<String> = key_ops.iter().map(|o| o.key.clone()).collect();
+            let answer = self.proposer.submit_blocking(vec![Command::Write { node: self.me, ops: key_ops }]);
+            match answer {
+                Ok(committed) => {
+                    let outcomes = committed.outcomes.into_iter().next().unwrap_or_default();
+                    for (j, slot) in slots.into_iter().enumerate() {
+                        results[slot] = Some(match outcomes.get(j) {
+                            Some(Outcome::Done) => Ok(()),
+                            Some(Outcome::Refused(why)) => {
+                                self.creds().remove(&keys[j]);
+                                Err(StoreError::Refused { key: keys[j].clone(), cause: why.to_string() })
+                            }
+                            _ => Err(StoreError::Uncertain { ops: 1, cause: "no outcome for this write".into() }),
+                        });
+                    }
+                }
+                Err(ProposeError::NotSent(cause)) => {
+                    for slot in slots {
+                        results[slot] = Some(Err(StoreError::Commit { ops: n, cause: cause.clone() }));
+                    }
+                }
+                Err(ProposeError::Unknown(cause)) => {
+                    for slot in slots {
+                        results[slot] = Some(Err(StoreError::Uncertain { ops: n, cause: cause.clone() }));
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or(Err(StoreError::Closed))).collect()
+    }
+
+    fn open_key(&self, key: &str) -> Result<(), StoreError> {
+        let uncertain = |cause: String| StoreError::Uncertain { ops: 1, cause: format!("opening {key:?}: {cause}") };
+        let committed = self
+            .proposer
+            .submit_blocking(vec![Command::Open { node: self.me, key: key.to_string() }])
+            .map_err(|e| match e {
+                ProposeError::NotSent(cause) => {
+                    StoreError::Commit { ops: 1, cause: format!("opening {key:?}: {cause}") }
+                }
+                ProposeError::Unknown(cause) => uncertain(cause),
+            })?;
+        match committed.outcomes.first().and_then(|o| o.first()) {
+            Some(Outcome::Opened { token, epoch }) => {
+                self.creds().insert(key.to_string(), (*token, *epoch));
+            }
+            Some(Outcome::Refused(why)) => {
+                return Err(StoreError::Refused { key: key.to_string(), cause: why.to_string() })
+            }
+            _ => return Err(uncertain("no outcome".into())),
+        }
+        // Everything written before the open is applied here once the open is.
+        let shared = self.shared.clone();
+        let index = committed.index;
+        let applied = self
+            .runtime
+            .block_on(async move { tokio::time::timeout(OPEN_APPLY_WAIT, shared.applied_at_least(index)).await });
+        applied.map_err(|_| uncertain(format!("this node did not apply entry {index} in time")))
+    }
+
+    fn snapshots(&self, key: &str) -> Result<Vec<SnapshotInfo>, StoreError> {
+        Ok(self.shared.read(|l| {
+            l.keys
+                .get(key)
+                .map(|k| {
+                    k.snapshots
+                        .iter()
+                        .map(|(seq, s)| SnapshotInfo {
+                            seq: *seq,
+                            size: s.bytes.len() as u64,
+                            created_unix_ms: s.created_unix_ms,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
+
+    fn read_snapshot(&self, key: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.shared.read(|l| l.keys.get(key).and_then(|k| k.snapshots.get(&seq)).map(|s| s.bytes.as_ref().clone())))
+    }
+
+    fn journal_after(&self, key: &str, after: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Ok(self.shared.read(|l| {
+            l.keys
+                .get(key)
+                .map(|k| k.journal.range(after + 1..).map(|(seq, b)| (*seq, b.as_ref().clone())).collect())
+                .unwrap_or_default()
+        }))
+    }
+
+    fn last_seq(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self.shared.read(|l| l.keys.get(key).map_or(0, |k| k.last_seq)))
+    }
+
+    fn keys(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.shared.read(|l| {
+            l.keys
+                .iter()
+                .filter(|(_, k)| !k.snapshots.is_empty() || !k.journal.is_empty())
+                .map(|(name, _)| name.clone())
+                .collect()
+        }))
+    }
+}
