@@ -8,7 +8,7 @@
 //! holds, it answers what to start, kill and hand off. The host carries the actions out:
 //!
 //! * **start**: a one-for-one supervisor for the instance, built with a
-//!   [`SingletonContext`](crate::singleton::SingletonContext) that carries the grant's token;
+//!   [`SingletonContext`] that carries the grant's token;
 //!   the instance's restore opens its keys, fencing every earlier writer;
 //! * **kill**: the grant is gone (moved, or the node was evicted) or the lease ran out: the
 //!   instance's gate closes at once, then it is killed (no final snapshot: it may not write);

@@ -2,7 +2,7 @@
 //! holds each singleton and durable key (with fencing tokens), and on every durable write.
 //!
 //! A node is a [`Transport`] (ractor_cluster sessions, cookie, TLS, heartbeats), an openraft
-//! [`Raft`](crate::raft::Raft) whose log and state live in the node's data directory, a
+//! [`Raft`] whose log and state live in the node's data directory, a
 //! [`Proposer`], a checkpoint service on the replicated store, a singleton host, and the
 //! leader's loop (active while the node leads). [`Node::start`] founds a group (a node with no
 //! past and nothing to join), rejoins it (a node whose data directory knows its identity), or

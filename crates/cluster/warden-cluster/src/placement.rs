@@ -6,8 +6,8 @@
 //! The rules, in order:
 //!
 //! 1. **Evict** a node none of whose renewals the leader applied for
-//!    [`EVICT_AFTER`](crate::raft::timing::EVICT_AFTER), once the leader has led for
-//!    [`NEW_LEADER_WAIT`](crate::raft::timing::NEW_LEADER_WAIT). Its singletons become
+//!    [`EVICT_AFTER`], once the leader has led for
+//!    [`NEW_LEADER_WAIT`]. Its singletons become
 //!    unowned. (The eviction carries the renewal count it saw; a renewal applied in between
 //!    voids it.)
 //! 2. **Place** unowned singletons on the fresh live nodes (renewed lately, not leaving),

@@ -5,7 +5,7 @@
 //! ([`log_store`], one redb file per node), a state machine ([`state_machine`], the
 //! [`Ledger`](crate::ledger::Ledger) in memory, snapshotted into the same file), and a network
 //! ([`network`], an RPC actor per node reached through a ractor process group). What travels
-//! through the log is a [`Batch`] of ledger [`Command`](crate::ledger::Command)s; its answer,
+//! through the log is a [`Batch`] of ledger [`Command`]s; its answer,
 //! [`Answers`], holds every command's outcomes.
 //!
 //! [`timing`] holds the timing settings and the rules that tie them to the lease bound.
