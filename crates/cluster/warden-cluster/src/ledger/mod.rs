@@ -692,6 +692,13 @@ impl Ledger {
                 if *seq < newest {
                     return Err(Refusal::StaleSnapshot { seq: *seq, newest });
                 }
+                // A snapshot of a point already snapshotted (a durable actor snapshots the state
+                // after its last event: the same state) leaves the stored one: a stored snapshot
+                // never changes, so replicas at any index agree on it.
+                if entry.snapshots.contains_key(seq) {
+                    entry.writers.insert((op.token, node));
+                    return Ok(());
+                }
                 entry
                     .snapshots
                     .insert(*seq, StoredSnapshot { bytes: Arc::new(bytes.clone()), created_unix_ms: *created_unix_ms });

@@ -157,6 +157,19 @@ fn snapshots_keep_the_newest_and_drop_the_journal_they_cover() {
     assert_eq!(l.apply(&snap(4)), vec![Outcome::Done]);
     assert_eq!(l.keys["k"].snapshots.keys().copied().collect::<Vec<_>>(), vec![4]);
     assert!(l.keys["k"].journal.is_empty());
+    // A second snapshot of point 4 (a later incarnation's final snapshot, taken at another
+    // time: other bytes) is accepted and changes nothing: stored snapshots never change.
+    let again = Command::Write {
+        node: 1,
+        ops: vec![KeyOp {
+            key: "k".into(),
+            token: c.0,
+            epoch: c.1,
+            op: WriteKind::Snapshot { seq: 4, bytes: vec![7, 7], retain: 1, created_unix_ms: 5 },
+        }],
+    };
+    assert_eq!(l.apply(&again), vec![Outcome::Done]);
+    assert_eq!(*l.keys["k"].snapshots[&4].bytes, vec![9]);
 }
 
 #[test]
