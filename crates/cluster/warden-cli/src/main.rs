@@ -62,7 +62,7 @@ enum Command {
     },
     /// Measures node failure detection and singleton failover against real node processes on
     /// loopback and prints the figures as JSON: `node_down_killed_p99_ms`,
-    /// `node_down_frozen_p99_ms`, `false_suspicions`, `singleton_failover_p99_ms` (each `{"warden": value}`, the shape of warden-bench's output).
+    /// `node_down_frozen_p99_ms`, `false_suspicions`, `singleton_failover_p99_ms`, `failover_leader_killed_p99_ms`, `failover_follower_killed_p99_ms` (each `{"warden": value}`, the shape of warden-bench's output).
     BenchCluster {
         /// Kills and freezes measured, each.
         #[arg(long, default_value_t = 20)]
@@ -70,8 +70,8 @@ enum Command {
         /// Seconds of three idle nodes watched for false suspicions.
         #[arg(long, default_value_t = 30)]
         quiet_s: u64,
-        /// Singleton failovers measured (kills of the node hosting the bank demo's auditor);
-        /// 0 skips them.
+        /// Failovers measured in a 3-node bank demo: kills of the node hosting the auditor and
+        /// of the Raft leader, in turn (each restarted 4 s later); 0 skips them.
         #[arg(long, default_value_t = 20)]
         failovers: usize,
     },
