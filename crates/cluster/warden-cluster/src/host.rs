@@ -318,6 +318,14 @@ async fn run(host: Arc<Host>) {
     }
 }
 
+/// Removes `name`'s instance if it is still the one behind `gate` (not a newer incarnation).
+fn remove_if_same(host: &Host, name: &str, gate: &Arc<Gate>) {
+    let mut instances = host.instances();
+    if instances.get(name).is_some_and(|i| Arc::ptr_eq(&i.gate, gate)) {
+        instances.remove(name);
+    }
+}
+
 fn carry_out(host: &Arc<Host>, action: Action) {
     match action {
         Action::Start { name, token } => {
@@ -368,7 +376,9 @@ fn carry_out(host: &Arc<Host>, action: Action) {
                         }
                     }
                     Err(e) => {
-                        host.instances().remove(&name);
+                        // Only this incarnation's entry: a newer one of the same name may have
+                        // taken its place meanwhile.
+                        remove_if_same(&host, &name, &gate);
                         host.events.send(ClusterEvent::StartFailed { name, error: e.to_string() });
                     }
                 }
@@ -386,14 +396,14 @@ fn carry_out(host: &Arc<Host>, action: Action) {
             }
         }
         Action::HandOff { name, token } => {
-            let sup = {
+            let (sup, gate) = {
                 let mut instances = host.instances();
                 match instances.get_mut(&name) {
                     Some(i) => {
                         i.running.handing_off = true;
-                        i.supervisor.clone()
+                        (i.supervisor.clone(), Some(i.gate.clone()))
                     }
-                    None => None,
+                    None => (None, None),
                 }
             };
             let host = host.clone();
@@ -401,8 +411,9 @@ fn carry_out(host: &Arc<Host>, action: Action) {
                 if let Some(sup) = sup {
                     sup.shutdown().await; // its final snapshot, under the still valid token
                 }
-                if let Some(i) = host.instances().remove(&name) {
-                    i.gate.revoked.store(true, Ordering::Release);
+                if let Some(gate) = gate {
+                    gate.revoked.store(true, Ordering::Release);
+                    remove_if_same(&host, &name, &gate);
                 }
                 host.events.send(ClusterEvent::Phase { step: Phase::Handoff, detail: name.clone() });
                 let release = Command::Release { node: host.me, singletons: vec![(name.clone(), token)] };

@@ -166,6 +166,7 @@ impl Handler for NodeHandler {
         Box::pin(async move {
             match raft.client_write(batch).await {
                 Ok(resp) => Ok((resp.log_id.index, resp.data)),
+                Err(e @ openraft::error::RaftError::Fatal(_)) => Err(NotDone::Unknown(e.to_string())),
                 Err(e) => match e.forward_to_leader() {
                     Some(f) => Err(NotDone::NotLeader(f.leader_id)),
                     None => Err(NotDone::Failed(e.to_string())),

@@ -206,9 +206,10 @@ pub fn plan(v: &View<'_>) -> Plan {
     for (id, rec) in &v.ledger.nodes {
         let member = v.voters.contains(id) || v.learners.contains(id);
         if !member {
-            // A node that left (drained, then taken out of the membership) is forgotten;
-            // the leader that removed it may have failed to commit that, or lost its lead.
-            if rec.draining {
+            // A node that left (drained, or replaced, then taken out of the membership) is
+            // forgotten; the leader that removed it may have failed to commit that, or lost its
+            // lead.
+            if rec.draining || rec.evicted {
                 out.commands.push(Command::Forget { node: *id });
             }
             continue;

@@ -3,7 +3,8 @@
 //! node over the RPC network).
 //!
 //! One batch is in flight per node; everything submitted meanwhile waits and goes in the next
-//! one, up to [`MAX_BATCH_COMMANDS`] commands or [`MAX_BATCH_BYTES`] bytes of payload. This is
+//! one, until it holds [`MAX_BATCH_COMMANDS`] commands or [`MAX_BATCH_BYTES`] bytes of
+//! payload (the submission that crosses a limit still goes in; none is split). This is
 //! group commit across the whole node: many durable actors' writes share one log entry and one
 //! `fsync` per node of the group.
 //!
@@ -173,6 +174,10 @@ async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), P
         if leader == me {
             match tokio::time::timeout(left, raft.client_write(batch.clone())).await {
                 Ok(Ok(resp)) => return Ok((resp.log_id.index, resp.data)),
+                // Raft itself failed (stopped, storage): the entry may have been replicated.
+                Ok(Err(e @ openraft::error::RaftError::Fatal(_))) => {
+                    return Err(ProposeError::Unknown(format!("the leader's Raft failed: {e}")))
+                }
                 Ok(Err(e)) => match e.forward_to_leader() {
                     // Not appended: it is safe to send it elsewhere.
                     Some(f) => {
@@ -199,6 +204,9 @@ async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), P
             }
             Ok(Reply::Proposed(Err(NotDone::Failed(e)))) => {
                 return Err(ProposeError::NotSent(format!("the leader refused it: {e}")))
+            }
+            Ok(Reply::Proposed(Err(NotDone::Unknown(e)))) => {
+                return Err(ProposeError::Unknown(format!("the leader's Raft failed: {e}")))
             }
             Ok(_) => return Err(ProposeError::Unknown("the leader answered something else".into())),
             Err(e @ (CallError::Unreachable(_) | CallError::Busy(_))) => {

@@ -223,7 +223,9 @@ pub enum Refusal {
         /// The key's last one.
         last: u64,
     },
-    /// A journal entry or snapshot already stored with other bytes.
+    /// A journal entry already stored with other bytes. (A snapshot at a point already
+    /// snapshotted is accepted and leaves the stored one: both are the state after the same
+    /// journal entry.)
     #[error("entry {seq} is already stored with other contents")]
     Conflict {
         /// Its sequence number.
@@ -362,8 +364,8 @@ pub struct KeyRecord {
     pub snapshots: BTreeMap<u64, StoredSnapshot>,
     /// Journal entries by sequence number.
     pub journal: BTreeMap<u64, Arc<Vec<u8>>>,
-    /// Every (token, node) that wrote the key, for the checker (bounded: a token is issued
-    /// once per grant).
+    /// Every (token, node) that wrote the key, for the checker: one entry per grant of the key
+    /// that wrote (it grows with the key's moves; not bounded yet, see issue 15).
     pub writers: BTreeSet<(u64, NodeId)>,
 }
 
@@ -381,7 +383,16 @@ pub struct Ledger {
     pub keys: BTreeMap<String, Arc<KeyRecord>>,
     /// The last token issued.
     pub last_token: u64,
+    /// Nodes the group forgot (they left, or were replaced), newest last, at most
+    /// [`MAX_FORGOTTEN`]: their renewals are refused, so a node that left cannot come back by
+    /// renewing (it joins again with an empty data directory, under a new id).
+    #[serde(default)]
+    pub forgotten: std::collections::VecDeque<NodeId>,
 }
+
+/// How many forgotten node ids the ledger remembers (the oldest goes first); ids are random 64
+/// bits and never reused, so one forgotten long ago cannot come back unnoticed in practice.
+pub const MAX_FORGOTTEN: usize = 4096;
 
 impl Ledger {
     /// Applies one command; returns one outcome per op for [`Command::Write`], and one
@@ -431,6 +442,9 @@ impl Ledger {
     }
 
     fn renew(&mut self, node: NodeId, name: &str, addr: &str) -> Outcome {
+        if self.forgotten.contains(&node) {
+            return Outcome::Refused(Refusal::NotLive(node));
+        }
         let rec = self.nodes.entry(node).or_insert_with(|| NodeRecord {
             name: name.to_string(),
             addr: addr.to_string(),
@@ -482,6 +496,10 @@ impl Ledger {
     fn forget(&mut self, node: NodeId) -> Outcome {
         if self.nodes.remove(&node).is_none() {
             return Outcome::Refused(Refusal::NotLive(node));
+        }
+        self.forgotten.push_back(node);
+        while self.forgotten.len() > MAX_FORGOTTEN {
+            self.forgotten.pop_front();
         }
         self.strip(node);
         // Handoffs towards the node are called off.

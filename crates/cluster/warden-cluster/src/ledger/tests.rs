@@ -252,3 +252,14 @@ fn the_same_log_gives_the_same_ledger() {
     assert_eq!(out_a, out_b);
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_forgotten_node_cannot_come_back_by_renewing() {
+    let mut l = granted();
+    l.apply(&Command::Drain { node: 2 });
+    assert_eq!(l.apply(&Command::Forget { node: 2 }), vec![Outcome::Done]);
+    // A renewal it sent before it stopped arrives late: refused, the node stays gone.
+    let late = l.apply(&Command::Renew { node: 2, name: "n2".into(), addr: String::new() });
+    assert_eq!(late, vec![Outcome::Refused(Refusal::NotLive(2))]);
+    assert!(!l.nodes.contains_key(&2));
+}

@@ -140,7 +140,11 @@ impl RaftDb {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(META)?;
         match table.get(key)? {
-            Some(v) => Ok(rmp_serde::from_slice(v.value()).ok()),
+            // A value that does not decode is an error, never "absent": a vote read as
+            // "never voted" could vote twice in one term.
+            Some(v) => rmp_serde::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| redb::Error::Io(std::io::Error::other(format!("meta {key:?} does not decode: {e}")))),
             None => Ok(None),
         }
     }
@@ -240,7 +244,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let tx = db.db.begin_read()?;
             let table = tx.open_table(LOG)?;
             let last = match table.last()? {
-                Some((_, v)) => rmp_serde::from_slice::<Entry>(v.value()).ok().map(|e| e.log_id),
+                Some((_, v)) => Some(
+                    rmp_serde::from_slice::<Entry>(v.value())
+                        .map_err(|e| {
+                            redb::Error::Io(std::io::Error::other(format!("the last log entry does not decode: {e}")))
+                        })?
+                        .log_id,
+                ),
                 None => None,
             };
             Ok(LogState { last_purged_log_id: purged, last_log_id: last.or(purged) })

@@ -80,8 +80,11 @@ pub enum Request {
 pub enum NotDone {
     /// The node asked is not the leader; the leader it knows, if any.
     NotLeader(Option<NodeId>),
-    /// The leader failed it (Raft stopped, a membership change in progress...).
+    /// The leader failed it before it reached the log (a membership change in progress...).
     Failed(String),
+    /// The leader's Raft failed (stopped, a storage error) after perhaps appending it: it may
+    /// still be committed.
+    Unknown(String),
 }
 
 /// An answer.

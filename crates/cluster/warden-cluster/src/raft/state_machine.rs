@@ -210,13 +210,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
             }
-        }
-        if !renewed.is_empty() {
+            // Renewal times change under the ledger's write lock, with the renewal counts: a
+            // reader (the leader's plan) never sees a count with an older renewal's time, which
+            // would let it evict a node that has just renewed. Forgotten nodes' times go.
             let now = Instant::now();
             let mut at = self.shared.renewed_at.lock().unwrap_or_else(PoisonError::into_inner);
-            for node in renewed {
+            for node in renewed.drain(..) {
                 at.insert(node, now);
             }
+            at.retain(|node, _| ledger.nodes.contains_key(node));
         }
         // Changes first: whoever sees the new applied index must also find its changes.
         let any_change = !changed.is_empty();

@@ -174,7 +174,11 @@ pub async fn inject(l: &Launcher, f: &Fault, base: &Path) {
             if wipe {
                 o.must_serve.insert(node.clone());
             }
-            l.world().faults.push(o);
+            {
+                let mut w = l.world();
+                w.overtaken(&node, f.action.kind(), l.workload_now());
+                w.faults.push(o);
+            }
             kill(l, &node).await;
             *l.last_killed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(node.clone());
             if wipe {
@@ -297,7 +301,11 @@ pub async fn inject(l: &Launcher, f: &Fault, base: &Path) {
             let Some(node) = resolve(l, r).filter(|n| l.up_nodes().contains(n)) else { return };
             let mut o = open(l, f, record(l, f, node.clone()), Some(node.clone()), None);
             o.needs_gone = true;
-            l.world().faults.push(o);
+            {
+                let mut w = l.world();
+                w.overtaken(&node, "leave", l.workload_now());
+                w.faults.push(o);
+            }
             let _ = l.request(&node, Op::Leave, Duration::from_secs(2)).await;
             // The process stays in its slot while it leaves, so that the end of the run stops
             // it should it still be leaving then.

@@ -121,6 +121,29 @@ impl World {
         self.hosts.iter().filter(|(_, on)| on.contains_key(node)).map(|(s, _)| s.clone()).collect()
     }
 
+    /// A node fault (`kind`: kill, wipe, leave) takes node `node` away at `now`: a panic or hang
+    /// armed there that has not shown yet (a pool worker's next job on that node, or a
+    /// singleton it hosts) can no longer show. It counts as detected by the node fault; a
+    /// worker's is recovered with it (the other nodes' pools were never affected), a
+    /// singleton's once the singleton starts elsewhere.
+    pub fn overtaken(&mut self, node: &str, kind: &str, now: u64) {
+        let hosted = self.hosted_by(node);
+        for f in self.faults.iter_mut().filter(|f| f.rec.detected_at_ms.is_none()) {
+            if !matches!(f.action, Action::Panic(_) | Action::Hang(_)) {
+                continue;
+            }
+            let Some(actor) = f.actor.clone() else { continue };
+            let worker_here = actor.strip_prefix("worker@") == Some(node);
+            if worker_here || hosted.contains(&actor) {
+                Self::detect(f, now);
+                f.rec.note = format!("overtaken by the {kind} of {node} before it showed");
+                if worker_here {
+                    f.rec.recovered_at_ms = Some(now);
+                }
+            }
+        }
+    }
+
     /// Whether `a` and `b` are on opposite sides of the current cut.
     pub fn cut_apart(&self, a: &str, b: &str) -> bool {
         match &self.cut {

@@ -132,3 +132,23 @@ fn a_hang_overtaken_by_a_handoff_is_closed_by_the_stop_and_the_start_elsewhere()
     started(&mut w, "n2", "register", 9, 150);
     assert_eq!(w.faults[0].rec.recovered_at_ms, Some(150));
 }
+
+#[test]
+fn a_fault_armed_on_a_node_that_is_then_killed_counts_as_overtaken() {
+    let mut w = world(&["n1", "n2", "n3"]);
+    started(&mut w, "n2", "results", 3, 5);
+    for actor in ["worker@n2", "results", "worker@n3"] {
+        let mut f = open(Action::Panic(actor.into()), None, &[]);
+        f.actor = Some(actor.into());
+        f.needs_success = false;
+        w.faults.push(f);
+    }
+    w.overtaken("n2", "wipe", 100);
+    let (worker, singleton, elsewhere) = (&w.faults[0].rec, &w.faults[1].rec, &w.faults[2].rec);
+    assert_eq!((worker.detected_at_ms, worker.recovered_at_ms), (Some(100), Some(100)));
+    assert!(worker.note.contains("wipe of n2"), "{}", worker.note);
+    assert_eq!((singleton.detected_at_ms, singleton.recovered_at_ms), (Some(100), None));
+    assert_eq!(elsewhere.detected_at_ms, None, "a fault armed on another node is not touched");
+    started(&mut w, "n1", "results", 8, 300);
+    assert_eq!(w.faults[1].rec.recovered_at_ms, Some(300));
+}
