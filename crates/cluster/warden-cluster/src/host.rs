@@ -150,6 +150,8 @@ pub(crate) struct Host {
     instances: Mutex<HashMap<String, Instance>>,
     starts: Arc<Semaphore>,
     events: Events,
+    /// The host's own loops (registration, renewals, reconciliation), stopped by `shutdown`.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// What starts a host.
@@ -183,10 +185,14 @@ impl Host {
             instances: Mutex::new(HashMap::new()),
             starts: Arc::new(Semaphore::new(MAX_CONCURRENT_STARTS)),
             events: parts.events,
+            tasks: Mutex::new(Vec::new()),
         });
-        tokio::spawn(register(host.clone()));
-        tokio::spawn(renew(host.clone()));
-        tokio::spawn(run(host.clone()));
+        let tasks = vec![
+            tokio::spawn(register(host.clone())),
+            tokio::spawn(renew(host.clone())),
+            tokio::spawn(run(host.clone())),
+        ];
+        *host.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
         host
     }
 
@@ -224,6 +230,11 @@ impl Host {
 
     /// Stops every instance gracefully (the node stops).
     pub(crate) async fn shutdown(&self) {
+        // First the loops, so that nothing renews the lease or starts an instance again.
+        let tasks: Vec<_> = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
+        for task in tasks {
+            task.abort();
+        }
         let sups: Vec<SupervisorRef> = self.instances().drain().filter_map(|(_, i)| i.supervisor).collect();
         for sup in sups {
             sup.shutdown().await;
