@@ -201,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
             tls_name,
             observe,
         } => {
-            use demo::protocol::{ClusterEventWire, PeerEvent, Report};
+            use demo::protocol::{PeerEvent, Report};
             anyhow::ensure!(!cookie.is_empty(), "--cookie must not be empty");
             anyhow::ensure!(heartbeat_ms > 0, "--heartbeat-ms must be at least 1");
             let tls = match (tls_ca, tls_cert, tls_key) {
@@ -241,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
                         Err(_) => break,
                     },
                     e = cluster.recv() => match e {
-                        Ok(e) => print(&Report::Cluster { node: name.clone(), event: ClusterEventWire::from(&e) }),
+                        Ok(e) => print(&Report::Cluster { node: name.clone(), event: e.clone() }),
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(_) => break,
                     },

@@ -5,7 +5,7 @@
 //! behind loses the oldest and is told how many (`RecvError::Lagged`). The node never waits
 //! for its subscribers.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::ledger::NodeId;
@@ -15,7 +15,7 @@ pub const EVENT_CAPACITY: usize = 4096;
 
 /// A protocol step a node reports when it reaches it (the demo's `stop-at` faults freeze a
 /// node right there).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// This node just became the group's leader.
@@ -43,8 +43,9 @@ impl Phase {
     pub const ALL: [Phase; 4] = [Phase::Leader, Phase::Grant, Phase::Handoff, Phase::Evict];
 }
 
-/// One thing that happened on a node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One thing that happened on a node. It serializes as `{"kind": "started", "name": ...}`
+/// (the shape `warden node` and the demo's nodes print).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ClusterEvent {
     /// An instance of a singleton started here.
@@ -80,6 +81,7 @@ pub enum ClusterEvent {
     /// The group's leader is now `node` (this node or another).
     Leader {
         /// The leader.
+        #[serde(rename = "id")]
         node: NodeId,
     },
     /// This node became a voter: it joined as a learner, caught up, and the leader promoted

@@ -151,6 +151,12 @@ impl Gateway {
             Op::Hang { target } => (false, target),
             _ => return error("not a fault"),
         };
+        // A singleton's fault goes through the node that hosts it, to its local instance: a
+        // cast to a remote instance that has just stopped is lost without an error.
+        let singleton = !(self.demo == Demo::Pipeline && target == "worker");
+        if singleton && !self.node.hosted().contains(&target) {
+            return error(format!("{target} does not run on this node"));
+        }
         let locator = self.node.locator();
         let sent = match self.demo {
             Demo::Pipeline if target == "worker" => {

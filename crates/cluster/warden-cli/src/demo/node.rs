@@ -26,7 +26,7 @@ use warden_core::{Supervisor, SupervisorEvent, SupervisorSpec};
 
 use super::gateway::Gateway;
 use super::pipeline::{self, Faults};
-use super::protocol::{ClusterEventWire, Op, PeerEvent, Report, Request, MAX_LINE};
+use super::protocol::{Op, PeerEvent, Report, Request, MAX_LINE};
 use super::{bank, Demo};
 
 /// Reports waiting for stdout.
@@ -162,7 +162,7 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
                             forward(sup.subscribe(), me.clone(), o.clone());
                         }
                     }
-                    o.send(&Report::Cluster { node: me.clone(), event: ClusterEventWire::from(&e) })
+                    o.send(&Report::Cluster { node: me.clone(), event: e.clone() })
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return,

@@ -6,7 +6,8 @@
 //! Both sides use these enums; nothing here is an untyped JSON value.
 
 use serde::{Deserialize, Serialize};
-use warden_cluster::ClusterEvent;
+// Cluster events cross to the launcher as the library serializes them.
+pub use warden_cluster::ClusterEvent;
 
 use super::bank::{Audit, AuditorStatus, Book, Served, Transfer};
 use super::pipeline::JobOutcome;
@@ -102,7 +103,7 @@ pub enum Report {
         /// Its name.
         node: String,
         /// The event.
-        event: ClusterEventWire,
+        event: ClusterEvent,
     },
     /// A supervised actor crashed.
     Crash {
@@ -182,79 +183,6 @@ impl From<&warden_cluster::NodeEvent> for PeerEvent {
             E::Recovered { peer } => PeerEvent::Recovered { peer: peer.clone() },
             E::Down { peer, cause, .. } => PeerEvent::Down { peer: peer.clone(), cause: cause.clone() },
             E::Refused { addr, cause } => PeerEvent::Refused { addr: addr.to_string(), cause: cause.clone() },
-        }
-    }
-}
-
-/// A cluster event as it crosses to the launcher (the library's type, with names for ids).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ClusterEventWire {
-    /// A singleton started here.
-    Started {
-        /// The singleton.
-        name: String,
-        /// Its grant's token.
-        token: u64,
-    },
-    /// A singleton stopped here.
-    Stopped {
-        /// The singleton.
-        name: String,
-        /// Why.
-        why: String,
-    },
-    /// A singleton could not start here.
-    StartFailed {
-        /// The singleton.
-        name: String,
-        /// Why.
-        error: String,
-    },
-    /// A singleton was handed off from here.
-    HandedOff {
-        /// The singleton.
-        name: String,
-    },
-    /// The node's lease holds again.
-    Serving,
-    /// The node's lease ran out.
-    NotServing,
-    /// The leader is now the node with this id.
-    Leader {
-        /// Its id.
-        id: u64,
-    },
-    /// The node became a member.
-    Joined {
-        /// Its id.
-        id: u64,
-    },
-    /// The node reached a protocol step.
-    Phase {
-        /// `leader`, `grant`, `handoff`, `evict`.
-        step: String,
-        /// What it concerns.
-        detail: String,
-    },
-}
-
-impl From<&ClusterEvent> for ClusterEventWire {
-    fn from(e: &ClusterEvent) -> Self {
-        match e {
-            ClusterEvent::Started { name, token } => ClusterEventWire::Started { name: name.clone(), token: *token },
-            ClusterEvent::Stopped { name, why } => ClusterEventWire::Stopped { name: name.clone(), why: why.clone() },
-            ClusterEvent::StartFailed { name, error } => {
-                ClusterEventWire::StartFailed { name: name.clone(), error: error.clone() }
-            }
-            ClusterEvent::HandedOff { name } => ClusterEventWire::HandedOff { name: name.clone() },
-            ClusterEvent::Serving => ClusterEventWire::Serving,
-            ClusterEvent::NotServing => ClusterEventWire::NotServing,
-            ClusterEvent::Leader { node } => ClusterEventWire::Leader { id: *node },
-            ClusterEvent::Joined { id } => ClusterEventWire::Joined { id: *id },
-            ClusterEvent::Phase { step, detail } => {
-                ClusterEventWire::Phase { step: step.as_str().to_string(), detail: detail.clone() }
-            }
         }
     }
 }

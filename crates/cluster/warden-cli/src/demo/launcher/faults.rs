@@ -148,10 +148,15 @@ pub async fn inject(l: &Launcher, f: &Fault, base: &Path) {
             let rec = record(l, f, actor.clone());
             let deadline = tokio::time::Instant::now() + ACTOR_FAULT_RETRY;
             loop {
-                let via = node.clone().filter(|n| l.up_nodes().contains(n)).or_else(|| l.up_nodes().first().cloned());
-                let Some(via) = via else { return };
+                // A pool worker's node, or the node hosting the singleton (it refuses otherwise).
+                let host = || resolve(l, &NodeRef::Hosting(target.clone()));
+                let via = node.clone().or_else(host).filter(|n| l.up_nodes().contains(n));
                 let op = if panic { Op::Panic { target: target.clone() } } else { Op::Hang { target: target.clone() } };
-                if matches!(l.request(&via, op, Duration::from_secs(2)).await, Some(Answer::Sent | Answer::Armed)) {
+                let sent = match &via {
+                    Some(via) => l.request(via, op, Duration::from_secs(2)).await,
+                    None => None, // moving: no host now
+                };
+                if matches!(sent, Some(Answer::Sent | Answer::Armed)) {
                     let o = Open { displaced: BTreeSet::new(), ..open(l, f, rec, None, Some(actor.clone())) };
                     l.world().faults.push(o);
                     return;

@@ -30,7 +30,7 @@ use self::net::Net;
 use self::process::{Placement, Running, Spawner};
 use self::world::{NodeInfo, Proc, World};
 use super::plan::Fault;
-use super::protocol::{Answer, ClusterEventWire, Op, Report, Request};
+use super::protocol::{Answer, ClusterEvent, Op, Report, Request};
 use super::report::Report as RunReport;
 use super::{Demo, RunSettings};
 
@@ -249,8 +249,8 @@ async fn follow(l: Arc<Launcher>, mut reports: mpsc::Receiver<(String, Report)>)
                 }
             }
             other => {
-                if let Report::Cluster { event: ClusterEventWire::Phase { step, .. }, .. } = &other {
-                    let _ = l.phases.send((node.clone(), step.clone()));
+                if let Report::Cluster { event: ClusterEvent::Phase { step, .. }, .. } = &other {
+                    let _ = l.phases.send((node.clone(), step.as_str().to_string()));
                 }
                 let now = l.workload_now();
                 l.world().apply(&node, &other, now);

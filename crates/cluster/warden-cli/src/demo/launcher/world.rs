@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::demo::plan::{Action, Cut};
-use crate::demo::protocol::{ClusterEventWire, PeerEvent, Report};
+use crate::demo::protocol::{ClusterEvent, PeerEvent, Report};
 use crate::demo::report::FaultRecord;
 
 /// How many log lines the world keeps (the oldest go).
@@ -290,9 +290,9 @@ impl World {
         }
     }
 
-    fn cluster(&mut self, node: &str, event: &ClusterEventWire, now: u64) {
+    fn cluster(&mut self, node: &str, event: &ClusterEvent, now: u64) {
         match event {
-            ClusterEventWire::Started { name, token } => {
+            ClusterEvent::Started { name, token } => {
                 self.hosts.entry(name.clone()).or_default().insert(node.to_string(), *token);
                 for f in self.faults.iter_mut() {
                     if f.displaced.remove(name) {
@@ -306,7 +306,7 @@ impl World {
                     }
                 }
             }
-            ClusterEventWire::Stopped { name, .. } | ClusterEventWire::HandedOff { name } => {
+            ClusterEvent::Stopped { name, .. } | ClusterEvent::HandedOff { name } => {
                 if let Some(on) = self.hosts.get_mut(name) {
                     on.remove(node);
                 }
@@ -321,7 +321,7 @@ impl World {
                         f.rec.note = format!("the instance on {node} was stopped (moved) before the fault showed");
                     }
                 }
-                if matches!(event, ClusterEventWire::HandedOff { .. }) {
+                if matches!(event, ClusterEvent::HandedOff { .. }) {
                     for f in self.faults.iter_mut().filter(|f| f.node.as_deref() == Some(node)) {
                         if matches!(f.action, Action::Leave(_)) {
                             Self::detect(f, now);
@@ -329,9 +329,9 @@ impl World {
                     }
                 }
             }
-            ClusterEventWire::StartFailed { .. } => {}
-            ClusterEventWire::Serving | ClusterEventWire::NotServing => {
-                let serving = matches!(event, ClusterEventWire::Serving);
+            ClusterEvent::StartFailed { .. } => {}
+            ClusterEvent::Serving | ClusterEvent::NotServing => {
+                let serving = matches!(event, ClusterEvent::Serving);
                 if let Some(n) = self.nodes.get_mut(node) {
                     n.serving = serving;
                 }
@@ -347,15 +347,15 @@ impl World {
                     }
                 }
             }
-            ClusterEventWire::Leader { id } => self.leader = Some(*id),
-            ClusterEventWire::Joined { .. } => {
+            ClusterEvent::Leader { node: id } => self.leader = Some(*id),
+            ClusterEvent::Joined { .. } => {
                 for f in self.faults.iter_mut().filter(|f| f.node.as_deref() == Some(node)) {
                     if matches!(f.action, Action::Join(_) | Action::Wipe(_)) {
                         Self::detect(f, now);
                     }
                 }
             }
-            ClusterEventWire::Phase { .. } => {}
+            ClusterEvent::Phase { .. } => {}
         }
     }
 

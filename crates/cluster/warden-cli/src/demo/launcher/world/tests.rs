@@ -16,7 +16,7 @@ fn world(nodes: &[&str]) -> World {
 fn started(w: &mut World, node: &str, name: &str, token: u64, now: u64) {
     w.apply(
         node,
-        &Report::Cluster { node: node.into(), event: ClusterEventWire::Started { name: name.into(), token } },
+        &Report::Cluster { node: node.into(), event: ClusterEvent::Started { name: name.into(), token } },
         now,
     );
 }
@@ -106,7 +106,7 @@ fn a_wiped_node_is_detected_when_it_comes_back_under_a_new_id_and_recovered_when
     assert_eq!(w.faults[0].rec.detected_at_ms, Some(500));
     w.settle(600, Some(550));
     assert_eq!(w.faults[0].rec.recovered_at_ms, None);
-    w.apply("n3", &Report::Cluster { node: "n3".into(), event: ClusterEventWire::Serving }, 2000);
+    w.apply("n3", &Report::Cluster { node: "n3".into(), event: ClusterEvent::Serving }, 2000);
     w.settle(2010, Some(550));
     assert_eq!(w.faults[0].rec.recovered_at_ms, Some(2010));
     assert_eq!(w.name_of(77).as_deref(), Some("n3"));
@@ -123,7 +123,7 @@ fn a_hang_overtaken_by_a_handoff_is_closed_by_the_stop_and_the_start_elsewhere()
     // The instance is handed off before its deadline: no hung report will come.
     w.apply(
         "n1",
-        &Report::Cluster { node: "n1".into(), event: ClusterEventWire::HandedOff { name: "register".into() } },
+        &Report::Cluster { node: "n1".into(), event: ClusterEvent::HandedOff { name: "register".into() } },
         100,
     );
     assert_eq!(w.faults[0].rec.detected_at_ms, Some(100));
