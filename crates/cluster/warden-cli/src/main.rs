@@ -59,6 +59,8 @@ enum Command {
         accounts: usize,
         #[arg(long)]
         data_dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 1)]
+        min_members: usize,
     },
     /// Measures node failure detection and singleton failover against real node processes on
     /// loopback and prints the figures as JSON: `node_down_killed_p99_ms`,
@@ -123,6 +125,12 @@ enum Command {
     },
 }
 
+/// What is logged when `RUST_LOG` is not set: warnings, except ractor_cluster's node session,
+/// which warns of every remote actor's ordinary exit ("unknown child actor exit event"): one
+/// line per singleton per peer when a node restarts many of them, which costs a busy node
+/// real CPU.
+const DEFAULT_LOG: &str = "warn,ractor_cluster::node::node_session=error";
+
 /// Prints one report line on stdout (the shape demo nodes use).
 fn print(report: &demo::protocol::Report) {
     println!("{}", serde_json::to_string(report).unwrap_or_default());
@@ -169,7 +177,7 @@ async fn observe_node(node: &Node, addr: SocketAddr) -> anyhow::Result<warden_ob
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into()))
         .init();
     match Cli::parse().command {
         Command::Demo(args) => {
@@ -178,10 +186,11 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         }
-        Command::DemoNode { demo, name, cookie, bind, port, join, accounts, data_dir } => {
+        Command::DemoNode { demo, name, cookie, bind, port, join, accounts, data_dir, min_members } => {
             anyhow::ensure!(!cookie.is_empty(), "the cookie must not be empty");
-            demo::node::run(demo::node::NodeSettings { demo, name, cookie, bind, port, join, data_dir, accounts })
-                .await?;
+            let settings =
+                demo::node::NodeSettings { demo, name, cookie, bind, port, join, data_dir, accounts, min_members };
+            demo::node::run(settings).await?;
         }
         Command::BenchCluster { reps, quiet_s, failovers } => {
             bench::run(reps.max(1), Duration::from_secs(quiet_s), failovers).await?

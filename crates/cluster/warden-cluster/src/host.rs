@@ -36,7 +36,7 @@ use crate::singleton::{Gate, Lease, Locator, SingletonContext, SingletonSpec};
 /// How often the host looks again even when nothing changed.
 pub const RECONCILE_EVERY: Duration = Duration::from_millis(20);
 /// How many instances start at once (each opens its keys through the log).
-pub const MAX_CONCURRENT_STARTS: usize = 256;
+pub const MAX_CONCURRENT_STARTS: usize = 32;
 /// Restart intensity of each instance's supervisor.
 pub const INSTANCE_INTENSITY: (u32, Duration) = (50, Duration::from_secs(10));
 

@@ -24,7 +24,14 @@ pub const CATCH_UP_LAG: u64 = 64;
 /// The longest a membership change may take before the leader moves on.
 pub const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) async fn run(me: NodeId, raft: Raft, shared: Arc<Shared>, proposer: Proposer, events: Events) {
+pub(crate) async fn run(
+    me: NodeId,
+    raft: Raft,
+    shared: Arc<Shared>,
+    proposer: Proposer,
+    events: Events,
+    min_members: usize,
+) {
     let mut metrics = raft.metrics();
     loop {
         // Wait to lead.
@@ -82,6 +89,7 @@ pub(crate) async fn run(me: NodeId, raft: Raft, shared: Arc<Shared>, proposer: P
                     voters: &voters,
                     learners: &learners,
                     caught_up: &caught_up,
+                    min_members,
                 })
             });
             if !plan.commands.is_empty() {

@@ -74,6 +74,12 @@ pub struct NodeConfig {
     pub cluster_name: String,
     /// The checkpoint service's settings.
     pub checkpoints: CheckpointConfig,
+    /// How many live nodes the group's first placement of singletons waits for, when this
+    /// node leads it (Akka's `min-nr-of-members`; 1, the default: none). Set it to the size
+    /// of the cluster being started, so that the first node up does not take every singleton
+    /// and hand most of them off again as the others join. It applies only until something
+    /// was placed once: a group that later loses nodes goes on with the ones it has.
+    pub min_members: usize,
 }
 
 impl NodeConfig {
@@ -85,7 +91,14 @@ impl NodeConfig {
             join: Vec::new(),
             cluster_name: "warden".into(),
             checkpoints: CheckpointConfig::default(),
+            min_members: 1,
         }
+    }
+
+    /// The group's first placement waits for `n` live nodes (see [`NodeConfig::min_members`]).
+    pub fn min_members(mut self, n: usize) -> Self {
+        self.min_members = n.max(1);
+        self
     }
 
     /// Keeps the node's Raft log and state in `dir`.
@@ -296,7 +309,14 @@ impl Node {
             events: events.clone(),
         });
         let tasks = vec![
-            tokio::spawn(crate::leader::run(me, raft.clone(), shared.clone(), proposer.clone(), events.clone())),
+            tokio::spawn(crate::leader::run(
+                me,
+                raft.clone(),
+                shared.clone(),
+                proposer.clone(),
+                events.clone(),
+                config.min_members.max(1),
+            )),
             tokio::spawn(mesh(me, raft.clone(), shared.clone(), transport.clone())),
             tokio::spawn(watch_raft(me, raft.clone(), events.clone())),
         ];

@@ -11,7 +11,9 @@
 //!    unowned. (The eviction carries the renewal count it saw; a renewal applied in between
 //!    voids it.)
 //! 2. **Place** unowned singletons on the fresh live nodes (renewed lately, not leaving),
-//!    least loaded first, ties broken by a stable hash of (singleton, node) so that placement
+//!    but not before the group's first placement has [`View::min_members`] of them (Akka's
+//!    `min-nr-of-members`: a cluster that starts node by node does not pile everything on the
+//!    first node and then move most of it away); least loaded first, ties broken by a stable hash of (singleton, node) so that placement
 //!    spreads and is the same on every run; at most [`MAX_GRANTS_PER_ROUND`] per round.
 //! 3. **Give up** handoffs not released within [`HANDOFF_TIMEOUT`].
 //! 4. **Rebalance** when nothing is left to place: singletons move (by handoff: the owner
@@ -45,6 +47,7 @@
 //!     voters: &BTreeSet::from([1, 2]),
 //!     learners: &BTreeSet::new(),
 //!     caught_up: &BTreeSet::new(),
+//!     min_members: 1,
 //! };
 //! let out = plan(&view);
 //! // One singleton on each node.
@@ -84,6 +87,10 @@ pub struct View<'a> {
     pub learners: &'a BTreeSet<NodeId>,
     /// Learners whose log has caught up with the leader's.
     pub caught_up: &'a BTreeSet<NodeId>,
+    /// How many fresh live nodes the group's first placement waits for (1: none). Once
+    /// anything was placed, it no longer applies: a group that lost nodes goes on with those
+    /// it has.
+    pub min_members: usize,
 }
 
 /// What to do.
@@ -161,8 +168,9 @@ pub fn plan(v: &View<'_>) -> Plan {
         }
     }
 
-    // 2. Placement.
-    if !targets.is_empty() && !unowned.is_empty() {
+    // 2. Placement (the first one waits for `min_members` nodes).
+    let enough = v.ledger.placement_started || targets.len() >= v.min_members;
+    if enough && !targets.is_empty() && !unowned.is_empty() {
         let mut grants = Vec::new();
         for name in unowned.into_iter().take(MAX_GRANTS_PER_ROUND) {
             let best = targets

@@ -120,6 +120,7 @@ fn hazard_3_a_cut_off_owner_is_evicted_only_after_its_lease_and_then_cannot_writ
         voters: &voters,
         learners: &none,
         caught_up: &none,
+        min_members: 1,
     });
     assert!(!early.commands.iter().any(|c| matches!(c, Command::Evict { .. })), "not before EVICT_AFTER: {early:?}");
     let after = EVICT_AFTER.as_millis() as u64 + 1;
@@ -133,6 +134,7 @@ fn hazard_3_a_cut_off_owner_is_evicted_only_after_its_lease_and_then_cannot_writ
         voters: &voters,
         learners: &none,
         caught_up: &none,
+        min_members: 1,
     });
     let evict = late.commands.iter().find(|c| matches!(c, Command::Evict { node: 1, .. })).expect("n1 is evicted");
     l.apply(evict);
@@ -208,6 +210,7 @@ fn hazard_6_an_empty_node_votes_only_once_caught_up_and_idle_keys_are_in_every_c
         voters: &voters,
         learners: &learners,
         caught_up: &BTreeSet::new(),
+        min_members: 1,
     });
     assert!(behind.promote.is_empty(), "a learner that has not caught up does not vote: {behind:?}");
     let caught_up = BTreeSet::from([9]);
@@ -220,6 +223,7 @@ fn hazard_6_an_empty_node_votes_only_once_caught_up_and_idle_keys_are_in_every_c
         voters: &voters,
         learners: &learners,
         caught_up: &caught_up,
+        min_members: 1,
     });
     assert_eq!(ready.promote, vec![9]);
     // What the learner installs is the ledger, the idle key included.

@@ -55,6 +55,8 @@ pub struct NodeSettings {
     pub data_dir: PathBuf,
     /// Accounts (bank).
     pub accounts: usize,
+    /// How many nodes the group's first placement waits for.
+    pub min_members: usize,
 }
 
 /// The node's reports, in order, through one writer.
@@ -118,6 +120,7 @@ async fn start_node(s: &NodeSettings, specs: Vec<warden_cluster::SingletonSpec>)
         config.transport.bind = s.bind;
         config.transport.port = s.port;
         config.join = s.join.clone();
+        config = config.min_members(s.min_members);
         match Node::start(config, specs.clone()).await {
             Ok(node) => return Ok(node),
             Err(e @ warden_cluster::ClusterError::Start { .. }) if Instant::now() < deadline => {

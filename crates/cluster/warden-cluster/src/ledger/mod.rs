@@ -388,6 +388,10 @@ pub struct Ledger {
     /// renewing (it joins again with an empty data directory, under a new id).
     #[serde(default)]
     pub forgotten: std::collections::VecDeque<NodeId>,
+    /// Some singleton was granted once: the group's first placement happened (from then on
+    /// [`crate::placement`] places whatever the live nodes are, however few).
+    #[serde(default)]
+    pub placement_started: bool,
 }
 
 /// How many forgotten node ids the ledger remembers (the oldest goes first); ids are random 64
@@ -572,6 +576,7 @@ impl Ledger {
         }
         let token = self.next_token();
         self.set_ownership(name, Ownership::Owned { node, token });
+        self.placement_started = true;
         Outcome::Done
     }
 

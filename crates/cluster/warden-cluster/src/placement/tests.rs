@@ -16,6 +16,7 @@ struct World {
     caught_up: BTreeSet<NodeId>,
     now: Instant,
     leader_since: Instant,
+    min_members: usize,
 }
 
 impl World {
@@ -30,6 +31,7 @@ impl World {
             caught_up: BTreeSet::new(),
             now,
             leader_since: now - Duration::from_secs(60),
+            min_members: 1,
         };
         for n in 1..=nodes {
             w.renew(n);
@@ -54,6 +56,7 @@ impl World {
             voters: &self.voters,
             learners: &self.learners,
             caught_up: &self.caught_up,
+            min_members: self.min_members,
         })
     }
 
@@ -216,4 +219,26 @@ fn stuck_handoffs_are_given_up() {
     }
     w.pass(HANDOFF_TIMEOUT + Duration::from_millis(1), &[1, 2, 3]);
     assert!(w.plan().commands.iter().any(|c| matches!(c, Command::CancelHandoff { .. })));
+}
+
+#[test]
+fn the_first_placement_waits_for_min_members_then_a_smaller_group_goes_on() {
+    // Two of three nodes are up: nothing is placed yet.
+    let mut w = World::new(2, 300);
+    w.min_members = 3;
+    assert!(w.plan().commands.iter().all(|c| !matches!(c, Command::Grant { .. })));
+    // The third comes: everything is placed at once, evenly, with no handoff needed.
+    w.renew(3);
+    w.voters.insert(3);
+    let p = w.plan();
+    assert!(matches!(p.commands.first(), Some(Command::Grant { grants }) if grants.len() == 300));
+    w.carry_out(&p);
+    assert_eq!(w.settle(10), 0, "nothing to rebalance after a placement that waited");
+    assert!(w.load().values().all(|&n| n == 100), "{:?}", w.load());
+    // Node 3 stops renewing and is evicted: the two left take its share, although fewer than
+    // min_members, since the first placement happened.
+    w.pass(Duration::from_secs(2), &[1, 2]);
+    w.settle(20);
+    assert_eq!(w.load().values().sum::<usize>(), 300);
+    assert!(w.load().keys().all(|n| *n != 3));
 }

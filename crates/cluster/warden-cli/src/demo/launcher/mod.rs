@@ -281,6 +281,7 @@ pub async fn run(
         demo: settings.demo,
         cookie,
         accounts: settings.accounts,
+        min_members: settings.nodes,
         node_logs: settings.node_logs,
         reports: reports_tx,
     };

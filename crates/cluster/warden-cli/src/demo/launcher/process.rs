@@ -33,6 +33,8 @@ pub struct Spawner {
     pub cookie: String,
     /// Accounts (bank).
     pub accounts: usize,
+    /// How many nodes the group's first placement waits for (the nodes of the run).
+    pub min_members: usize,
     /// Show the nodes' logs.
     pub node_logs: bool,
     /// Where the reports go: (node name, report).
@@ -74,6 +76,7 @@ impl Spawner {
             .arg(self.demo.name())
             .args(["--name", &p.name, "--bind", &p.ip.to_string(), "--port", &p.port.to_string()])
             .args(["--accounts", &self.accounts.to_string()])
+            .args(["--min-members", &self.min_members.to_string()])
             .arg("--data-dir")
             .arg(&p.data_dir)
             .env("WARDEN_COOKIE", &self.cookie)
