@@ -62,9 +62,9 @@ pub use warden_core;
 pub use warden_core::{
     decision, event, failure_detector, handle, heartbeat, panic_capture, path, reason, report, spec, supervisor,
     testkit, ActorPath, AutoShutdown, Backoff, CallError, ChildCounts, ChildInfo, ChildRef, ChildSpec, ChildStatus,
-    ChildType, CrashReport, Decision, EventBus, ExitReason, FlightRecorder, RestartType, RestoredFrom, SendError,
-    Shutdown, SpecError, StartError, Strategy, Supervisor, SupervisorChildSpec, SupervisorControl, SupervisorError,
-    SupervisorEvent, SupervisorRef, SupervisorSpec, TypedChildSpec, WorkerSpec, MISSED_HEARTBEAT,
+    ChildType, CrashReport, Decision, EventBus, ExitReason, FlightRecorder, Ignore, RestartType, RestoredFrom,
+    SendError, Shutdown, SpecError, StartError, Strategy, Supervisor, SupervisorChildSpec, SupervisorControl,
+    SupervisorError, SupervisorEvent, SupervisorRef, SupervisorSpec, TypedChildSpec, WorkerSpec, MISSED_HEARTBEAT,
 };
 /// The observation layer: Prometheus exposition of the `warden_*` metrics and a loopback
 /// `/metrics` endpoint.

@@ -141,6 +141,12 @@ async fn a_synchronous_loop_is_detected_while_it_spins_and_service_resumes() {
     let h = spec.handle();
     let app = Supervisor::start("hang_spin", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
     let mut probe = EventProbe::new(&app);
+    // Let the tree settle first: a tokio task woken by the spinning handler's thread just
+    // before it spins (say, the supervisor finishing its start) would wait behind the loop in
+    // that worker's LIFO slot, which other workers cannot steal from. One round trip to each
+    // leaves both idle, so the supervisor is next woken by the watchdog, from outside.
+    assert_eq!(h.call(M::Who, Some(DEADLINE)).await.unwrap(), 1);
+    app.count_children().await.unwrap();
     let spin = Duration::from_secs(4);
     let t0 = Instant::now();
     h.cast(M::Spin(spin)).unwrap();

@@ -6,6 +6,7 @@
 //! `../shared/context/performance.md`; results and the command go in `docs/benchmarks.md`.
 
 mod checkpoint;
+mod dynamic;
 mod pool;
 mod restart;
 mod spawn;
@@ -68,6 +69,9 @@ struct Plan {
     restores: usize,
     pool_n: usize,
     pool_run: std::time::Duration,
+    /// Children of the large dynamic supervisor, restarts and exits timed in it.
+    dynamic_children: usize,
+    dynamic_ops: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,6 +99,8 @@ fn main() -> anyhow::Result<()> {
             restores: 3,
             pool_n: 2_000,
             pool_run: std::time::Duration::from_millis(300),
+            dynamic_children: 1_000,
+            dynamic_ops: 20,
         }
     } else if cli.quick {
         Plan {
@@ -111,6 +117,8 @@ fn main() -> anyhow::Result<()> {
             restores: 30,
             pool_n: 100_000,
             pool_run: std::time::Duration::from_secs(1),
+            dynamic_children: 100_000,
+            dynamic_ops: 200,
         }
     } else {
         Plan {
@@ -127,6 +135,8 @@ fn main() -> anyhow::Result<()> {
             restores: 100,
             pool_n: 400_000,
             pool_run: std::time::Duration::from_secs(2),
+            dynamic_children: 100_000,
+            dynamic_ops: 500,
         }
     };
     let wanted = |fig: &str| cli.only.as_deref().is_none_or(|o| fig.contains(o));
@@ -174,6 +184,27 @@ fn main() -> anyhow::Result<()> {
             }
             spreads.insert(format!("one_for_all_1000_ms/{}", name(subject)), spread(&ms));
             figures.entry("one_for_all_1000_ms").or_default().insert(name(subject), median(ms));
+        }
+    }
+
+    if wanted("dynamic_") {
+        // The same figure at 100 children and at the large size, alternating within each
+        // repetition; the table's ratio (warden over warden_100) is the flatness.
+        let (mut r_small, mut r_large, mut e_small, mut e_large) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            r_small.push(rt.block_on(dynamic::restart_p50_us(100, plan.dynamic_ops))?);
+            r_large.push(rt.block_on(dynamic::restart_p50_us(plan.dynamic_children, plan.dynamic_ops))?);
+            e_small.push(rt.block_on(dynamic::exit_us(100, plan.dynamic_ops.min(50)))?);
+            e_large.push(rt.block_on(dynamic::exit_us(plan.dynamic_children, plan.dynamic_ops))?);
+        }
+        for (fig, small, large) in
+            [("dynamic_restart_p50_us_100k", r_small, r_large), ("dynamic_exit_us_100k", e_small, e_large)]
+        {
+            spreads.insert(format!("{fig}/warden_100"), spread(&small));
+            spreads.insert(format!("{fig}/warden"), spread(&large));
+            let f = figures.entry(fig).or_default();
+            f.insert("warden_100", median(small));
+            f.insert("warden", median(large));
         }
     }
 
@@ -385,10 +416,20 @@ impl Rt {
 }
 
 fn print_table(figures: &Figures, spreads: &BTreeMap<String, (f64, f64)>) {
-    let cols = ["warden", "ractor", "ractor_supervisor", "kameo", "fsync", "ractor_factory", "no_crashes"];
+    let cols =
+        ["warden", "ractor", "ractor_supervisor", "kameo", "fsync", "ractor_factory", "no_crashes", "warden_100"];
     println!(
-        "{:<28} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>14}",
-        "figure (median [min-max])", cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], "warden/best"
+        "{:<28} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>22} {:>14}",
+        "figure (median [min-max])",
+        cols[0],
+        cols[1],
+        cols[2],
+        cols[3],
+        cols[4],
+        cols[5],
+        cols[6],
+        cols[7],
+        "warden/best"
     );
     for (fig, vals) in figures {
         let mut line = format!("{fig:<28}");

@@ -18,7 +18,7 @@ use crate::subjects::kameo_subjects::{Gen, KGen, Poison};
 use crate::subjects::{GenActor, GenMsg};
 use warden_core::{ChildRef, ChildSpec, Supervisor, SupervisorSpec};
 
-const BIG_INTENSITY: u32 = 1_000_000;
+pub(crate) const BIG_INTENSITY: u32 = 1_000_000;
 
 async fn ractor_gen(a: &ActorRef<GenMsg>) -> Option<u64> {
     match a.call(GenMsg::Gen, None).await {
@@ -27,11 +27,11 @@ async fn ractor_gen(a: &ActorRef<GenMsg>) -> Option<u64> {
     }
 }
 
-async fn warden_gen(h: &ChildRef<GenMsg>) -> Option<u64> {
+pub(crate) async fn warden_gen(h: &ChildRef<GenMsg>) -> Option<u64> {
     h.call(GenMsg::Gen, None).await.ok()
 }
 
-async fn until_higher<F, Fut>(g0: u64, mut ask: F)
+pub(crate) async fn until_higher<F, Fut>(g0: u64, mut ask: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<u64>>,

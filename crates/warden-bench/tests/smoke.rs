@@ -37,6 +37,8 @@ fn every_figure_is_measured_for_warden_and_its_peers() {
     assert_eq!(peers_of("pool_failover_p99_us"), ["no_crashes", "warden"]);
     assert_eq!(peers_of("pool_failover_max_us"), ["no_crashes", "warden"]);
     assert_eq!(peers_of("pool_lost_requests"), ["warden"]);
+    assert_eq!(peers_of("dynamic_restart_p50_us_100k"), ["warden", "warden_100"]);
+    assert_eq!(peers_of("dynamic_exit_us_100k"), ["warden", "warden_100"]);
     assert_eq!(peers_of("restart_p50_reports_on_us"), ["warden"]);
     assert_eq!(peers_of("restart_p50_reports_off_us"), ["warden"]);
     assert_eq!(peers_of("restart_reports_overhead"), ["warden"]);

@@ -84,7 +84,7 @@ impl<A: Actor + Clone> WorkerStarter<A> {
 }
 
 impl<A: Actor + Clone> Starter for WorkerStarter<A> {
-    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<ActorCell, String>> {
+    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<ActorCell>, String>> {
         let handler = Supervised {
             inner: self.actor.clone(),
             args: self.args.clone(),
@@ -99,9 +99,13 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
             let sup = ctx.supervisor.get_cell();
             let init =
                 SupervisedArgs { args, incarnation: ctx.incarnation, deadline: ctx.deadline, heartbeat: ctx.heartbeat };
-            let (actor, _join) = Actor::spawn_linked(None, handler, init, sup).await.map_err(spawn_cause)?;
+            let (actor, _join) = match Actor::spawn_linked(None, handler, init, sup).await {
+                Ok(spawned) => spawned,
+                Err(e) if crate::reason::ignored(&e) => return Ok(None),
+                Err(e) => return Err(spawn_cause(e)),
+            };
             slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
-            Ok(actor.get_cell())
+            Ok(Some(actor.get_cell()))
         })
     }
 
@@ -146,10 +150,20 @@ pub(crate) struct Watched {
     _guards: [Option<WatchGuard>; 2],
 }
 
+/// Why a start did not produce a running child.
+enum StartErr {
+    /// The child returned [`crate::Ignore`].
+    Ignored,
+    /// It failed; the cause.
+    Failed(String),
+}
+
 /// A user callback that failed: its error text, or its panic message and where it happened.
 enum Fault {
     Error(String),
     Panic(String, Option<Captured>),
+    /// `pre_start` returned [`crate::Ignore`].
+    Ignored,
 }
 
 impl Fault {
@@ -158,6 +172,7 @@ impl Fault {
         match self {
             Fault::Error(e) => (ExitReason::Error(e), None),
             Fault::Panic(message, captured) => (ExitReason::Panic { message }, captured),
+            Fault::Ignored => (ExitReason::Error(crate::Ignore.to_string()), None),
         }
     }
 
@@ -167,6 +182,7 @@ impl Fault {
             Fault::Error(e) => format!("{stage} failed: {e}"),
             Fault::Panic(p, Some(Captured { location: Some(at), .. })) => format!("{stage} panicked at {at}: {p}"),
             Fault::Panic(p, _) => format!("{stage} panicked: {p}"),
+            Fault::Ignored => format!("{stage}: {}", crate::Ignore),
         }
     }
 }
@@ -176,6 +192,7 @@ impl Fault {
 async fn guarded<T>(f: impl std::future::Future<Output = Result<T, ActorProcessingErr>>) -> Result<T, Fault> {
     match AssertUnwindSafe(InHandler::new(f)).catch_unwind().await {
         Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if e.downcast_ref::<crate::Ignore>().is_some() => Err(Fault::Ignored),
         Ok(Err(e)) => Err(Fault::Error(e.to_string())),
         Err(p) => Err(Fault::Panic(panic_message(p.as_ref()), panic_capture::take())),
     }
@@ -194,9 +211,11 @@ impl<A: Actor> Supervised<A> {
         myself: &ActorRef<A::Msg>,
         args: A::Arguments,
         incarnation: u64,
-    ) -> Result<A::State, String> {
+    ) -> Result<A::State, StartErr> {
         let mut state = self.pre_start_noted(myself, args, incarnation).await?;
-        guarded(self.inner.post_start(myself.clone(), &mut state)).await.map_err(|f| f.start_failed("post_start"))?;
+        guarded(self.inner.post_start(myself.clone(), &mut state))
+            .await
+            .map_err(|f| StartErr::Failed(f.start_failed("post_start")))?;
         Ok(state)
     }
 
@@ -206,9 +225,12 @@ impl<A: Actor> Supervised<A> {
         myself: &ActorRef<A::Msg>,
         args: A::Arguments,
         incarnation: u64,
-    ) -> Result<A::State, String> {
+    ) -> Result<A::State, StartErr> {
         let (started, restored) = restored::collect(guarded(self.inner.pre_start(myself.clone(), args))).await;
-        let state = started.map_err(|f| f.start_failed("pre_start"))?;
+        let state = started.map_err(|f| match f {
+            Fault::Ignored => StartErr::Ignored,
+            f => StartErr::Failed(f.start_failed("pre_start")),
+        })?;
         if let Some(from) = restored {
             let _ = self.supervisor.cast(SupervisorMsg::StateRestored { actor: myself.get_id(), incarnation, from });
         }
@@ -250,7 +272,7 @@ impl<A: Actor> Supervised<A> {
                 Ok(Directive::Restart { incarnation }) => {
                     let started = match make_args::<A>(&self.args) {
                         Ok(args) => self.start_inner(myself, args, incarnation).await,
-                        Err(e) => Err(e),
+                        Err(e) => Err(StartErr::Failed(e)),
                     };
                     match started {
                         Ok(state) => {
@@ -261,7 +283,13 @@ impl<A: Actor> Supervised<A> {
                                 .cast(SupervisorMsg::ChildRecovered { actor: myself.get_id(), incarnation });
                             return Ok(());
                         }
-                        Err(e) => reason = ExitReason::StartFailed(e),
+                        Err(StartErr::Failed(e)) => reason = ExitReason::StartFailed(e),
+                        Err(StartErr::Ignored) => {
+                            // Restarted in place, it chose not to run: it ends as shut down
+                            // (a permanent child is then started afresh, and may ignore again).
+                            myself.stop(Some(format!("{SHUTDOWN}: {}", crate::Ignore)));
+                            return Ok(());
+                        }
                     }
                 }
                 Ok(Directive::Exit) | Err(_) => {
@@ -284,7 +312,11 @@ impl<A: Actor> Actor for Supervised<A> {
         init: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let id = myself.get_id();
-        let inner = self.pre_start_noted(&myself, init.args, init.incarnation).await?;
+        let inner = match self.pre_start_noted(&myself, init.args, init.incarnation).await {
+            Ok(inner) => inner,
+            Err(StartErr::Ignored) => return Err(Box::new(crate::Ignore)),
+            Err(StartErr::Failed(e)) => return Err(e.into()),
+        };
         let watched = (init.deadline.is_some() || init.heartbeat.is_some()).then(|| {
             let (beat, handler_guard) = match init.deadline {
                 Some(deadline) => {

@@ -61,7 +61,7 @@ pub use child::MAX_RENDERED_MESSAGE;
 pub use event::{EventBus, SupervisorEvent};
 pub use handle::{CallError, ChildRef, SendError};
 pub use path::ActorPath;
-pub use reason::ExitReason;
+pub use reason::{ExitReason, Ignore};
 pub use report::{CrashReport, Decision, FlightRecorder};
 pub use restored::{note_restored, RestoredFrom};
 pub use spec::{

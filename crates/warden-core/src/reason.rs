@@ -132,6 +132,41 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The cause of a failed ractor spawn as text: the start error itself, not ractor's wrapper.
+/// OTP's `ignore`: return it from a child's `pre_start` (`Err(warden::Ignore.into())`) to say
+/// the child chose not to run. Its supervisor keeps the spec (a dynamic supervisor keeps
+/// nothing), nothing runs, no error is reported and nothing is restarted; `restart_child` may
+/// start it later. The start call answers with the child's info, status
+/// [`ChildStatus::Stopped`](crate::ChildStatus::Stopped).
+///
+/// ```
+/// use ractor::{Actor, ActorProcessingErr, ActorRef};
+///
+/// /// Runs only where it is configured.
+/// struct Exporter {
+///     endpoint: Option<String>,
+/// }
+///
+/// impl Actor for Exporter {
+///     type Msg = ();
+///     type State = String;
+///     type Arguments = ();
+///     async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<String, ActorProcessingErr> {
+///         match &self.endpoint {
+///             Some(url) => Ok(url.clone()),
+///             None => Err(warden_core::Ignore.into()),
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the child chose not to start (OTP's ignore)")]
+pub struct Ignore;
+
+/// Whether a failed spawn is a child's [`Ignore`].
+pub(crate) fn ignored(e: &ractor::SpawnErr) -> bool {
+    matches!(e, ractor::SpawnErr::StartupFailed(inner) if inner.downcast_ref::<Ignore>().is_some())
+}
+
 pub(crate) fn spawn_cause(e: ractor::SpawnErr) -> String {
     match e {
         ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),

@@ -189,8 +189,9 @@ pub(crate) struct StartCtx {
 /// The type-erased start function of a child, plus the controls of its stable handle.
 pub(crate) trait Starter: Send + Sync + 'static {
     /// Spawns a new incarnation linked to `ctx.supervisor`, installs it in the handle and
-    /// returns its cell; `Err` carries the cause of a failed start.
-    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<ActorCell, String>>;
+    /// returns its cell; `None` when the child chose not to run ([`crate::Ignore`]); `Err`
+    /// carries the cause of a failed start.
+    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<ActorCell>, String>>;
     /// The controls of the child's stable handle.
     fn slot(&self) -> &dyn SlotControl;
     /// The typed handle as `Any` (a `ChildRef<M>`), for [`ChildSpec::handle`].

@@ -36,6 +36,7 @@
 //! ```
 
 mod api;
+mod children;
 
 pub use api::{ChildCounts, ChildInfo, ChildStatus, SupervisorControl, SupervisorError, SupervisorRef};
 
@@ -49,7 +50,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPo
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::decision::{auto_shutdown_due, group_plan, restart_wanted, BackoffSchedule, ChildView, IntensityWindow};
+use crate::decision::{auto_shutdown_due, group_plan, restart_wanted, ChildView, GroupPlan, IntensityWindow};
 use crate::event::{EventBus, SupervisorEvent};
 use crate::handle::{ChildRef, Slot, SlotControl};
 use crate::panic_capture::Captured;
@@ -60,6 +61,7 @@ use crate::spec::{
     validate_child, ChildSpec, ChildType, RestartType, Shutdown, StartCtx, Starter, Strategy, SupervisorSpec,
 };
 use crate::StartError;
+use children::{Child, Children, Status};
 
 /// How long warden waits for a killed actor to finish. A handler spinning synchronously
 /// cannot be pre-empted by tokio; after this bound the supervisor stops waiting, logs the
@@ -123,60 +125,6 @@ pub enum SupervisorMsg {
 #[cfg(feature = "cluster")]
 impl ractor::Message for SupervisorMsg {}
 
-enum Status {
-    Running {
-        cell: ActorCell,
-    },
-    /// Crashed in a handler; the host actor waits for a directive on `reply` (taken once
-    /// sent). Shown as restarting.
-    Crashed {
-        cell: ActorCell,
-        reply: Option<oneshot::Sender<Directive>>,
-        not_before: Instant,
-    },
-    /// No live actor; to be started at `not_before`.
-    Restarting {
-        not_before: Instant,
-    },
-    Stopped,
-}
-
-struct Child {
-    spec: ChildSpec,
-    path: ActorPath,
-    status: Status,
-    incarnation: u64,
-    restarts: u64,
-    /// Boxed: most children have no backoff, and this keeps `Child` small.
-    backoff: Option<Box<BackoffSchedule>>,
-}
-
-impl Child {
-    /// The child's id: the last segment of its path (for dynamic children, the instance id).
-    fn id(&self) -> &str {
-        self.path.name()
-    }
-
-    fn cell(&self) -> Option<&ActorCell> {
-        match &self.status {
-            Status::Running { cell } | Status::Crashed { cell, .. } => Some(cell),
-            _ => None,
-        }
-    }
-
-    fn public_status(&self) -> ChildStatus {
-        match self.status {
-            Status::Running { .. } => ChildStatus::Running,
-            Status::Crashed { .. } | Status::Restarting { .. } => ChildStatus::Restarting,
-            Status::Stopped => ChildStatus::Stopped,
-        }
-    }
-
-    fn view(&self) -> ChildView {
-        ChildView { restart: self.spec.restart, running: self.cell().is_some() }
-    }
-}
-
 /// The supervisor actor.
 pub struct Supervisor;
 
@@ -194,7 +142,7 @@ pub struct SupervisorState {
     auto_shutdown: crate::spec::AutoShutdown,
     intensity: IntensityWindow,
     intensity_limit: (u32, Duration),
-    children: Vec<Child>,
+    children: Children,
     events: EventBus,
     next_dynamic: u64,
     /// The specs of current children, by the address of their shared start function: a
@@ -217,6 +165,8 @@ pub struct SupervisorState {
     /// replacement starts after it, or after the wait for a handler that spins and cannot be
     /// killed. Empty unless a child hung.
     teardown: Vec<(ActorId, String, Instant)>,
+    /// A group restart to do again from this child (its start failed; see `retry_group`).
+    group_retry: Option<String>,
 }
 
 /// How long the replacement of a hung child waits for the killed incarnation to be torn down
@@ -277,7 +227,7 @@ impl SupervisorStarter {
 }
 
 impl Starter for SupervisorStarter {
-    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<ActorCell, String>> {
+    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<ActorCell>, String>> {
         let spec = self.spec.clone();
         let slot = self.slot.clone();
         Box::pin(async move {
@@ -287,7 +237,7 @@ impl Starter for SupervisorStarter {
             let (actor, _join) =
                 Actor::spawn_linked(None, Supervisor, init, ctx.supervisor.get_cell()).await.map_err(spawn_cause)?;
             slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
-            Ok(actor.get_cell())
+            Ok(Some(actor.get_cell()))
         })
     }
 
@@ -351,6 +301,8 @@ impl SupervisorState {
     /// are counted under their spec's path (`/sup/conn`, not `/sup/conn-17`) so that the
     /// number of series stays bounded.
     fn settle(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        // The end of a handler: no child slot is held, the gaps may close.
+        self.children.compact();
         if !self.record {
             self.tallies.clear();
             return;
@@ -383,7 +335,7 @@ impl SupervisorState {
 
     fn set_gauges(&self) {
         let (mut running, mut restarting, mut stopped) = (0u32, 0u32, 0u32);
-        for c in &self.children {
+        for (_, c) in self.children.iter() {
             match c.public_status() {
                 ChildStatus::Running => running += 1,
                 ChildStatus::Restarting => restarting += 1,
@@ -394,11 +346,11 @@ impl SupervisorState {
     }
 
     fn index_of_actor(&self, actor: ActorId) -> Option<usize> {
-        self.children.iter().position(|c| c.cell().map(|cell| cell.get_id()) == Some(actor))
+        self.children.by_actor(actor).filter(|&i| self.children[i].cell().map(|cell| cell.get_id()) == Some(actor))
     }
 
     fn index_of(&self, id: &str) -> Option<usize> {
-        self.children.iter().position(|c| c.id() == id)
+        self.children.by_id(id)
     }
 
     fn info(&self, c: &Child) -> ChildInfo {
@@ -423,8 +375,8 @@ impl SupervisorState {
 
     fn counts(&self) -> ChildCounts {
         let mut n = ChildCounts { specs: self.children.len(), ..Default::default() };
-        for c in &self.children {
-            if matches!(c.status, Status::Running { .. }) {
+        for (_, c) in self.children.iter() {
+            if matches!(c.status(), Status::Running { .. }) {
                 n.active += 1;
             }
             match c.spec.child_type {
@@ -445,19 +397,12 @@ impl SupervisorState {
             _ => self.path.child(&spec.id),
         };
         self.starters.insert(starter_key(&spec));
-        self.children.push(Child {
-            backoff: spec.backoff.as_deref().map(|b| Box::new(BackoffSchedule::new(*b))),
-            spec,
-            path,
-            status: Status::Stopped,
-            incarnation: 0,
-            restarts: 0,
-        });
-        self.children.len() - 1
+        self.children.push(Child::new(spec, path))
     }
 
-    /// Starts child `idx` now. On success it is `Running`.
-    async fn start_at(&mut self, myself: &ActorRef<SupervisorMsg>, idx: usize) -> Result<(), String> {
+    /// Starts child `idx` now. On success it is `Running`, unless it chose not to run
+    /// ([`crate::Ignore`]): then it is `Stopped` (see [`SupervisorState::ignored`]).
+    async fn start_at(&mut self, myself: &ActorRef<SupervisorMsg>, idx: usize) -> Result<Started, String> {
         let starter: Arc<dyn Starter> = self.children[idx].spec.starter.clone();
         let incarnation = self.children[idx].incarnation + 1;
         let ctx = StartCtx {
@@ -468,26 +413,42 @@ impl SupervisorState {
             events: self.events.clone(),
             incarnation,
         };
-        let cell = starter.start(ctx).await?;
-        let c = &mut self.children[idx];
-        c.incarnation = incarnation;
-        c.status = Status::Running { cell };
-        Ok(())
+        let Some(cell) = starter.start(ctx).await? else {
+            self.children.set_status(idx, Status::Stopped);
+            return Ok(Started::Ignored);
+        };
+        self.children[idx].incarnation = incarnation;
+        self.children.set_status(idx, Status::Running { cell });
+        Ok(Started::Running)
+    }
+
+    /// Child `idx` chose not to run (OTP's `ignore`): nothing is restarted, messages sent to
+    /// its handle are handed back; a temporary child's spec and a dynamic child are not kept
+    /// (supervisor.erl keeps neither). Returns the child's info, taken before.
+    fn ignored(&mut self, idx: usize) -> ChildInfo {
+        let info = self.info(&self.children[idx]);
+        tracing::info!(path = %info.path, "child chose not to start (ignore)");
+        let c = &self.children[idx];
+        if c.spec.restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
+            self.remove_at(idx);
+        } else {
+            self.close_slot(idx);
+        }
+        info
     }
 
     /// Stops child `idx`'s actor by its shutdown policy and waits for it. Its status is left
     /// for the caller to set.
     async fn terminate_at(&mut self, idx: usize) {
-        let c = &mut self.children[idx];
-        let status = std::mem::replace(&mut c.status, Status::Stopped);
-        let (cell, reply) = match status {
+        let (cell, reply) = match self.children.set_status(idx, Status::Stopped) {
             Status::Running { cell } => (cell, None),
             Status::Crashed { cell, reply, .. } => (cell, reply),
             other => {
-                c.status = other;
+                self.children.set_status(idx, other);
                 return;
             }
         };
+        let c = &self.children[idx];
         let path = c.path.clone();
         let killed = stop_actor(&cell, reply, c.spec.shutdown, &path).await;
         self.observe(SupervisorEvent::ChildTerminated { path, killed });
@@ -504,8 +465,9 @@ impl SupervisorState {
 
     fn remove_at(&mut self, idx: usize) {
         self.close_slot(idx);
-        let c = self.children.remove(idx);
-        self.starters.remove(&starter_key(&c.spec));
+        if let Some(c) = self.children.remove(idx) {
+            self.starters.remove(&starter_key(&c.spec));
+        }
     }
 
     fn schedule_retry(&self, myself: &ActorRef<SupervisorMsg>, delay: Duration) {
@@ -560,15 +522,22 @@ impl SupervisorState {
             if let Some(r) = reply {
                 let _ = r.send(Directive::Exit);
             }
-            self.children[idx].status = Status::Stopped;
+            self.children.set_status(idx, Status::Stopped);
             let significant = self.children[idx].spec.significant;
             if restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
                 self.remove_at(idx);
             } else {
                 self.close_slot(idx);
             }
-            let left =
-                self.children.iter().filter(|c| c.spec.significant && !matches!(c.status, Status::Stopped)).count();
+            // Counted only when it matters: a dynamic supervisor may hold very many children.
+            let left = if significant {
+                self.children
+                    .iter()
+                    .filter(|(_, c)| c.spec.significant && !matches!(c.status(), Status::Stopped))
+                    .count()
+            } else {
+                0
+            };
             if auto_shutdown_due(self.auto_shutdown, significant, left) {
                 self.shut_down(myself, ExitReason::Shutdown(Some("auto_shutdown: significant child exited".into())));
             }
@@ -588,26 +557,22 @@ impl SupervisorState {
         // dynamic supervisor may hold very many).
         let plan = match self.strategy {
             Strategy::OneForOne | Strategy::Dynamic { .. } => None,
-            _ => {
-                let views: Vec<ChildView> = self.children.iter().map(Child::view).collect();
-                Some(group_plan(self.strategy, &views, idx))
-            }
+            _ => Some(self.group_plan_at(idx)),
         };
         let not_before = now + delay;
 
         if plan.as_ref().is_none_or(|p| p.stop.is_empty() && p.forget.is_empty() && p.start == [idx]) {
-            let c = &mut self.children[idx];
-            match (reply, c.cell().cloned()) {
+            match (reply, self.children[idx].cell().cloned()) {
                 // Restart in place: the actor, its ActorRef and its mailbox are kept.
                 (Some(reply), Some(cell)) => {
-                    c.status = Status::Crashed { cell, reply: Some(reply), not_before };
+                    self.children.set_status(idx, Status::Crashed { cell, reply: Some(reply), not_before });
                 }
                 (reply, _) => {
                     if let Some(r) = reply {
                         let _ = r.send(Directive::Exit);
                     }
-                    c.spec.starter.slot().set_restarting();
-                    c.status = Status::Restarting { not_before };
+                    self.children[idx].spec.starter.slot().set_restarting();
+                    self.children.set_status(idx, Status::Restarting { not_before });
                 }
             }
             if delay.is_zero() {
@@ -626,9 +591,10 @@ impl SupervisorState {
         }
         // The failed child first: it is dead, or waiting in its handler for a directive.
         if let Some(reply) = reply {
-            let c = &mut self.children[idx];
-            match c.cell().cloned() {
-                Some(cell) => c.status = Status::Crashed { cell, reply: Some(reply), not_before },
+            match self.children[idx].cell().cloned() {
+                Some(cell) => {
+                    self.children.set_status(idx, Status::Crashed { cell, reply: Some(reply), not_before });
+                }
                 None => {
                     let _ = reply.send(Directive::Exit);
                 }
@@ -639,7 +605,7 @@ impl SupervisorState {
             self.terminate_at(i).await;
         }
         for &i in &plan.start {
-            self.children[i].status = Status::Restarting { not_before };
+            self.children.set_status(i, Status::Restarting { not_before });
         }
         for id in forget {
             if let Some(i) = self.index_of(&id) {
@@ -652,6 +618,54 @@ impl SupervisorState {
             self.schedule_retry(myself, delay);
         }
         decision
+    }
+
+    /// [`group_plan`] for a group restart from child `idx`, in slots rather than positions.
+    fn group_plan_at(&self, idx: usize) -> GroupPlan {
+        let order = self.children.order();
+        let views: Vec<ChildView> = order.iter().map(|&i| self.children[i].view()).collect();
+        let at = order.iter().position(|&i| i == idx).unwrap_or_default();
+        let p = group_plan(self.strategy, &views, at);
+        let slots = |v: Vec<usize>| v.into_iter().filter_map(|p| order.get(p).copied()).collect();
+        GroupPlan { stop: slots(p.stop), start: slots(p.start), forget: slots(p.forget) }
+    }
+
+    /// OTP's `try_again`: a group restart in which child `id` failed to start is done again
+    /// from it once its retry is due: the members running by then (started before it failed)
+    /// are stopped in reverse order by their shutdown policies, and the group starts again in
+    /// order. Returns whether the restarts may go on now.
+    async fn retry_group(&mut self, now: Instant) -> bool {
+        let Some(id) = self.group_retry.clone() else { return true };
+        let Some(idx) = self.index_of(&id) else {
+            self.group_retry = None;
+            return true;
+        };
+        match self.children[idx].status() {
+            Status::Restarting { not_before } if *not_before <= now => {}
+            // Not due yet: the retry message comes when it is.
+            Status::Restarting { .. } => return false,
+            // Cancelled (`terminate_child`): nothing of the group starts.
+            _ => {
+                self.group_retry = None;
+                return true;
+            }
+        }
+        self.group_retry = None;
+        let plan = self.group_plan_at(idx);
+        let forget: Vec<String> = plan.forget.iter().map(|&i| self.children[i].id().to_string()).collect();
+        for &i in &plan.stop {
+            self.children[i].spec.starter.slot().set_restarting();
+            self.terminate_at(i).await;
+        }
+        for &i in &plan.start {
+            self.children.set_status(i, Status::Restarting { not_before: now });
+        }
+        for id in forget {
+            if let Some(i) = self.index_of(&id) {
+                self.remove_at(i);
+            }
+        }
+        true
     }
 
     /// Child `idx` exited with `reason` (`reply` is set when it crashed in a handler and waits
@@ -775,14 +789,22 @@ impl SupervisorState {
 
     async fn resume_restarts(&mut self, myself: &ActorRef<SupervisorMsg>) {
         let ordered = matches!(self.strategy, Strategy::OneForAll | Strategy::RestForOne);
-        let mut i = 0;
-        while i < self.children.len() && self.exit_reason.is_none() {
+        // Ordered strategies look at every child in start order (a group waits for its
+        // earlier members); the others only at the children with a restart pending, so a
+        // retry costs the same however many children there are.
+        if ordered && !self.retry_group(Instant::now()).await {
+            return;
+        }
+        let candidates = if ordered { self.children.order() } else { self.children.pending() };
+        for i in candidates {
+            if self.exit_reason.is_some() {
+                return;
+            }
             match self.restart_if_due(myself, i).await {
-                Due::Done | Due::NotRestarting => {}
+                Due::Done | Due::NotRestarting => self.children.settled(i),
                 Due::Waiting | Due::Failed if ordered => return,
                 Due::Waiting | Due::Failed => {}
             }
-            i += 1;
         }
     }
 
@@ -790,16 +812,16 @@ impl SupervisorState {
     /// starts a new actor. A failed start is counted and rescheduled.
     async fn restart_if_due(&mut self, myself: &ActorRef<SupervisorMsg>, i: usize) -> Due {
         let now = Instant::now();
-        if matches!(self.children[i].status, Status::Restarting { not_before } if not_before <= now)
+        if matches!(self.children[i].status(), Status::Restarting { not_before } if *not_before <= now)
             && self.tearing_down(myself, i, now)
         {
             return Due::Waiting;
         }
-        let c = &mut self.children[i];
-        match &mut c.status {
+        match self.children[i].status() {
             Status::Crashed { reply, not_before, .. } if reply.is_some() && *not_before <= now => {
+                let c = &mut self.children[i];
                 let incarnation = c.incarnation + 1;
-                if let Some(r) = reply.take() {
+                if let Some(r) = c.take_reply() {
                     if r.send(Directive::Restart { incarnation }).is_ok() {
                         c.incarnation = incarnation;
                     }
@@ -807,7 +829,11 @@ impl SupervisorState {
                 Due::Done
             }
             Status::Restarting { not_before } if *not_before <= now => match self.start_at(myself, i).await {
-                Ok(()) => {
+                Ok(Started::Ignored) => {
+                    self.ignored(i);
+                    Due::Done
+                }
+                Ok(Started::Running) => {
                     let c = &self.children[i];
                     self.observe(SupervisorEvent::ChildRestarted {
                         path: c.path.clone(),
@@ -819,7 +845,18 @@ impl SupervisorState {
                 Err(error) => {
                     self.observe(SupervisorEvent::RestartFailed { path: self.children[i].path.clone(), error });
                     if let Some(delay) = self.admit_restart(myself, i, now) {
-                        self.children[i].status = Status::Restarting { not_before: now + delay };
+                        self.children.set_status(i, Status::Restarting { not_before: now + delay });
+                        if matches!(self.strategy, Strategy::OneForAll | Strategy::RestForOne) {
+                            // The members after it are not started: they show as stopped
+                            // (OTP's `undefined`) until the group is restarted again from it.
+                            let after: Vec<usize> = self.children.order().into_iter().filter(|&j| j > i).collect();
+                            for j in after {
+                                if matches!(self.children[j].status(), Status::Restarting { .. }) {
+                                    self.children.set_status(j, Status::Stopped);
+                                }
+                            }
+                            self.group_retry = Some(self.children[i].id().to_string());
+                        }
                         self.schedule_retry(myself, delay);
                     }
                     Due::Failed
@@ -850,17 +887,21 @@ impl SupervisorState {
         } else {
             self.children
                 .iter()
+                .map(|(_, c)| c)
                 .find(|c| Arc::ptr_eq(&c.spec.starter, &spec.starter) || (!dynamic && c.id() == spec.id))
         };
         if let Some(existing) = existing {
-            return Err(match existing.cell() {
-                Some(_) => SupervisorError::AlreadyStarted { path: existing.path.clone() },
-                None => SupervisorError::AlreadyPresent { path: existing.path.clone() },
+            // OTP: `already_started` only with a running incarnation; a child that crashed
+            // and waits for its restart, in place or not, is `already_present`.
+            return Err(match existing.status() {
+                Status::Running { .. } => SupervisorError::AlreadyStarted { path: existing.path.clone() },
+                _ => SupervisorError::AlreadyPresent { path: existing.path.clone() },
             });
         }
         let idx = self.add_child(spec);
         match self.start_at(myself, idx).await {
-            Ok(()) => {
+            Ok(Started::Ignored) => Ok(self.ignored(idx)),
+            Ok(Started::Running) => {
                 let (path, incarnation) = (self.children[idx].path.clone(), self.children[idx].incarnation);
                 self.observe(SupervisorEvent::ChildStarted { path, incarnation });
                 Ok(self.info(&self.children[idx]))
@@ -875,12 +916,12 @@ impl SupervisorState {
 
     async fn api_terminate_child(&mut self, id: &str) -> Result<(), SupervisorError> {
         let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
-        if matches!(self.children[idx].status, Status::Restarting { .. }) {
+        if matches!(self.children[idx].status(), Status::Restarting { .. }) {
             // A restart is cancelled: no repair will follow (`settle` drops it when not recording).
             self.tallies.push((Instant::now(), self.children[idx].path.clone(), Tally::Stopped));
         }
         self.terminate_at(idx).await;
-        self.children[idx].status = Status::Stopped;
+        self.children.set_status(idx, Status::Stopped);
         let c = &self.children[idx];
         if c.spec.restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
             self.remove_at(idx);
@@ -899,7 +940,8 @@ impl SupervisorState {
         let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
         self.refuse_unless_stopped(idx)?;
         match self.start_at(myself, idx).await {
-            Ok(()) => {
+            Ok(Started::Ignored) => Ok(self.ignored(idx)),
+            Ok(Started::Running) => {
                 let (path, incarnation) = (self.children[idx].path.clone(), self.children[idx].incarnation);
                 self.observe(SupervisorEvent::ChildStarted { path, incarnation });
                 Ok(self.info(&self.children[idx]))
@@ -925,7 +967,7 @@ impl SupervisorState {
 
     fn refuse_unless_stopped(&self, idx: usize) -> Result<(), SupervisorError> {
         let c = &self.children[idx];
-        match c.status {
+        match c.status() {
             Status::Running { .. } => Err(SupervisorError::Running { path: c.path.clone() }),
             Status::Crashed { .. } | Status::Restarting { .. } => {
                 Err(SupervisorError::Restarting { path: c.path.clone() })
@@ -943,13 +985,13 @@ impl SupervisorState {
     async fn stop_all(&mut self) {
         if matches!(self.strategy, Strategy::Dynamic { .. }) {
             let mut waits = Vec::new();
-            for c in self.children.iter_mut().rev() {
-                let status = std::mem::replace(&mut c.status, Status::Stopped);
-                let (cell, reply) = match status {
+            for i in self.children.order().into_iter().rev() {
+                let (cell, reply) = match self.children.set_status(i, Status::Stopped) {
                     Status::Running { cell } => (cell, None),
                     Status::Crashed { cell, reply, .. } => (cell, reply),
                     _ => continue,
                 };
+                let c = &self.children[i];
                 let (shutdown, path) = (c.spec.shutdown, c.path.clone());
                 waits.push(async move {
                     let killed = stop_actor(&cell, reply, shutdown, &path).await;
@@ -960,11 +1002,11 @@ impl SupervisorState {
                 self.observe(SupervisorEvent::ChildTerminated { path, killed });
             }
         } else {
-            for i in (0..self.children.len()).rev() {
+            for i in self.children.order().into_iter().rev() {
                 self.terminate_at(i).await;
             }
         }
-        for i in 0..self.children.len() {
+        for i in self.children.order() {
             self.close_slot(i);
         }
     }
@@ -1001,6 +1043,14 @@ struct FailureFacts {
     message_type: Option<&'static str>,
     captured: Captured,
     rendered: Option<String>,
+}
+
+/// How a start ended, when it did not fail.
+enum Started {
+    /// An incarnation runs.
+    Running,
+    /// The child chose not to run ([`crate::Ignore`]).
+    Ignored,
 }
 
 /// Where a child stands with respect to a restart.
@@ -1082,7 +1132,8 @@ impl Actor for Supervisor {
             record: spec.record_failures,
             flush_scheduled: false,
             teardown: Vec::new(),
-            children: Vec::with_capacity(spec.children.len()),
+            group_retry: None,
+            children: Children::with_capacity(spec.children.len()),
             events,
             next_dynamic: 0,
             starters: HashSet::new(),
@@ -1093,11 +1144,17 @@ impl Actor for Supervisor {
         };
         for child in spec.children {
             let idx = state.add_child(child);
-            if let Err(cause) = state.start_at(&myself, idx).await {
-                let path = state.children[idx].path.clone();
-                state.children.truncate(idx + 1);
-                state.stop_all().await;
-                return Err(Box::new(StartError::Failed { path, cause }));
+            match state.start_at(&myself, idx).await {
+                Ok(Started::Running) => {}
+                Ok(Started::Ignored) => {
+                    state.ignored(idx);
+                    continue;
+                }
+                Err(cause) => {
+                    let path = state.children[idx].path.clone();
+                    state.stop_all().await;
+                    return Err(Box::new(StartError::Failed { path, cause }));
+                }
             }
             let c = &state.children[idx];
             state.observe(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
@@ -1128,10 +1185,10 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::ChildRecovered { actor, incarnation } => {
                 if let Some(idx) = state.index_of_actor(actor) {
-                    let c = &mut state.children[idx];
-                    if let Status::Crashed { cell, reply: None, .. } = &c.status {
-                        c.status = Status::Running { cell: cell.clone() };
-                        let path = c.path.clone();
+                    if let Status::Crashed { cell, reply: None, .. } = state.children[idx].status() {
+                        let cell = cell.clone();
+                        state.children.set_status(idx, Status::Running { cell });
+                        let path = state.children[idx].path.clone();
                         state.observe(SupervisorEvent::ChildRestarted { path, incarnation, in_place: true });
                     }
                 }
@@ -1146,7 +1203,7 @@ impl Actor for Supervisor {
             SupervisorMsg::ChildHung { actor, stuck_for, message_type } => {
                 // Only a running child can hang; a crashed one is already being handled.
                 let Some(idx) = state.index_of_actor(actor) else { return Ok(()) };
-                let Status::Running { cell } = &state.children[idx].status else { return Ok(()) };
+                let Status::Running { cell } = state.children[idx].status() else { return Ok(()) };
                 // Kill without waiting: a handler spinning synchronously cannot be pre-empted,
                 // and the supervisor must not block on it. The new incarnation starts once the
                 // old one is torn down (see `teardown`), at most `HUNG_TEARDOWN_WAIT` later.
@@ -1154,8 +1211,8 @@ impl Actor for Supervisor {
                 let deadline = Instant::now() + HUNG_TEARDOWN_WAIT;
                 let id = state.children[idx].id().to_string();
                 state.teardown.push((actor, id, deadline));
-                let c = &mut state.children[idx];
-                c.status = Status::Restarting { not_before: Instant::now() };
+                state.children.set_status(idx, Status::Restarting { not_before: Instant::now() });
+                let c = &state.children[idx];
                 let clues = Clues { incarnation: c.incarnation, message_type: Some(message_type), ..Clues::default() };
                 state.exited(&myself, idx, ExitReason::Hung { stuck_for, message_type }, None, clues).await;
             }
@@ -1188,7 +1245,7 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.api_delete_child(&id));
             }
             SupervisorMsg::WhichChildren(reply) => {
-                let _ = reply.send(state.children.iter().map(|c| state.info(c)).collect());
+                let _ = reply.send(state.children.iter().map(|(_, c)| state.info(c)).collect());
                 return Ok(());
             }
             SupervisorMsg::CountChildren(reply) => {
