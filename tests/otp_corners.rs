@@ -156,6 +156,30 @@ async fn a_child_may_choose_not_to_start_and_be_started_later() {
     assert_eq!(status_of_again().await, Some(ChildStatus::Stopped));
     app.shutdown().await;
 
+    // Ignoring when restarted counts as that one restart only: with intensity 1 the
+    // supervisor lives on.
+    let shy = Shy::new(0);
+    let ignores = shy.ignores.clone();
+    let once = ChildSpec::worker("once", shy, ());
+    let h = once.handle();
+    let strict = SupervisorSpec::one_for_one().intensity(1, Duration::from_secs(60)).child(once);
+    let strict = Supervisor::start("corner_ignore_once", strict).await.unwrap();
+    ignores.store(100, std::sync::atomic::Ordering::SeqCst);
+    h.cast(Msg::Panic).unwrap();
+    let by = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let kids = strict.which_children().await.expect("the supervisor lives on");
+        if kids[0].status == ChildStatus::Stopped {
+            assert_eq!(kids[0].restarts, 1);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < by, "still {:?}", kids[0].status);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(strict.count_children().await.is_ok(), "not shut down by a second count");
+    strict.shutdown().await;
+
     // A dynamic supervisor keeps nothing of a child that ignores.
     let dynamic = Supervisor::start("corner_ignore_dyn", SupervisorSpec::dynamic(None)).await.unwrap();
     let info = dynamic.start_child(ChildSpec::worker("shy", Shy::new(1), ())).await.unwrap();
@@ -212,5 +236,40 @@ async fn a_group_restart_whose_member_fails_to_start_is_done_again_from_the_star
         ]
     );
     assert!(statuses(app.which_children().await.unwrap()).iter().all(|(_, s)| *s == ChildStatus::Running));
+    app.shutdown().await;
+}
+
+/// `terminate_child` of the member whose group retry is pending cancels it: nothing of the
+/// group starts later, and the members left stopped hand messages back (they are not
+/// restarting any more) instead of stashing them.
+#[tokio::test]
+async fn terminating_the_member_a_group_retry_waits_for_cancels_the_retry() {
+    let b = Worker::named("b");
+    let a = ChildSpec::worker("a", Worker::named("a"), ());
+    let ha = a.handle();
+    let c = ChildSpec::worker("c", Worker::named("c"), ());
+    let hc = c.handle();
+    let b_spec = ChildSpec::worker("b", b.clone(), ())
+        .backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(1)).jitter(false));
+    let spec = SupervisorSpec::one_for_all().intensity(10, Duration::from_secs(60)).child(a).child(b_spec).child(c);
+    let app = Supervisor::start("corner_try_again_cancel", spec).await.unwrap();
+    let mut probe = EventProbe::new(&app);
+    b.fail_starts.store(1, std::sync::atomic::Ordering::SeqCst);
+    ha.cast(Msg::Panic).unwrap();
+    probe.wait_for(DEADLINE, |e| matches!(e, SupervisorEvent::RestartFailed { .. })).await.unwrap();
+    app.terminate_child("b").await.unwrap();
+    assert!(hc.cast(Msg::Add(1)).is_err(), "a member left stopped hands messages back");
+    // Past the retry's time: nothing started again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let kids: Vec<(String, ChildStatus)> =
+        app.which_children().await.unwrap().into_iter().map(|k| (k.id, k.status)).collect();
+    assert_eq!(
+        kids,
+        [
+            ("a".to_string(), ChildStatus::Running),
+            ("b".to_string(), ChildStatus::Stopped),
+            ("c".to_string(), ChildStatus::Stopped),
+        ]
+    );
     app.shutdown().await;
 }

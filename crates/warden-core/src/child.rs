@@ -285,9 +285,9 @@ impl<A: Actor> Supervised<A> {
                         }
                         Err(StartErr::Failed(e)) => reason = ExitReason::StartFailed(e),
                         Err(StartErr::Ignored) => {
-                            // Restarted in place, it chose not to run: it ends as shut down
-                            // (a permanent child is then started afresh, and may ignore again).
-                            myself.stop(Some(format!("{SHUTDOWN}: {}", crate::Ignore)));
+                            // Restarted in place, it chose not to run: it stops, and its
+                            // supervisor, seeing why, leaves it stopped (counted once).
+                            myself.stop(Some(crate::reason::IGNORED_STOP.to_string()));
                             return Ok(());
                         }
                     }
@@ -400,9 +400,14 @@ impl<A: Actor> Actor for Supervised<A> {
     }
 
     async fn post_stop(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        match st.inner.as_mut() {
+        let stopped = match st.inner.as_mut() {
             Some(inner) => self.inner.post_stop(myself, inner).await,
             None => Ok(()),
-        }
+        };
+        // ractor hands a stopped actor's state to its supervisor inside the termination
+        // event; drop the user's part here, so that what it holds (a port, a lock, a key) is
+        // free before anything starts in its place.
+        st.inner = None;
+        stopped
     }
 }

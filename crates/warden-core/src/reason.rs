@@ -162,6 +162,10 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[error("the child chose not to start (OTP's ignore)")]
 pub struct Ignore;
 
+/// The stop reason of a child that, restarted in place, chose not to run ([`Ignore`]): its
+/// supervisor leaves it stopped (OTP's `{ok, undefined}` from a restart).
+pub(crate) const IGNORED_STOP: &str = "warden: ignore";
+
 /// Whether a failed spawn is a child's [`Ignore`].
 pub(crate) fn ignored(e: &ractor::SpawnErr) -> bool {
     matches!(e, ractor::SpawnErr::StartupFailed(inner) if inner.downcast_ref::<Ignore>().is_some())

@@ -158,19 +158,21 @@ pub struct SupervisorState {
     record: bool,
     /// A `Flush` is on its way (see `EventBus::flush`).
     flush_scheduled: bool,
-    /// Hung incarnations killed but not yet torn down: (their actor, the child's id, how long
-    /// the replacement waits for them). ractor hands a stopped actor's state to its supervisor
-    /// inside the termination event, so whatever that state holds (a port, a lock, a
-    /// checkpoint key) is released only when this supervisor handles the event: the
-    /// replacement starts after it, or after the wait for a handler that spins and cannot be
-    /// killed. Empty unless a child hung.
+    /// Incarnations killed but not yet torn down (hung ones, and group-restart members killed
+    /// by their shutdown policy): (their actor, the child's id, how long the replacement waits
+    /// for them). ractor hands a stopped actor's state to its supervisor inside the
+    /// termination event, so whatever that state holds (a port, a lock, a checkpoint key) is
+    /// released only when this supervisor handles the event: the replacement starts after it,
+    /// or after the wait for a handler that spins and cannot be killed. (A child stopped
+    /// gracefully drops its state in its `post_stop`, in `child.rs`.) Usually empty.
     teardown: Vec<(ActorId, String, Instant)>,
     /// A group restart to do again from this child (its start failed; see `retry_group`).
     group_retry: Option<String>,
 }
 
-/// How long the replacement of a hung child waits for the killed incarnation to be torn down
-/// (it is at once for a handler stuck on an await; a synchronous spin never ends).
+/// How long the replacement of a killed incarnation (a hung child, or a group-restart member
+/// killed by its shutdown policy) waits for it to be torn down: at once, normally; a handler
+/// spinning synchronously never ends.
 const HUNG_TEARDOWN_WAIT: Duration = Duration::from_millis(100);
 
 impl Supervisor {
@@ -428,6 +430,9 @@ impl SupervisorState {
     fn ignored(&mut self, idx: usize) -> ChildInfo {
         let info = self.info(&self.children[idx]);
         tracing::info!(path = %info.path, "child chose not to start (ignore)");
+        // No repair follows: stop the clock of its reliability figures (a no-op on a first
+        // start).
+        self.tallies.push((Instant::now(), info.path.clone(), Tally::Stopped));
         let c = &self.children[idx];
         if c.spec.restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
             self.remove_at(idx);
@@ -438,20 +443,31 @@ impl SupervisorState {
     }
 
     /// Stops child `idx`'s actor by its shutdown policy and waits for it. Its status is left
-    /// for the caller to set.
-    async fn terminate_at(&mut self, idx: usize) {
+    /// for the caller to set. Returns the actor and whether it had to be killed.
+    async fn terminate_at(&mut self, idx: usize) -> Option<(ActorId, bool)> {
         let (cell, reply) = match self.children.set_status(idx, Status::Stopped) {
             Status::Running { cell } => (cell, None),
             Status::Crashed { cell, reply, .. } => (cell, reply),
             other => {
                 self.children.set_status(idx, other);
-                return;
+                return None;
             }
         };
         let c = &self.children[idx];
         let path = c.path.clone();
         let killed = stop_actor(&cell, reply, c.spec.shutdown, &path).await;
         self.observe(SupervisorEvent::ChildTerminated { path, killed });
+        Some((cell.get_id(), killed))
+    }
+
+    /// A member of a group restart was killed (its `post_stop` did not run, so its state was
+    /// not dropped there): its replacement waits until this supervisor has handled its
+    /// termination event, which carries that state, or [`HUNG_TEARDOWN_WAIT`].
+    fn await_teardown(&mut self, idx: usize, stopped: Option<(ActorId, bool)>) {
+        if let Some((actor, true)) = stopped {
+            let id = self.children[idx].id().to_string();
+            self.teardown.push((actor, id, Instant::now() + HUNG_TEARDOWN_WAIT));
+        }
     }
 
     /// The child will not run again: hand messages back, count what was stashed.
@@ -576,7 +592,9 @@ impl SupervisorState {
                 }
             }
             if delay.is_zero() {
-                self.restart_if_due(myself, idx).await;
+                if matches!(self.restart_if_due(myself, idx).await, Due::Done | Due::NotRestarting) {
+                    self.children.settled(idx);
+                }
             } else {
                 self.schedule_retry(myself, delay);
             }
@@ -602,7 +620,8 @@ impl SupervisorState {
         }
         self.terminate_at(idx).await;
         for &i in &plan.stop {
-            self.terminate_at(i).await;
+            let stopped = self.terminate_at(i).await;
+            self.await_teardown(i, stopped);
         }
         for &i in &plan.start {
             self.children.set_status(i, Status::Restarting { not_before });
@@ -644,9 +663,10 @@ impl SupervisorState {
             Status::Restarting { not_before } if *not_before <= now => {}
             // Not due yet: the retry message comes when it is.
             Status::Restarting { .. } => return false,
-            // Cancelled (`terminate_child`): nothing of the group starts.
+            // Cancelled (`terminate_child`): nothing of the group starts, and the members left
+            // stopped hand messages back instead of stashing them.
             _ => {
-                self.group_retry = None;
+                self.cancel_group_retry(idx);
                 return true;
             }
         }
@@ -655,9 +675,11 @@ impl SupervisorState {
         let forget: Vec<String> = plan.forget.iter().map(|&i| self.children[i].id().to_string()).collect();
         for &i in &plan.stop {
             self.children[i].spec.starter.slot().set_restarting();
-            self.terminate_at(i).await;
+            let stopped = self.terminate_at(i).await;
+            self.await_teardown(i, stopped);
         }
         for &i in &plan.start {
+            self.children[i].spec.starter.slot().set_restarting();
             self.children.set_status(i, Status::Restarting { not_before: now });
         }
         for id in forget {
@@ -666,6 +688,17 @@ impl SupervisorState {
             }
         }
         true
+    }
+
+    /// The group retry from child `idx` will not happen: the members it left stopped hand
+    /// messages back from now on instead of stashing them.
+    fn cancel_group_retry(&mut self, idx: usize) {
+        self.group_retry = None;
+        for i in self.group_plan_at(idx).start {
+            if i != idx && matches!(self.children[i].status(), Status::Stopped) {
+                self.close_slot(i);
+            }
+        }
     }
 
     /// Child `idx` exited with `reason` (`reply` is set when it crashed in a handler and waits
@@ -855,7 +888,15 @@ impl SupervisorState {
                                     self.children.set_status(j, Status::Stopped);
                                 }
                             }
-                            self.group_retry = Some(self.children[i].id().to_string());
+                            // A group retry still pending from an earlier child contains
+                            // this one (both strategies restart from a member onwards): keep it.
+                            let earlier =
+                                self.group_retry.as_deref().and_then(|id| self.index_of(id)).is_some_and(|j| {
+                                    j < i && matches!(self.children[j].status(), Status::Restarting { .. })
+                                });
+                            if !earlier {
+                                self.group_retry = Some(self.children[i].id().to_string());
+                            }
                         }
                         self.schedule_retry(myself, delay);
                     }
@@ -922,6 +963,9 @@ impl SupervisorState {
         }
         self.terminate_at(idx).await;
         self.children.set_status(idx, Status::Stopped);
+        if self.group_retry.as_deref() == Some(id) {
+            self.cancel_group_retry(idx);
+        }
         let c = &self.children[idx];
         if c.spec.restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
             self.remove_at(idx);
@@ -1279,15 +1323,26 @@ impl Actor for Supervisor {
                 return Ok(());
             }
         }
-        let (cell, reason) = match evt {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, ExitReason::from_stop_reason(reason.as_deref()))
+        let (cell, reason, ignored) = match evt {
+            SupervisionEvent::ActorTerminated(cell, state, reason) => {
+                // The stopped incarnation's state (ractor hands it over here) goes before
+                // anything is started in its place.
+                drop(state);
+                let ignored = reason.as_deref() == Some(crate::reason::IGNORED_STOP);
+                (cell, ExitReason::from_stop_reason(reason.as_deref()), ignored)
             }
-            SupervisionEvent::ActorFailed(cell, err) => (cell, ExitReason::Error(err.to_string())),
+            SupervisionEvent::ActorFailed(cell, err) => (cell, ExitReason::Error(err.to_string()), false),
             _ => return Ok(()),
         };
         // Exits of actors the supervisor stopped itself, or already replaced, are not found.
         let Some(idx) = state.index_of_actor(cell.get_id()) else { return Ok(()) };
+        if ignored && matches!(state.children[idx].status(), Status::Crashed { reply: None, .. }) {
+            // Restarted in place (the restart already counted), it chose not to run.
+            state.children.set_status(idx, Status::Stopped);
+            state.ignored(idx);
+            state.settle(&myself);
+            return Ok(());
+        }
         let clues = Clues { incarnation: state.children[idx].incarnation, ..Clues::default() };
         state.exited(&myself, idx, reason, None, clues).await;
         state.settle(&myself);
