@@ -64,7 +64,8 @@ pub use warden_core::{
     testkit, ActorPath, AutoShutdown, Backoff, CallError, ChildCounts, ChildInfo, ChildRef, ChildSpec, ChildStatus,
     ChildType, CrashReport, Decision, EventBus, ExitReason, FlightRecorder, Ignore, RestartType, RestoredFrom,
     SendError, Shutdown, SpecError, StartError, Strategy, Supervisor, SupervisorChildSpec, SupervisorControl,
-    SupervisorError, SupervisorEvent, SupervisorRef, SupervisorSpec, TypedChildSpec, WorkerSpec, MISSED_HEARTBEAT,
+    SupervisorError, SupervisorEvent, SupervisorRef, SupervisorSpec, SupervisorStatus, TypedChildSpec, WorkerSpec,
+    MISSED_HEARTBEAT,
 };
 /// The observation layer: Prometheus exposition of the `warden_*` metrics and a loopback
 /// `/metrics` endpoint.

@@ -177,3 +177,39 @@ async fn the_api_reports_a_stopped_supervisor_as_unavailable() {
         "{e}"
     );
 }
+
+/// A root supervisor that gave up before anybody waited still says how it ended; `stop`
+/// returns at once, the status tells stopping from stopped, and `wait` answers the reason.
+#[tokio::test]
+async fn wait_answers_how_a_supervisor_ended_even_after_the_fact() {
+    use warden::SupervisorStatus;
+    // Gives up at once: intensity 0, and the child panics in its handler right away.
+    let spec = worker("a");
+    let h = spec.handle();
+    let app = Supervisor::start("api_wait_early", SupervisorSpec::one_for_one().intensity(0, Duration::from_secs(5)).child(spec))
+        .await
+        .unwrap();
+    h.cast(Msg::Panic).unwrap();
+    let by = tokio::time::Instant::now() + DEADLINE;
+    while app.status() != SupervisorStatus::Stopped {
+        assert!(tokio::time::Instant::now() < by, "still {:?}", app.status());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Nobody subscribed or waited before it ended.
+    assert_eq!(app.wait().await, Some(warden::ExitReason::Shutdown(Some("reached max restart intensity".into()))));
+
+    // stop() returns while a child takes its time to stop: stopping, then stopped.
+    let slow = ChildSpec::worker("slow", Worker { ignore_stop: true, ..Worker::named("slow") }, ())
+        .shutdown(Shutdown::Timeout(Duration::from_secs(2)));
+    let app = Supervisor::start("api_wait_stop", SupervisorSpec::one_for_one().child(slow)).await.unwrap();
+    assert_eq!(app.status(), SupervisorStatus::Running);
+    app.stop();
+    let by = tokio::time::Instant::now() + DEADLINE;
+    while app.status() == SupervisorStatus::Running {
+        assert!(tokio::time::Instant::now() < by);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(app.status(), SupervisorStatus::Stopping, "its child takes 2 s to be killed");
+    assert_eq!(app.wait().await, Some(warden::ExitReason::Shutdown(None)));
+    assert_eq!(app.status(), SupervisorStatus::Stopped);
+}

@@ -70,6 +70,7 @@ pub use spec::{
 };
 pub use supervisor::{
     ChildCounts, ChildInfo, ChildStatus, Supervisor, SupervisorControl, SupervisorError, SupervisorMsg, SupervisorRef,
+    SupervisorStatus,
 };
 pub use watchdog::{heartbeat, MISSED_HEARTBEAT};
 

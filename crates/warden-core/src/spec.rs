@@ -196,6 +196,10 @@ pub(crate) trait Starter: Send + Sync + 'static {
     fn slot(&self) -> &dyn SlotControl;
     /// The typed handle as `Any` (a `ChildRef<M>`), for [`ChildSpec::handle`].
     fn handle_any(&self) -> Box<dyn Any + Send>;
+    /// A supervisor child's runtime API (`None` for workers).
+    fn supervisor_control(&self) -> Option<crate::supervisor::SupervisorControl> {
+        None
+    }
 }
 
 /// Default capacity of the stash that keeps messages sent while a child restarts (Akka's).
@@ -299,7 +303,7 @@ impl ChildSpec {
     pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> SupervisorChildSpec {
         let id = id.into();
         let starter = crate::supervisor::SupervisorStarter::new(spec, &id);
-        let control = crate::supervisor::SupervisorControl { handle: starter.handle() };
+        let control = starter.control();
         let spec = ChildSpec {
             id,
             restart: RestartType::Permanent,
@@ -320,7 +324,7 @@ impl ChildSpec {
         if self.child_type != ChildType::Supervisor {
             return None;
         }
-        self.handle::<crate::supervisor::SupervisorMsg>().map(|handle| crate::supervisor::SupervisorControl { handle })
+        self.starter.supervisor_control()
     }
 
     /// Sets the restart type.

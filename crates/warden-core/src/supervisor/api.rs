@@ -11,6 +11,7 @@ use ractor::{ActorCell, ActorId, RpcReplyPort};
 use crate::event::{EventBus, SupervisorEvent};
 use crate::handle::{CallError, ChildRef};
 use crate::path::ActorPath;
+use crate::reason::ExitReason;
 use crate::spec::{ChildSpec, ChildType, RestartType};
 use crate::supervisor::SupervisorMsg;
 use crate::SpecError;
@@ -163,6 +164,33 @@ pub struct SupervisorRef {
 #[derive(Clone, Debug)]
 pub struct SupervisorControl {
     pub(crate) handle: ChildRef<SupervisorMsg>,
+    pub(crate) exit: ExitNote,
+}
+
+/// How the latest incarnation of a supervisor ended, written by it as it stops, so that
+/// [`SupervisorControl::wait`] can answer also after the fact.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ExitNote(std::sync::Arc<std::sync::Mutex<Option<ExitReason>>>);
+
+impl ExitNote {
+    pub(crate) fn set(&self, reason: ExitReason) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+    }
+
+    fn get(&self) -> Option<ExitReason> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// Where a supervisor stands, as [`SupervisorControl::status`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupervisorStatus {
+    /// Running (or starting its children).
+    Running,
+    /// Asked to stop: its children are being stopped.
+    Stopping,
+    /// Not running (stopped, not started yet, or between two incarnations under its parent).
+    Stopped,
 }
 
 impl std::ops::Deref for SupervisorRef {
@@ -219,6 +247,15 @@ impl SupervisorControl {
     /// Whether the supervisor is running.
     pub fn is_running(&self) -> bool {
         self.handle.is_running()
+    }
+
+    /// Running, stopping (its children are being stopped) or stopped.
+    pub fn status(&self) -> SupervisorStatus {
+        match self.cell().map(|c| c.get_status()) {
+            None | Some(ractor::ActorStatus::Stopped) => SupervisorStatus::Stopped,
+            Some(ractor::ActorStatus::Stopping) => SupervisorStatus::Stopping,
+            Some(_) => SupervisorStatus::Running,
+        }
     }
 
     async fn ask<R: Send + 'static>(
@@ -288,10 +325,22 @@ impl SupervisorControl {
         }
     }
 
-    /// Waits until the current incarnation of the supervisor has stopped.
-    pub async fn wait(&self) {
+    /// Asks the supervisor to stop, as [`shutdown`](Self::shutdown) does, and returns at once
+    /// ([`wait`](Self::wait) for the end, [`status`](Self::status) meanwhile).
+    pub fn stop(&self) {
+        if let Some(cell) = self.cell() {
+            cell.stop(Some(crate::reason::SHUTDOWN.to_string()));
+        }
+    }
+
+    /// Waits until the current incarnation of the supervisor has stopped and answers how it
+    /// ended: `Shutdown(None)` when asked to stop, `Shutdown(Some("reached max restart
+    /// intensity"))` when it gave up, and so on. Called after it stopped, it answers at once
+    /// with how it ended (nothing to subscribe to beforehand); `None` only if it never ran.
+    pub async fn wait(&self) -> Option<ExitReason> {
         if let Some(cell) = self.cell() {
             let _ = cell.wait(None).await;
         }
+        self.exit.get()
     }
 }

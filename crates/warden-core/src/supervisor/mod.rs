@@ -38,7 +38,10 @@
 mod api;
 mod children;
 
-pub use api::{ChildCounts, ChildInfo, ChildStatus, SupervisorControl, SupervisorError, SupervisorRef};
+pub(crate) use api::ExitNote;
+pub use api::{
+    ChildCounts, ChildInfo, ChildStatus, SupervisorControl, SupervisorError, SupervisorRef, SupervisorStatus,
+};
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -133,6 +136,7 @@ pub struct SupervisorInit {
     spec: SupervisorSpec,
     path: ActorPath,
     events: EventBus,
+    exit: ExitNote,
 }
 
 /// The state of a supervisor actor.
@@ -166,6 +170,8 @@ pub struct SupervisorState {
     /// or after the wait for a handler that spins and cannot be killed. (A child stopped
     /// gracefully drops its state in its `post_stop`, in `child.rs`.) Usually empty.
     teardown: Vec<(ActorId, String, Instant)>,
+    /// Where this incarnation writes how it ended, for `SupervisorControl::wait`.
+    exit: ExitNote,
     /// A group restart to do again from this child (its start failed; see `retry_group`).
     group_retry: Option<String>,
 }
@@ -198,7 +204,8 @@ impl Supervisor {
         let path = ActorPath::root(name);
         let slot = Arc::new(Slot::<SupervisorMsg>::new(name));
         slot.set_path(path.clone());
-        let init = SupervisorInit { spec, path: path.clone(), events: events.clone() };
+        let exit = ExitNote::default();
+        let init = SupervisorInit { spec, path: path.clone(), events: events.clone(), exit: exit.clone() };
         let (actor, _join) = Actor::spawn(None, Supervisor, init).await.map_err(|e| match e {
             ractor::SpawnErr::StartupFailed(inner) => match inner.downcast_ref::<StartError>() {
                 Some(start_error) => start_error.clone(),
@@ -207,7 +214,7 @@ impl Supervisor {
             other => StartError::Failed { path: path.clone(), cause: other.to_string() },
         })?;
         slot.install(actor, None);
-        Ok(SupervisorRef { control: SupervisorControl { handle: ChildRef::from_slot(slot) }, events })
+        Ok(SupervisorRef { control: SupervisorControl { handle: ChildRef::from_slot(slot), exit }, events })
     }
 }
 
@@ -215,16 +222,17 @@ impl Supervisor {
 pub(crate) struct SupervisorStarter {
     spec: SupervisorSpec,
     slot: Arc<Slot<SupervisorMsg>>,
+    exit: ExitNote,
 }
 
 impl SupervisorStarter {
     pub(crate) fn new(spec: SupervisorSpec, id: &str) -> Self {
-        SupervisorStarter { spec, slot: Arc::new(Slot::new(id)) }
+        SupervisorStarter { spec, slot: Arc::new(Slot::new(id)), exit: ExitNote::default() }
     }
 
-    /// The nested supervisor's stable handle.
-    pub(crate) fn handle(&self) -> ChildRef<SupervisorMsg> {
-        ChildRef::from_slot(self.slot.clone())
+    /// The nested supervisor's runtime API (follows its restarts).
+    pub(crate) fn control(&self) -> SupervisorControl {
+        SupervisorControl { handle: ChildRef::from_slot(self.slot.clone()), exit: self.exit.clone() }
     }
 }
 
@@ -232,10 +240,11 @@ impl Starter for SupervisorStarter {
     fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<ActorCell>, String>> {
         let spec = self.spec.clone();
         let slot = self.slot.clone();
+        let exit = self.exit.clone();
         Box::pin(async move {
             spec.validate().map_err(|e| e.to_string())?;
             slot.set_path(ctx.path.clone());
-            let init = SupervisorInit { spec, path: ctx.path.clone(), events: ctx.events.clone() };
+            let init = SupervisorInit { spec, path: ctx.path.clone(), events: ctx.events.clone(), exit };
             let (actor, _join) =
                 Actor::spawn_linked(None, Supervisor, init, ctx.supervisor.get_cell()).await.map_err(spawn_cause)?;
             slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
@@ -249,6 +258,10 @@ impl Starter for SupervisorStarter {
 
     fn handle_any(&self) -> Box<dyn Any + Send> {
         Box::new(ChildRef::from_slot(self.slot.clone()))
+    }
+
+    fn supervisor_control(&self) -> Option<SupervisorControl> {
+        Some(self.control())
     }
 }
 
@@ -356,12 +369,8 @@ impl SupervisorState {
     }
 
     fn info(&self, c: &Child) -> ChildInfo {
-        let supervisor = (c.spec.child_type == ChildType::Supervisor).then(|| SupervisorRef {
-            control: SupervisorControl {
-                handle: c.spec.handle::<SupervisorMsg>().unwrap_or_else(|| unreachable_handle(&c.path)),
-            },
-            events: self.events.clone(),
-        });
+        let supervisor =
+            c.spec.starter.supervisor_control().map(|control| SupervisorRef { control, events: self.events.clone() });
         ChildInfo {
             id: c.id().to_string(),
             path: c.path.clone(),
@@ -1113,15 +1122,6 @@ fn starter_key(spec: &ChildSpec) -> usize {
     Arc::as_ptr(&spec.starter) as *const () as usize
 }
 
-fn unreachable_handle(path: &ActorPath) -> ChildRef<SupervisorMsg> {
-    // A supervisor child's starter is always a SupervisorStarter, whose handle is a
-    // ChildRef<SupervisorMsg>; this fallback only keeps the code free of panics.
-    tracing::error!(path = %path, "supervisor child without a supervisor handle");
-    let slot = Arc::new(Slot::new(path.name()));
-    slot.set_path(path.clone());
-    ChildRef::from_slot(slot)
-}
-
 /// Stops one actor by `policy` and waits for it; returns whether it had to be killed.
 async fn stop_actor(
     cell: &ActorCell,
@@ -1166,7 +1166,7 @@ impl Actor for Supervisor {
         myself: ActorRef<SupervisorMsg>,
         init: SupervisorInit,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let SupervisorInit { spec, path, events } = init;
+        let SupervisorInit { spec, path, events, exit } = init;
         let mut state = SupervisorState {
             path,
             strategy: spec.strategy,
@@ -1177,6 +1177,7 @@ impl Actor for Supervisor {
             flush_scheduled: false,
             teardown: Vec::new(),
             group_retry: None,
+            exit,
             children: Children::with_capacity(spec.children.len()),
             events,
             next_dynamic: 0,
@@ -1359,6 +1360,7 @@ impl Actor for Supervisor {
         // Nothing queued is left behind by a supervisor that stops.
         state.events.flush();
         let reason = state.exit_reason.clone().unwrap_or(ExitReason::Shutdown(None));
+        state.exit.set(reason.clone());
         state.observe(SupervisorEvent::SupervisorShutdown { path: state.path.clone(), reason });
         Ok(())
     }
