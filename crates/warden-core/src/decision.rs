@@ -93,6 +93,91 @@ pub fn group_plan(strategy: Strategy, children: &[ChildView], failed: usize) -> 
     plan
 }
 
+/// What the supervisor knows of one child's exit, for [`plan_exit`].
+#[derive(Debug, Clone)]
+pub struct ExitFacts<'a> {
+    /// The supervisor's strategy.
+    pub strategy: Strategy,
+    /// Its auto-shutdown rule.
+    pub auto_shutdown: AutoShutdown,
+    /// It is already shutting down.
+    pub shutting_down: bool,
+    /// The child's restart type.
+    pub restart: RestartType,
+    /// Whether the child is significant.
+    pub significant: bool,
+    /// Significant children still running or to be restarted besides this one (read only when
+    /// the child is significant: counting is O(children)).
+    pub significant_left: usize,
+    /// Why it exited.
+    pub reason: &'a ExitReason,
+    /// It crashed in a handler and its actor waits there for a directive (so it can be
+    /// restarted in place, keeping its `ActorRef` and mailbox).
+    pub waits_in_place: bool,
+    /// For one-for-all and rest-for-one: [`group_plan`] from the failed child at position
+    /// `failed` (`None` for one-for-one and dynamic, which touch only the failed child).
+    pub group: Option<(GroupPlan, usize)>,
+}
+
+/// What the supervisor does about one exit ([`plan_exit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitPlan {
+    /// The supervisor is shutting down: the child is only told to exit.
+    ShuttingDown,
+    /// Not restarted. `forget`: its spec goes (temporary and dynamic children), else it is
+    /// kept, stopped. `auto_shutdown`: the supervisor shuts itself down.
+    NotRestarted {
+        /// Remove the child's spec.
+        forget: bool,
+        /// Shut the supervisor down (a significant child exited).
+        auto_shutdown: bool,
+    },
+    /// One restart too many: the supervisor shuts down and its parent decides.
+    Escalate,
+    /// Restart the failed child alone after `delay`, in place or as a new actor.
+    RestartOne {
+        /// Backoff before the restart.
+        delay: Duration,
+        /// The actor waits in its handler: restart inside it.
+        in_place: bool,
+    },
+    /// Restart a group after `delay` (positions in start order, the failed child included).
+    RestartGroup {
+        /// Backoff before the group starts again.
+        delay: Duration,
+        /// Who stops, starts and is forgotten.
+        group: GroupPlan,
+    },
+}
+
+/// OTP's rules for one exit, as a plan. Records the restart in `intensity` (and takes the
+/// child's next `backoff` delay) when one is due; everything else is read only.
+pub fn plan_exit(
+    facts: &ExitFacts<'_>,
+    intensity: &mut IntensityWindow,
+    backoff: Option<&mut BackoffSchedule>,
+    now: Instant,
+) -> ExitPlan {
+    if facts.shutting_down {
+        return ExitPlan::ShuttingDown;
+    }
+    if !restart_wanted(facts.restart, facts.reason) {
+        let forget = facts.restart == RestartType::Temporary || matches!(facts.strategy, Strategy::Dynamic { .. });
+        let auto_shutdown = auto_shutdown_due(facts.auto_shutdown, facts.significant, facts.significant_left);
+        return ExitPlan::NotRestarted { forget, auto_shutdown };
+    }
+    if !intensity.record(now) {
+        return ExitPlan::Escalate;
+    }
+    let delay = backoff.map(|b| b.next_delay(now)).unwrap_or(Duration::ZERO);
+    match &facts.group {
+        Some((group, failed)) if !(group.stop.is_empty() && group.forget.is_empty() && group.start == [*failed]) => {
+            ExitPlan::RestartGroup { delay, group: group.clone() }
+        }
+        _ => ExitPlan::RestartOne { delay, in_place: facts.waits_in_place },
+    }
+}
+
 /// Whether the supervisor shuts itself down after a significant child exited for good.
 ///
 /// `significant_left` counts the significant children that are still running or will be
@@ -203,6 +288,71 @@ impl BackoffSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn facts(strategy: Strategy, restart: RestartType, reason: &ExitReason) -> ExitFacts<'_> {
+        ExitFacts {
+            strategy,
+            auto_shutdown: AutoShutdown::Never,
+            shutting_down: false,
+            restart,
+            significant: false,
+            significant_left: 0,
+            reason,
+            waits_in_place: false,
+            group: None,
+        }
+    }
+
+    #[test]
+    fn plan_exit_follows_otp() {
+        let now = Instant::now();
+        let mut w = IntensityWindow::new(1, Duration::from_secs(5));
+        let panic = ExitReason::Panic { message: "p".into() };
+        let normal = ExitReason::Normal;
+        // Not restarted: a transient child's spec is kept, a temporary one's and a dynamic
+        // child's are forgotten; nothing is counted.
+        let f = facts(Strategy::OneForOne, RestartType::Transient, &normal);
+        assert_eq!(plan_exit(&f, &mut w, None, now), ExitPlan::NotRestarted { forget: false, auto_shutdown: false });
+        let f = facts(Strategy::OneForOne, RestartType::Temporary, &panic);
+        assert_eq!(plan_exit(&f, &mut w, None, now), ExitPlan::NotRestarted { forget: true, auto_shutdown: false });
+        let f = facts(Strategy::Dynamic { max_children: None }, RestartType::Transient, &normal);
+        assert_eq!(plan_exit(&f, &mut w, None, now), ExitPlan::NotRestarted { forget: true, auto_shutdown: false });
+        assert_eq!(w.count(now), 0);
+        // The last significant child exiting for good shuts the supervisor down.
+        let f = ExitFacts {
+            auto_shutdown: AutoShutdown::AllSignificant,
+            significant: true,
+            ..facts(Strategy::OneForOne, RestartType::Transient, &normal)
+        };
+        assert_eq!(plan_exit(&f, &mut w, None, now), ExitPlan::NotRestarted { forget: false, auto_shutdown: true });
+        // A crash in a handler restarts in place; the second restart within the period escalates.
+        let f = ExitFacts { waits_in_place: true, ..facts(Strategy::OneForOne, RestartType::Permanent, &panic) };
+        assert_eq!(plan_exit(&f, &mut w, None, now), ExitPlan::RestartOne { delay: Duration::ZERO, in_place: true });
+        assert_eq!(plan_exit(&f, &mut w, None, now), ExitPlan::Escalate);
+        // Shutting down: nothing but the exit.
+        let f = ExitFacts { shutting_down: true, ..facts(Strategy::OneForOne, RestartType::Permanent, &panic) };
+        assert_eq!(plan_exit(&f, &mut w, None, now), ExitPlan::ShuttingDown);
+    }
+
+    #[test]
+    fn plan_exit_restarts_groups_and_takes_the_backoff() {
+        let now = Instant::now();
+        let mut w = IntensityWindow::new(10, Duration::from_secs(5));
+        let panic = ExitReason::Panic { message: "p".into() };
+        let kids = [ChildView { restart: RestartType::Permanent, running: true }; 3];
+        // One-for-all from the middle child: a group.
+        let group = group_plan(Strategy::OneForAll, &kids, 1);
+        let f =
+            ExitFacts { group: Some((group.clone(), 1)), ..facts(Strategy::OneForAll, RestartType::Permanent, &panic) };
+        let mut b =
+            BackoffSchedule::new(Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1)).jitter(false));
+        let plan = plan_exit(&f, &mut w, Some(&mut b), now);
+        assert_eq!(plan, ExitPlan::RestartGroup { delay: Duration::from_millis(10), group });
+        // Rest-for-one from the last child touches only it: a single restart.
+        let last = group_plan(Strategy::RestForOne, &kids, 2);
+        let f = ExitFacts { group: Some((last, 2)), ..facts(Strategy::RestForOne, RestartType::Permanent, &panic) };
+        assert_eq!(plan_exit(&f, &mut w, None, now), ExitPlan::RestartOne { delay: Duration::ZERO, in_place: false });
+    }
 
     fn v(restart: RestartType, running: bool) -> ChildView {
         ChildView { restart, running }

@@ -53,7 +53,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPo
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::decision::{auto_shutdown_due, group_plan, restart_wanted, ChildView, GroupPlan, IntensityWindow};
+use crate::decision::{group_plan, plan_exit, ChildView, ExitFacts, ExitPlan, GroupPlan, IntensityWindow};
 use crate::event::{EventBus, SupervisorEvent};
 use crate::handle::{ChildRef, Slot, SlotControl};
 use crate::panic_capture::Captured;
@@ -535,58 +535,92 @@ impl SupervisorState {
         reason: ExitReason,
         reply: Option<oneshot::Sender<Directive>>,
     ) -> Decision {
-        if self.exit_reason.is_some() {
-            if let Some(r) = reply {
-                let _ = r.send(Directive::Exit);
-            }
-            return Decision::ShuttingDown;
-        }
         let now = Instant::now();
-        let restart = self.children[idx].spec.restart;
-        if !restart_wanted(restart, &reason) {
-            if let Some(r) = reply {
-                let _ = r.send(Directive::Exit);
-            }
-            self.children.set_status(idx, Status::Stopped);
-            let significant = self.children[idx].spec.significant;
-            if restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
-                self.remove_at(idx);
-            } else {
-                self.close_slot(idx);
-            }
-            // Counted only when it matters: a dynamic supervisor may hold very many children.
-            let left = if significant {
-                self.children
-                    .iter()
-                    .filter(|(_, c)| c.spec.significant && !matches!(c.status(), Status::Stopped))
-                    .count()
-            } else {
-                0
-            };
-            if auto_shutdown_due(self.auto_shutdown, significant, left) {
-                self.shut_down(myself, ExitReason::Shutdown(Some("auto_shutdown: significant child exited".into())));
-            }
-            return Decision::NotRestarted;
-        }
-        let Some(delay) = self.admit_restart(myself, idx, now) else {
-            if let Some(r) = reply {
-                let _ = r.send(Directive::Exit);
-            }
-            return Decision::Escalate;
+        let shutting_down = self.exit_reason.is_some();
+        let (restart, significant) = (self.children[idx].spec.restart, self.children[idx].spec.significant);
+        // Counted only when it matters: a dynamic supervisor may hold very many children.
+        let significant_left = if significant && !shutting_down {
+            self.children
+                .iter()
+                .filter(|(i, c)| *i != idx && c.spec.significant && !matches!(c.status(), Status::Stopped))
+                .count()
+        } else {
+            0
         };
+        // One-for-one and dynamic touch only this child: no need to look at the others (a
+        // dynamic supervisor may hold very many). Group plans are in positions; `order` maps
+        // them back to slots.
+        let order = match self.strategy {
+            Strategy::OneForAll | Strategy::RestForOne if !shutting_down => self.children.order(),
+            _ => Vec::new(),
+        };
+        let group = (!order.is_empty()).then(|| {
+            let views: Vec<ChildView> = order.iter().map(|&i| self.children[i].view()).collect();
+            let at = order.iter().position(|&i| i == idx).unwrap_or_default();
+            (group_plan(self.strategy, &views, at), at)
+        });
+        let facts = ExitFacts {
+            strategy: self.strategy,
+            auto_shutdown: self.auto_shutdown,
+            shutting_down,
+            restart,
+            significant,
+            significant_left,
+            reason: &reason,
+            waits_in_place: reply.is_some() && self.children[idx].cell().is_some(),
+            group,
+        };
+        let backoff = self.children[idx].backoff.as_deref_mut();
+        let planned = plan_exit(&facts, &mut self.intensity, backoff, now);
+        let (delay, plan) = match planned {
+            ExitPlan::ShuttingDown => {
+                if let Some(r) = reply {
+                    let _ = r.send(Directive::Exit);
+                }
+                return Decision::ShuttingDown;
+            }
+            ExitPlan::NotRestarted { forget, auto_shutdown } => {
+                if let Some(r) = reply {
+                    let _ = r.send(Directive::Exit);
+                }
+                self.children.set_status(idx, Status::Stopped);
+                if forget {
+                    self.remove_at(idx);
+                } else {
+                    self.close_slot(idx);
+                }
+                if auto_shutdown {
+                    let why = ExitReason::Shutdown(Some("auto_shutdown: significant child exited".into()));
+                    self.shut_down(myself, why);
+                }
+                return Decision::NotRestarted;
+            }
+            ExitPlan::Escalate => {
+                let (intensity, period) = self.intensity_limit;
+                self.observe(SupervisorEvent::IntensityExceeded { path: self.path.clone(), intensity, period });
+                self.shut_down(myself, ExitReason::Shutdown(Some("reached max restart intensity".into())));
+                if let Some(r) = reply {
+                    let _ = r.send(Directive::Exit);
+                }
+                return Decision::Escalate;
+            }
+            ExitPlan::RestartOne { delay, .. } => (delay, None),
+            ExitPlan::RestartGroup { delay, group } => {
+                let slots = |v: Vec<usize>| v.into_iter().filter_map(|p| order.get(p).copied()).collect();
+                (
+                    delay,
+                    Some(GroupPlan { stop: slots(group.stop), start: slots(group.start), forget: slots(group.forget) }),
+                )
+            }
+        };
+        self.children[idx].restarts += 1;
         let decision = Decision::Restart { delay_ms: delay.as_millis() as u64 };
         if !delay.is_zero() {
             self.observe(SupervisorEvent::RestartScheduled { path: self.children[idx].path.clone(), delay });
         }
-        // One-for-one and dynamic touch only this child: no need to look at the others (a
-        // dynamic supervisor may hold very many).
-        let plan = match self.strategy {
-            Strategy::OneForOne | Strategy::Dynamic { .. } => None,
-            _ => Some(self.group_plan_at(idx)),
-        };
         let not_before = now + delay;
 
-        if plan.as_ref().is_none_or(|p| p.stop.is_empty() && p.forget.is_empty() && p.start == [idx]) {
+        let Some(plan) = plan else {
             match (reply, self.children[idx].cell().cloned()) {
                 // Restart in place: the actor, its ActorRef and its mailbox are kept.
                 (Some(reply), Some(cell)) => {
@@ -608,8 +642,7 @@ impl SupervisorState {
                 self.schedule_retry(myself, delay);
             }
             return decision;
-        }
-        let plan = plan.unwrap_or_default();
+        };
 
         // A group restart: the members are replaced by new actors, in order.
         let forget: Vec<String> = plan.forget.iter().map(|&i| self.children[i].id().to_string()).collect();
