@@ -578,7 +578,7 @@ impl<A: Checkpoint> Checkpointed<A> {
         st.since = 0;
         st.snapshot_seq = seq;
         st.last_snapshot = Instant::now();
-        self.service.submit_snapshot(take)?;
+        self.service.submit_snapshot(entry, take)?;
         Ok(seq)
     }
 

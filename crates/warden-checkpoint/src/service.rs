@@ -169,12 +169,15 @@ pub struct CheckpointStats {
     pub commits: u64,
     /// Writes committed (snapshots, journal entries, deletions).
     pub ops: u64,
-    /// Snapshots skipped because a newer one of the same key was in the same batch.
+    /// Snapshots skipped because a newer one of the same key replaced them before they were
+    /// written (a policy's snapshot waiting behind the writer, or one in the same batch).
     pub superseded: u64,
     /// Transactions that failed.
     pub failed_commits: u64,
     /// Total time spent committing, in µs.
     pub commit_micros: u64,
+    /// Writes handed to the writer thread and not taken by it yet (a gauge).
+    pub pending_writes: u64,
 }
 
 /// How long a claim waits for the previous holder of its key to release it.
@@ -193,6 +196,12 @@ pub(crate) struct KeyEntry {
     /// key); cleared by the next restore, which reopens the key.
     pub poisoned: std::sync::atomic::AtomicBool,
     owner: Mutex<Option<Owner>>,
+    /// The one snapshot of this key asked for without an answer (a policy's) that waits for
+    /// the snapshot actor: a newer one replaces it instead of queueing behind it, so a slow
+    /// disk holds at most this one and the one the writer has in hand.
+    pending: Mutex<Option<Take>>,
+    /// Its encoded successor on the way to the writer (see `writer::Job::slot`).
+    queued: crate::writer::OpSlot,
 }
 
 struct Owner {
@@ -281,10 +290,13 @@ impl Checkpoints {
             let _ = failure_events.send(event);
         })
         .map_err(|e| StoreError::Open { path: "<writer thread>".into(), cause: e.to_string() })?;
-        let (snapshotter, _) =
-            Actor::spawn(None, SnapshotActor, SnapshotArgs { writer: writer.clone(), events: events.clone() })
-                .await
-                .map_err(|e| StoreError::Open { path: "<snapshot actor>".into(), cause: e.to_string() })?;
+        let (snapshotter, _) = Actor::spawn(
+            None,
+            SnapshotActor,
+            SnapshotArgs { writer: writer.clone(), events: events.clone(), counters: counters.clone() },
+        )
+        .await
+        .map_err(|e| StoreError::Open { path: "<snapshot actor>".into(), cause: e.to_string() })?;
         Ok(Checkpoints {
             inner: Arc::new(Inner {
                 store: Mutex::new(Some(store)),
@@ -329,6 +341,7 @@ impl Checkpoints {
             superseded: c.superseded.load(Ordering::Relaxed),
             failed_commits: c.failed_commits.load(Ordering::Relaxed),
             commit_micros: c.commit_nanos.load(Ordering::Relaxed) / 1000,
+            pending_writes: self.inner.writer.len() as u64,
         }
     }
 
@@ -343,7 +356,7 @@ impl Checkpoints {
     pub async fn close(&self) -> Result<(), StoreError> {
         let flushed = self.flush().await;
         let (ack, rx) = oneshot::channel();
-        let job = Job { op: None, ack: Some(ack), settled: None, close: true };
+        let job = Job { op: None, ack: Some(ack), settled: None, close: true, slot: None };
         if self.inner.writer.send(job).is_ok() {
             let _ = rx.await;
         }
@@ -402,7 +415,7 @@ impl Checkpoints {
         let (ack, rx) = oneshot::channel();
         self.inner
             .writer
-            .send(Job { op: Some(op), ack: Some(ack), settled: None, close: false })
+            .send(Job { op: Some(op), ack: Some(ack), settled: None, close: false, slot: None })
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -446,6 +459,8 @@ impl Checkpoints {
                             settled: Arc::new(AtomicU64::new(0)),
                             poisoned: std::sync::atomic::AtomicBool::new(false),
                             owner: Mutex::new(None),
+                            pending: Mutex::new(None),
+                            queued: Default::default(),
                         })
                     })
                     .clone()
@@ -480,8 +495,23 @@ impl Checkpoints {
     }
 
     /// Hands a snapshot to the snapshot actor; `ack` (if any) hears of its commit.
-    pub(crate) fn submit_snapshot(&self, take: Take) -> Result<(), StoreError> {
-        self.inner.snapshotter.cast(SnapshotMsg::Take(take)).map_err(|_| StoreError::Closed)
+    pub(crate) fn submit_snapshot(&self, entry: &Arc<KeyEntry>, take: Take) -> Result<(), StoreError> {
+        if take.ack.is_some() {
+            // Someone waits for this one: it goes as it is (a waiting actor has at most one).
+            return self.inner.snapshotter.cast(SnapshotMsg::Take(take)).map_err(|_| StoreError::Closed);
+        }
+        {
+            let mut pending = entry.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(older) = pending.as_mut() {
+                // Not handed on yet: the newer state replaces it (its seq is higher, and the
+                // settled mark moves to the newer seq when that one settles).
+                *older = take;
+                self.inner.counters.superseded.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            *pending = Some(take);
+        }
+        self.inner.snapshotter.cast(SnapshotMsg::Pending(entry.clone())).map_err(|_| StoreError::Closed)
     }
 
     /// The error of a damaged entry already reported in this process.
@@ -506,6 +536,8 @@ pub(crate) struct Take {
 
 pub(crate) enum SnapshotMsg {
     Take(Take),
+    /// The key's pending snapshot (see `KeyEntry::pending`), taken when handled.
+    Pending(Arc<KeyEntry>),
     Flush(Ack),
 }
 
@@ -517,6 +549,7 @@ struct SnapshotActor;
 struct SnapshotArgs {
     writer: Sender<Job>,
     events: broadcast::Sender<CheckpointEvent>,
+    counters: Arc<WriterCounters>,
 }
 
 impl Actor for SnapshotActor {
@@ -538,7 +571,17 @@ impl Actor for SnapshotActor {
         msg: SnapshotMsg,
         st: &mut SnapshotArgs,
     ) -> Result<(), ActorProcessingErr> {
+        // A policy's snapshot: taken from its key's pending slot; once encoded, it waits for
+        // the writer in the key's queued slot, where a newer one replaces it.
+        let (msg, queued) = match msg {
+            SnapshotMsg::Pending(entry) => match entry.pending.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                Some(take) => (SnapshotMsg::Take(take), Some(entry.queued.clone())),
+                None => return Ok(()),
+            },
+            other => (other, None),
+        };
         match msg {
+            SnapshotMsg::Pending(_) => {}
             SnapshotMsg::Take(take) => {
                 let created = unix_ms_now();
                 // A user's `Serialize` may panic; that must cost this snapshot, not the service.
@@ -559,9 +602,23 @@ impl Actor for SnapshotActor {
                             retain: take.retain,
                             created_unix_ms: created,
                         };
-                        if let Err(crossbeam_channel::SendError(job)) =
-                            st.writer.send(Job { op: Some(op), ack: take.ack, settled: take.settled, close: false })
-                        {
+                        let job = match queued {
+                            Some(slot) => {
+                                let mut held = slot.lock().unwrap_or_else(PoisonError::into_inner);
+                                let replaced = held.replace((op, take.settled)).is_some();
+                                drop(held);
+                                if replaced {
+                                    // The writer has not taken the older one: it takes this instead.
+                                    st.counters.superseded.fetch_add(1, Ordering::Relaxed);
+                                    return Ok(());
+                                }
+                                Job { op: None, ack: None, settled: None, close: false, slot: Some(slot) }
+                            }
+                            None => {
+                                Job { op: Some(op), ack: take.ack, settled: take.settled, close: false, slot: None }
+                            }
+                        };
+                        if let Err(crossbeam_channel::SendError(job)) = st.writer.send(job) {
                             if let Some(ack) = job.ack {
                                 let _ = ack.send(Err(StoreError::Closed));
                             }
@@ -582,7 +639,7 @@ impl Actor for SnapshotActor {
             }
             SnapshotMsg::Flush(ack) => {
                 if let Err(crossbeam_channel::SendError(job)) =
-                    st.writer.send(Job { op: None, ack: Some(ack), settled: None, close: false })
+                    st.writer.send(Job { op: None, ack: Some(ack), settled: None, close: false, slot: None })
                 {
                     if let Some(ack) = job.ack {
                         let _ = ack.send(Err(StoreError::Closed));

@@ -10,8 +10,11 @@
 //! on a disk that syncs a few thousand times per second.
 //!
 //! Why the channel is unbounded: producers are bounded by construction. A durable actor has at
-//! most one entry in flight (it waits for the acknowledgement before its next message), and
-//! snapshots of one key coalesce here, so the queue holds at most one round's arrivals.
+//! most one entry in flight (it waits for the acknowledgement before its next message), an
+//! actor waiting for its snapshot has one, and the snapshots a policy asks for without waiting
+//! coalesce before they get here (at most one per key waits for the snapshot actor, see
+//! `KeyEntry::pending`), so the queue holds at most a few writes per key
+//! (`tests/snapshot_queue.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +37,24 @@ pub(crate) struct Job {
     pub settled: Option<(Arc<AtomicU64>, u64)>,
     /// Ends the thread after this round (and so releases the store).
     pub close: bool,
+    /// The write is in this slot, taken when the writer takes the job (`op` is then `None`):
+    /// until then a newer write of the same key replaces it there instead of queueing.
+    pub slot: Option<OpSlot>,
+}
+
+/// A key's one encoded snapshot waiting for the writer (see [`Job::slot`]), with its
+/// settled mark.
+pub(crate) type OpSlot = Arc<std::sync::Mutex<Option<(WriteOp, Option<(Arc<AtomicU64>, u64)>)>>>;
+
+/// Fills a job from its slot, as the writer takes it.
+fn resolve(mut job: Job) -> Job {
+    if let Some(slot) = job.slot.take() {
+        if let Some((op, settled)) = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            job.op = Some(op);
+            job.settled = settled;
+        }
+    }
+    job
 }
 
 /// The most jobs committed in one transaction.
@@ -77,25 +98,34 @@ fn run(
     on_failure: impl Fn(&StoreError, usize),
 ) {
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
+        let mut jobs = vec![resolve(first)];
         let mut bytes = jobs[0].op.as_ref().map_or(0, op_bytes);
         while jobs.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
+                    let job = resolve(job);
                     bytes += job.op.as_ref().map_or(0, op_bytes);
                     jobs.push(job);
                 }
                 Err(_) => break,
             }
         }
-        // Newest snapshot of each key wins: walk backwards, keep the first seen per key.
-        let mut newest: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
-        let mut keep = vec![true; jobs.len()];
-        for (i, job) in jobs.iter().enumerate().rev() {
-            if let Some(WriteOp::Snapshot { key, .. }) = &job.op {
-                if !newest.insert(key.clone()) {
-                    keep[i] = false;
+        // Newest snapshot of each key wins: the highest sequence number (the later of equal
+        // ones). Queue order is not enough: a policy's pending snapshot is replaced in place by
+        // newer ones (`KeyEntry::pending`), so it can arrive behind a newer-numbered one.
+        let mut newest: std::collections::HashMap<Arc<str>, (u64, usize)> = std::collections::HashMap::new();
+        for (i, job) in jobs.iter().enumerate() {
+            if let Some(WriteOp::Snapshot { key, seq, .. }) = &job.op {
+                let best = newest.entry(key.clone()).or_insert((*seq, i));
+                if *seq >= best.0 {
+                    *best = (*seq, i);
                 }
+            }
+        }
+        let mut keep = vec![true; jobs.len()];
+        for (i, job) in jobs.iter().enumerate() {
+            if let Some(WriteOp::Snapshot { key, .. }) = &job.op {
+                keep[i] = newest.get(key).is_some_and(|(_, at)| *at == i);
             }
         }
         // Each job's answer is the result of one op: its own, or for a superseded snapshot
@@ -177,7 +207,7 @@ mod tests {
         for seq in 1..=200u64 {
             let (ack, rx) = oneshot::channel();
             let op = WriteOp::Snapshot { key: key.clone(), seq, bytes: vec![1], retain: 3, created_unix_ms: 0 };
-            tx.send(Job { op: Some(op), ack: Some(ack), settled: None, close: false }).unwrap();
+            tx.send(Job { op: Some(op), ack: Some(ack), settled: None, close: false, slot: None }).unwrap();
             waits.push(rx);
         }
         for w in waits {
