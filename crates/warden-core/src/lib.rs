@@ -66,7 +66,7 @@ pub use report::{CrashReport, Decision, FlightRecorder};
 pub use restored::{note_restored, RestoredFrom};
 pub use spec::{
     AutoShutdown, Backoff, ChildSpec, ChildType, RestartType, Shutdown, Strategy, SupervisorChildSpec, SupervisorSpec,
-    TypedChildSpec, WorkerSpec,
+    TypedChildSpec, WorkerSpec, DEFAULT_MAX_CHILDREN,
 };
 pub use supervisor::{
     ChildCounts, ChildInfo, ChildStatus, Supervisor, SupervisorControl, SupervisorError, SupervisorMsg, SupervisorRef,

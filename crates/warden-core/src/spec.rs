@@ -105,7 +105,8 @@ pub enum Strategy {
     RestForOne,
     /// A dynamic supervisor (OTP's `simple_one_for_one`, Elixir's `DynamicSupervisor`):
     /// no children at start; `start_child` adds them, one-for-one restarts, and at most
-    /// `max_children` at once (`None`: no limit).
+    /// `max_children` at once (`None`: no limit, only through
+    /// [`SupervisorSpec::unbounded`]).
     Dynamic {
         /// The most children this supervisor holds at once.
         max_children: Option<usize>,
@@ -201,6 +202,10 @@ pub(crate) trait Starter: Send + Sync + 'static {
         None
     }
 }
+
+/// The most children a dynamic supervisor holds when its spec names no maximum: 1,000,000
+/// (about 1 GiB of idle children); past it `start_child` answers `MaxChildren`.
+pub const DEFAULT_MAX_CHILDREN: usize = 1_000_000;
 
 /// Default capacity of the stash that keeps messages sent while a child restarts (Akka's).
 pub const DEFAULT_STASH_CAPACITY: usize = 1000;
@@ -579,9 +584,22 @@ impl SupervisorSpec {
         Self::new(Strategy::RestForOne)
     }
 
-    /// A dynamic supervisor holding at most `max_children` children (`None`: no limit).
+    /// A dynamic supervisor holding at most `max_children` children (`None`:
+    /// [`DEFAULT_MAX_CHILDREN`]). A `start_child` past the maximum answers
+    /// `SupervisorError::MaxChildren` and starts nothing. For no limit at all, say so with
+    /// [`unbounded`](Self::unbounded).
     pub fn dynamic(max_children: Option<usize>) -> Self {
-        Self::new(Strategy::Dynamic { max_children })
+        Self::new(Strategy::Dynamic { max_children: Some(max_children.unwrap_or(DEFAULT_MAX_CHILDREN)) })
+    }
+
+    /// A dynamic supervisor with no maximum number of children: a runaway caller of
+    /// `start_child` can then exhaust memory (about 1 KiB per idle child). No effect on the
+    /// other strategies.
+    pub fn unbounded(mut self) -> Self {
+        if let Strategy::Dynamic { max_children } = &mut self.strategy {
+            *max_children = None;
+        }
+        self
     }
 
     /// More than `intensity` restarts within `period` shut the supervisor down.
@@ -652,4 +670,19 @@ pub(crate) fn validate_child(c: &ChildSpec) -> Result<(), crate::SpecError> {
         return Err(SpecError::SignificantPermanent(c.id.clone()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_supervisor_is_bounded_unless_it_says_otherwise() {
+        let bounded = SupervisorSpec::dynamic(None);
+        assert_eq!(bounded.strategy, Strategy::Dynamic { max_children: Some(DEFAULT_MAX_CHILDREN) });
+        assert_eq!(SupervisorSpec::dynamic(Some(3)).strategy, Strategy::Dynamic { max_children: Some(3) });
+        assert_eq!(bounded.unbounded().strategy, Strategy::Dynamic { max_children: None });
+        // Not a dynamic supervisor: nothing to unbind.
+        assert_eq!(SupervisorSpec::one_for_one().unbounded().strategy, Strategy::OneForOne);
+    }
 }
