@@ -201,7 +201,17 @@ pub struct SnapshotPolicy {
     pub if_damaged: IfDamaged,
     /// Snapshots kept (`None`: the service's setting).
     pub retain: Option<usize>,
+    /// Durable mode: a snapshot is taken, whatever the other triggers say, once this many
+    /// events were journalled since the last one, so that a restart never replays more
+    /// (`None`: no limit, through [`SnapshotPolicy::unbounded_journal`]). Default
+    /// [`DEFAULT_MAX_JOURNAL`].
+    pub max_journal: Option<u64>,
 }
+
+/// The most events a durable actor journals between two snapshots unless its policy says
+/// otherwise: 10,000. A restart then replays at most that many (plus any written while the
+/// last snapshot was on its way).
+pub const DEFAULT_MAX_JOURNAL: u64 = 10_000;
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
@@ -212,6 +222,7 @@ impl Default for SnapshotPolicy {
             on_demand: false,
             if_damaged: IfDamaged::FailStart,
             retain: None,
+            max_journal: Some(DEFAULT_MAX_JOURNAL),
         }
     }
 }
@@ -224,6 +235,18 @@ impl SnapshotPolicy {
     /// Also after every `n` messages (durable mode: events).
     pub fn every_messages(mut self, n: u64) -> Self {
         self.every_messages = Some(n.max(1));
+        self
+    }
+    /// Durable mode: a snapshot at the latest after `n` events since the last one (see
+    /// [`SnapshotPolicy::max_journal`]).
+    pub fn max_journal(mut self, n: u64) -> Self {
+        self.max_journal = Some(n.max(1));
+        self
+    }
+    /// Durable mode: no forced snapshot; a restart replays the whole journal since the last
+    /// snapshot, however long.
+    pub fn unbounded_journal(mut self) -> Self {
+        self.max_journal = None;
         self
     }
     /// Also every `interval` while changed.
@@ -591,6 +614,7 @@ impl<A: Checkpoint> Checkpointed<A> {
         }
         self.policy.every_messages.is_some_and(|n| st.since >= n)
             || self.policy.every.is_some_and(|p| st.last_snapshot.elapsed() >= p)
+            || (self.durable.is_some() && self.policy.max_journal.is_some_and(|n| st.since >= n))
     }
 }
 

@@ -81,7 +81,9 @@ pub mod service;
 pub mod store;
 mod writer;
 
-pub use checkpointed::{Checkpoint, Checkpointed, EventSourced, IfDamaged, PersistError, SnapshotPolicy};
+pub use checkpointed::{
+    Checkpoint, Checkpointed, EventSourced, IfDamaged, PersistError, SnapshotPolicy, DEFAULT_MAX_JOURNAL,
+};
 pub use envelope::{DecodeError, Migration};
 pub use redb_store::RedbStore;
 pub use service::{CheckpointConfig, CheckpointError, CheckpointEvent, CheckpointStats, Checkpoints};
