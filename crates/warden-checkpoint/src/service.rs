@@ -180,6 +180,9 @@ pub struct CheckpointStats {
     pub pending_writes: u64,
 }
 
+/// How often a claim looks again while the previous holder of its key is on its way out.
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// How long a claim waits for the previous holder of its key to release it.
 const CLAIM_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -489,7 +492,7 @@ impl Checkpoints {
                 Some(owner) if std::time::Instant::now() >= deadline => {
                     return Err(CheckpointError::KeyInUse { key: key.to_string(), owner })
                 }
-                Some(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+                Some(_) => tokio::time::sleep(CLAIM_POLL).await,
             }
         }
     }

@@ -51,6 +51,10 @@ pub const PAGE: &str = include_str!("observer.html");
 
 /// The faults the page may ask for.
 pub const FAULT_KINDS: [&str; 4] = ["panic", "hang", "kill", "stop"];
+/// How often the live event stream sends a keep-alive comment while nothing changes.
+pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// How long a fault request waits for the demo's answer before it answers 504.
+pub const FAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A fault asked for from the page: `kind` is one of [`FAULT_KINDS`], `target` an actor (for
 /// `panic` / `hang`) or a node. The owner answers on `reply` with what it did, or why not.
@@ -117,7 +121,7 @@ fn snapshot_stream(rx: watch::Receiver<Value>) -> impl Stream<Item = Result<Even
 }
 
 async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    Sse::new(snapshot_stream(s.snapshots.clone())).keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+    Sse::new(snapshot_stream(s.snapshots.clone())).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
@@ -161,7 +165,7 @@ async fn fault(
     if faults.send(FaultRequest { kind: body.kind, target: body.target, reply }).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "the demo is over" }))).into_response();
     }
-    match tokio::time::timeout(Duration::from_secs(10), answer).await {
+    match tokio::time::timeout(FAULT_ANSWER_TIMEOUT, answer).await {
         Ok(Ok(Ok(done))) => (StatusCode::OK, Json(json!({ "ok": done }))).into_response(),
         Ok(Ok(Err(why))) => bad(why),
         _ => (StatusCode::GATEWAY_TIMEOUT, Json(json!({ "error": "no answer from the demo" }))).into_response(),

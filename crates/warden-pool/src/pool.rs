@@ -507,6 +507,8 @@ pub struct PoolSpec<Req: Send + Sync + 'static, Rep: Send + 'static> {
 pub const DEFAULT_CAPACITY: usize = 1024;
 /// The default attempts of a retried request, the first included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The restart intensity of a pool's supervisor unless set: 10 restarts within 1 s.
+pub const DEFAULT_INTENSITY: (u32, Duration) = (10, Duration::from_secs(1));
 
 impl<Req: Send + Sync + 'static, Rep: Send + 'static> PoolSpec<Req, Rep> {
     /// A pool named `name` of `size` replicas of `worker` (round-robin, capacity 1,024 per
@@ -531,7 +533,7 @@ impl<Req: Send + Sync + 'static, Rep: Send + 'static> PoolSpec<Req, Rep> {
                 deadline: None,
             },
             size,
-            supervisor: SupervisorSpec::one_for_one().intensity(10, Duration::from_secs(1)),
+            supervisor: SupervisorSpec::one_for_one().intensity(DEFAULT_INTENSITY.0, DEFAULT_INTENSITY.1),
             factory,
         }
     }

@@ -28,6 +28,9 @@ pub const MAX_BATCH_COMMANDS: usize = 4096;
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
 /// How long a submission may wait for its batch to be committed, leader election included.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a proposal waits before it asks again for a leader (none known, or the one asked
+/// named none).
+pub const LEADER_RETRY: Duration = Duration::from_millis(10);
 /// How many submissions may wait for a batch; past that, submitting fails at once (`NotSent`).
 pub const QUEUE_CAPACITY: usize = 65_536;
 
@@ -167,7 +170,7 @@ async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), P
             Some(l) => l,
             None => {
                 last = "no leader known".into();
-                tokio::time::sleep(Duration::from_millis(10).min(left)).await;
+                tokio::time::sleep(LEADER_RETRY.min(left)).await;
                 continue;
             }
         };
@@ -184,7 +187,7 @@ async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), P
                         last = format!("this node stopped leading (it names {:?})", f.leader_id);
                         hint = f.leader_id.filter(|l| *l != me);
                         if hint.is_none() {
-                            tokio::time::sleep(Duration::from_millis(10).min(left)).await;
+                            tokio::time::sleep(LEADER_RETRY.min(left)).await;
                         }
                     }
                     None => return Err(ProposeError::NotSent(format!("the leader refused it: {e}"))),
@@ -199,7 +202,7 @@ async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), P
                 last = format!("node {leader} is not the leader (it names {l:?})");
                 hint = l.filter(|l| *l != leader);
                 if hint.is_none() {
-                    tokio::time::sleep(Duration::from_millis(10).min(left)).await;
+                    tokio::time::sleep(LEADER_RETRY.min(left)).await;
                 }
             }
             Ok(Reply::Proposed(Err(NotDone::Failed(e)))) => {
@@ -211,7 +214,7 @@ async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), P
             Ok(_) => return Err(ProposeError::Unknown("the leader answered something else".into())),
             Err(e @ (CallError::Unreachable(_) | CallError::Busy(_))) => {
                 last = e.to_string();
-                tokio::time::sleep(Duration::from_millis(10).min(left)).await;
+                tokio::time::sleep(LEADER_RETRY.min(left)).await;
             }
             Err(e @ CallError::Timeout(..)) | Err(e @ CallError::Failed(..)) => {
                 return Err(ProposeError::Unknown(e.to_string()))
