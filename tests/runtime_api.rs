@@ -186,9 +186,12 @@ async fn wait_answers_how_a_supervisor_ended_even_after_the_fact() {
     // Gives up at once: intensity 0, and the child panics in its handler right away.
     let spec = worker("a");
     let h = spec.handle();
-    let app = Supervisor::start("api_wait_early", SupervisorSpec::one_for_one().intensity(0, Duration::from_secs(5)).child(spec))
-        .await
-        .unwrap();
+    let app = Supervisor::start(
+        "api_wait_early",
+        SupervisorSpec::one_for_one().intensity(0, Duration::from_secs(5)).child(spec),
+    )
+    .await
+    .unwrap();
     h.cast(Msg::Panic).unwrap();
     let by = tokio::time::Instant::now() + DEADLINE;
     while app.status() != SupervisorStatus::Stopped {
