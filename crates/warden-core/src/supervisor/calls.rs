@@ -1,0 +1,152 @@
+//! The runtime calls a supervisor answers (OTP's `start_child`, `terminate_child`,
+//! `restart_child`, `delete_child`, `which_children`, `count_children`) and their errors.
+
+use super::*;
+
+impl SupervisorState {
+    pub(super) fn info(&self, c: &Child) -> ChildInfo {
+        let supervisor =
+            c.spec.starter.supervisor_control().map(|control| SupervisorRef { control, events: self.events.clone() });
+        ChildInfo {
+            id: c.id().to_string(),
+            path: c.path.clone(),
+            status: c.public_status(),
+            child_type: c.spec.child_type,
+            restart: c.spec.restart,
+            restarts: c.restarts,
+            incarnation: c.incarnation,
+            actor: c.cell().cloned(),
+            supervisor,
+        }
+    }
+
+    pub(super) fn counts(&self) -> ChildCounts {
+        let mut n = ChildCounts { specs: self.children.len(), ..Default::default() };
+        for (_, c) in self.children.iter() {
+            if matches!(c.status(), Status::Running { .. }) {
+                n.active += 1;
+            }
+            match c.spec.child_type {
+                ChildType::Worker => n.workers += 1,
+                ChildType::Supervisor => n.supervisors += 1,
+            }
+        }
+        n
+    }
+
+    pub(super) async fn api_start_child(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        spec: ChildSpec,
+    ) -> Result<ChildInfo, SupervisorError> {
+        validate_child(&spec).map_err(|error| SupervisorError::InvalidSpec { supervisor: self.path.clone(), error })?;
+        if let Strategy::Dynamic { max_children: Some(max) } = self.strategy {
+            if self.children.len() >= max {
+                return Err(SupervisorError::MaxChildren { supervisor: self.path.clone(), max });
+            }
+        }
+        let dynamic = matches!(self.strategy, Strategy::Dynamic { .. });
+        let same_spec_running = self.starters.contains(&starter_key(&spec));
+        // Static supervisors are small and keyed by id; dynamic ones may hold very many
+        // children, so they are checked through the set of specs in use only.
+        let existing = if dynamic && !same_spec_running {
+            None
+        } else {
+            self.children
+                .iter()
+                .map(|(_, c)| c)
+                .find(|c| Arc::ptr_eq(&c.spec.starter, &spec.starter) || (!dynamic && c.id() == spec.id))
+        };
+        if let Some(existing) = existing {
+            // OTP: `already_started` only with a running incarnation; a child that crashed
+            // and waits for its restart, in place or not, is `already_present`.
+            return Err(match existing.status() {
+                Status::Running { .. } => SupervisorError::AlreadyStarted { path: existing.path.clone() },
+                _ => SupervisorError::AlreadyPresent { path: existing.path.clone() },
+            });
+        }
+        let idx = self.add_child(spec);
+        match self.start_at(myself, idx).await {
+            Ok(Started::Ignored) => Ok(self.ignored(idx)),
+            Ok(Started::Running) => {
+                let (path, incarnation) = (self.children[idx].path.clone(), self.children[idx].incarnation);
+                self.observe(SupervisorEvent::ChildStarted { path, incarnation });
+                Ok(self.info(&self.children[idx]))
+            }
+            Err(cause) => {
+                let path = self.children[idx].path.clone();
+                self.remove_at(idx);
+                Err(SupervisorError::StartFailed { path, cause })
+            }
+        }
+    }
+
+    pub(super) async fn api_terminate_child(&mut self, id: &str) -> Result<(), SupervisorError> {
+        let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
+        if matches!(self.children[idx].status(), Status::Restarting { .. }) {
+            // A restart is cancelled: no repair will follow (`settle` drops it when not recording).
+            self.tallies.push((Instant::now(), self.children[idx].path.clone(), Tally::Stopped));
+        }
+        self.terminate_at(idx).await;
+        self.children.set_status(idx, Status::Stopped);
+        if self.group_retry.as_deref() == Some(id) {
+            self.cancel_group_retry(idx);
+        }
+        let c = &self.children[idx];
+        if c.spec.restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
+            self.remove_at(idx);
+        } else {
+            self.close_slot(idx);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn api_restart_child(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        id: &str,
+    ) -> Result<ChildInfo, SupervisorError> {
+        self.refuse_on_dynamic("restart_child")?;
+        let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
+        self.refuse_unless_stopped(idx)?;
+        match self.start_at(myself, idx).await {
+            Ok(Started::Ignored) => Ok(self.ignored(idx)),
+            Ok(Started::Running) => {
+                let (path, incarnation) = (self.children[idx].path.clone(), self.children[idx].incarnation);
+                self.observe(SupervisorEvent::ChildStarted { path, incarnation });
+                Ok(self.info(&self.children[idx]))
+            }
+            Err(cause) => Err(SupervisorError::StartFailed { path: self.children[idx].path.clone(), cause }),
+        }
+    }
+
+    pub(super) fn api_delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
+        self.refuse_on_dynamic("delete_child")?;
+        let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
+        self.refuse_unless_stopped(idx)?;
+        self.remove_at(idx);
+        Ok(())
+    }
+
+    pub(super) fn refuse_on_dynamic(&self, operation: &'static str) -> Result<(), SupervisorError> {
+        match self.strategy {
+            Strategy::Dynamic { .. } => Err(SupervisorError::NotSupported { supervisor: self.path.clone(), operation }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn refuse_unless_stopped(&self, idx: usize) -> Result<(), SupervisorError> {
+        let c = &self.children[idx];
+        match c.status() {
+            Status::Running { .. } => Err(SupervisorError::Running { path: c.path.clone() }),
+            Status::Crashed { .. } | Status::Restarting { .. } => {
+                Err(SupervisorError::Restarting { path: c.path.clone() })
+            }
+            Status::Stopped => Ok(()),
+        }
+    }
+
+    pub(super) fn not_found(&self, id: &str) -> SupervisorError {
+        SupervisorError::NotFound { supervisor: self.path.clone(), id: id.to_string() }
+    }
+}

@@ -1,0 +1,97 @@
+//! Stopping children: one by its shutdown policy, all of them in reverse start order (dynamic
+//! ones concurrently), and the supervisor's own stop.
+
+use super::*;
+
+impl SupervisorState {
+    /// Stops child `idx`'s actor by its shutdown policy and waits for it. Its status is left
+    /// for the caller to set. Returns the actor and whether it had to be killed.
+    pub(super) async fn terminate_at(&mut self, idx: usize) -> Option<(ActorId, bool)> {
+        let (cell, reply) = match self.children.set_status(idx, Status::Stopped) {
+            Status::Running { cell } => (cell, None),
+            Status::Crashed { cell, reply, .. } => (cell, reply),
+            other => {
+                self.children.set_status(idx, other);
+                return None;
+            }
+        };
+        let c = &self.children[idx];
+        let path = c.path.clone();
+        let killed = stop_actor(&cell, reply, c.spec.shutdown, &path).await;
+        self.observe(SupervisorEvent::ChildTerminated { path, killed });
+        Some((cell.get_id(), killed))
+    }
+
+    /// Stops this supervisor: children stop in post_stop; the parent sees `reason`.
+    pub(super) fn shut_down(&mut self, myself: &ActorRef<SupervisorMsg>, reason: ExitReason) {
+        if self.exit_reason.is_none() {
+            myself.stop(reason.to_stop_reason());
+            self.exit_reason = Some(reason);
+        }
+    }
+
+    /// Stops every child: one at a time in reverse start order, or, for a dynamic
+    /// supervisor, all at once under one timer (the longest shutdown timeout among them).
+    pub(super) async fn stop_all(&mut self) {
+        if matches!(self.strategy, Strategy::Dynamic { .. }) {
+            let mut waits = Vec::new();
+            for i in self.children.order().into_iter().rev() {
+                let (cell, reply) = match self.children.set_status(i, Status::Stopped) {
+                    Status::Running { cell } => (cell, None),
+                    Status::Crashed { cell, reply, .. } => (cell, reply),
+                    _ => continue,
+                };
+                let c = &self.children[i];
+                let (shutdown, path) = (c.spec.shutdown, c.path.clone());
+                waits.push(async move {
+                    let killed = stop_actor(&cell, reply, shutdown, &path).await;
+                    (path, killed)
+                });
+            }
+            for (path, killed) in futures::future::join_all(waits).await {
+                self.observe(SupervisorEvent::ChildTerminated { path, killed });
+            }
+        } else {
+            for i in self.children.order().into_iter().rev() {
+                self.terminate_at(i).await;
+            }
+        }
+        for i in self.children.order() {
+            self.close_slot(i);
+        }
+    }
+}
+
+/// Stops one actor by `policy` and waits for it; returns whether it had to be killed.
+pub(super) async fn stop_actor(
+    cell: &ActorCell,
+    reply: Option<oneshot::Sender<Directive>>,
+    policy: Shutdown,
+    path: &ActorPath,
+) -> bool {
+    // A crashed child waits in its handler: tell it to exit, since a stop request would
+    // only be seen after that handler returns.
+    let asked = match reply {
+        Some(r) => r.send(Directive::Exit).is_ok(),
+        None => false,
+    };
+    let graceful = |timeout: Option<Duration>| async move {
+        if !asked {
+            cell.stop(Some(SHUTDOWN.to_string()));
+        }
+        cell.wait(timeout).await.is_ok()
+    };
+    let stopped = match policy {
+        Shutdown::BrutalKill => false,
+        Shutdown::Timeout(t) => graceful(Some(t)).await,
+        Shutdown::Infinity => graceful(None).await,
+    };
+    if stopped {
+        return false;
+    }
+    if cell.kill_and_wait(Some(KILL_WAIT)).await.is_err() && cell.get_status() != ractor::ActorStatus::Stopped {
+        tracing::error!(path = %path, wait_ms = KILL_WAIT.as_millis() as u64,
+            "child did not stop after kill (a handler blocking its thread?); abandoned");
+    }
+    true
+}
