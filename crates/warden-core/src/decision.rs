@@ -34,7 +34,7 @@ use backon::BackoffBuilder;
 use tokio::time::Instant;
 
 use crate::reason::ExitReason;
-use crate::spec::{AutoShutdown, Backoff, RestartType, Strategy};
+use crate::vocab::{AutoShutdown, Backoff, RestartType, Strategy};
 
 /// Whether a child of restart type `restart` that exited with `reason` is restarted.
 pub fn restart_wanted(restart: RestartType, reason: &ExitReason) -> bool {

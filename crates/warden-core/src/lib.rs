@@ -55,6 +55,7 @@ pub mod spec;
 pub mod stats;
 pub mod supervisor;
 pub mod testkit;
+pub mod vocab;
 mod watchdog;
 
 pub use child::MAX_RENDERED_MESSAGE;
