@@ -318,17 +318,28 @@ impl<A: Actor> Actor for Supervised<A> {
             Err(StartErr::Failed(e)) => return Err(e.into()),
         };
         let watched = (init.deadline.is_some() || init.heartbeat.is_some()).then(|| {
+            // The watchdog tells this child's supervisor, through a report it is handed.
+            let supervisor = self.supervisor.clone();
+            let report: watchdog::Report = Arc::new(move |hang: watchdog::Hang| {
+                let msg = SupervisorMsg::ChildHung {
+                    actor: hang.actor,
+                    stuck_for: hang.stuck_for,
+                    message_type: hang.message_type,
+                };
+                if supervisor.cast(msg).is_err() {
+                    tracing::debug!("hung child's supervisor is gone; nothing to report to");
+                }
+            });
             let (beat, handler_guard) = match init.deadline {
                 Some(deadline) => {
                     let beat = Arc::new(Beat::default());
                     let message_type = std::any::type_name::<A::Msg>();
-                    let guard = watchdog::watch(id, beat.clone(), deadline, self.supervisor.clone(), message_type);
+                    let guard = watchdog::watch(id, beat.clone(), deadline, report.clone(), message_type);
                     (Some(beat), guard)
                 }
                 None => (None, None),
             };
-            let heartbeat_guard =
-                init.heartbeat.and_then(|interval| watchdog::watch_heartbeat(id, interval, self.supervisor.clone()));
+            let heartbeat_guard = init.heartbeat.and_then(|interval| watchdog::watch_heartbeat(id, interval, report));
             Box::new(Watched { beat, _guards: [handler_guard, heartbeat_guard] })
         });
         Ok(SupervisedState { inner: Some(inner), incarnation: init.incarnation, watched })

@@ -27,7 +27,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ractor::{ActorId, ActorRef};
 
 use crate::failure_detector::Deadline;
-use crate::supervisor::SupervisorMsg;
 
 /// The shortest and longest sampling period of the watchdog thread.
 const MIN_TICK: Duration = Duration::from_millis(1);
@@ -69,12 +68,27 @@ impl Beat {
     }
 }
 
+/// A hung handler (or a missed heartbeat), as the watchdog reports it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hang {
+    /// The actor.
+    pub actor: ActorId,
+    /// How long its handler has run (or since it last called in).
+    pub stuck_for: Duration,
+    /// The type of the message being handled, or [`MISSED_HEARTBEAT`].
+    pub message_type: &'static str,
+}
+
+/// Where the watchdog reports a hang: whoever registered the watch decides (the child's host
+/// passes one that tells its supervisor). Called on the watchdog thread: it must not block.
+pub(crate) type Report = Arc<dyn Fn(Hang) + Send + Sync>;
+
 /// One watched child.
 struct Watch {
     actor: ActorId,
     beat: Arc<Beat>,
     deadline: Deadline,
-    supervisor: ActorRef<SupervisorMsg>,
+    report: Report,
     message_type: &'static str,
     /// The busy word last sampled, and when that busy word was first seen.
     seen: Option<(u64, Instant)>,
@@ -126,14 +140,10 @@ pub fn heartbeat<M: ractor::Message>(myself: &ActorRef<M>) -> bool {
 
 /// Registers an application-level heartbeat for `actor`: it must call [`heartbeat`] at least
 /// every `interval`.
-pub(crate) fn watch_heartbeat(
-    actor: ActorId,
-    interval: Duration,
-    supervisor: ActorRef<SupervisorMsg>,
-) -> Option<WatchGuard> {
+pub(crate) fn watch_heartbeat(actor: ActorId, interval: Duration, report: Report) -> Option<WatchGuard> {
     let beat = Arc::new(Beat::calling_in());
     heartbeats().lock().unwrap_or_else(|e| e.into_inner()).insert(actor, beat.clone());
-    watch(actor, beat, interval, supervisor, MISSED_HEARTBEAT)
+    watch(actor, beat, interval, report, MISSED_HEARTBEAT)
 }
 
 fn commands() -> &'static Sender<Command> {
@@ -148,18 +158,17 @@ fn commands() -> &'static Sender<Command> {
     })
 }
 
-/// Watches `beat` of the actor `actor`: reports to `supervisor` when a handler runs past
+/// Watches `beat` of the actor `actor`: calls `report` when a handler runs past
 /// `deadline`. `None` if the watchdog cannot take more registrations (logged).
 pub(crate) fn watch(
     actor: ActorId,
     beat: Arc<Beat>,
     deadline: Duration,
-    supervisor: ActorRef<SupervisorMsg>,
+    report: Report,
     message_type: &'static str,
 ) -> Option<WatchGuard> {
     let tx = commands();
-    let w =
-        Watch { actor, beat, deadline: Deadline { deadline }, supervisor, message_type, seen: None, reported: false };
+    let w = Watch { actor, beat, deadline: Deadline { deadline }, report, message_type, seen: None, reported: false };
     match tx.try_send(Command::Add(Box::new(w))) {
         Ok(()) => Some(WatchGuard { actor, tx: tx.clone() }),
         Err(e) => {
@@ -218,10 +227,7 @@ fn sample(w: &mut Watch, now: Instant) {
     let stuck_for = now.saturating_duration_since(since);
     if !w.reported && w.deadline.is_suspect(stuck_for) {
         w.reported = true;
-        let report = SupervisorMsg::ChildHung { actor: w.actor, stuck_for, message_type: w.message_type };
-        if w.supervisor.cast(report).is_err() {
-            tracing::debug!("hung child's supervisor is gone; nothing to report to");
-        }
+        (w.report)(Hang { actor: w.actor, stuck_for, message_type: w.message_type });
     }
 }
 
