@@ -210,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
             tls_name,
             observe,
         } => {
-            use demo::protocol::{PeerEvent, Report};
+            use demo::protocol::Report;
             anyhow::ensure!(!cookie.is_empty(), "--cookie must not be empty");
             anyhow::ensure!(heartbeat_ms > 0, "--heartbeat-ms must be at least 1");
             let tls = match (tls_ca, tls_cert, tls_key) {
@@ -245,7 +245,7 @@ async fn main() -> anyhow::Result<()> {
             loop {
                 tokio::select! {
                     e = peers.recv() => match e {
-                        Ok(e) => print(&Report::Peer { node: name.clone(), event: PeerEvent::from(&e) }),
+                        Ok(e) => print(&Report::Peer { node: name.clone(), event: e }),
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(_) => break,
                     },

@@ -156,8 +156,11 @@ impl TransportConfig {
     }
 }
 
-/// What a node sees of its peers; also logged under target `warden::cluster`.
-#[derive(Debug, Clone, PartialEq)]
+/// What a node sees of its peers; also logged under target `warden::cluster`. Its JSON shape
+/// (what `warden node` and the demo nodes print): `{"kind": "down", "peer": ..., "cause": ...,
+/// "silent_ms": ...}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NodeEvent {
     /// A peer completed the handshake (cookie accepted).
     Up {
@@ -184,7 +187,8 @@ pub enum NodeEvent {
         peer: String,
         /// Why: `session closed` or the heartbeat silence.
         cause: String,
-        /// Time since its last heartbeat.
+        /// Time since its last heartbeat (in JSON: `silent_ms`, whole milliseconds).
+        #[serde(rename = "silent_ms", with = "millis")]
         silent_for: Duration,
     },
     /// A connection was refused (wrong cookie or a handshake that failed).
@@ -194,6 +198,20 @@ pub enum NodeEvent {
         /// Why.
         cause: String,
     },
+}
+
+/// A duration as whole milliseconds, for [`NodeEvent`]'s JSON.
+mod millis {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms: u64 = serde::Deserialize::deserialize(d)?;
+        Ok(Duration::from_millis(ms))
+    }
 }
 
 /// Errors of a node.

@@ -26,7 +26,7 @@ use warden_core::{Supervisor, SupervisorEvent, SupervisorSpec};
 
 use super::gateway::Gateway;
 use super::pipeline::{self, Faults};
-use super::protocol::{Op, PeerEvent, Report, Request, MAX_LINE};
+use super::protocol::{Op, Report, Request, MAX_LINE};
 use super::{bank, Demo};
 
 /// Reports waiting for stdout.
@@ -146,7 +146,7 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
     tokio::spawn(async move {
         loop {
             match peer_events.recv().await {
-                Ok(e) => o.send(&Report::Peer { node: me.clone(), event: PeerEvent::from(&e) }),
+                Ok(e) => o.send(&Report::Peer { node: me.clone(), event: e }),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return,
             }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 // Cluster events cross to the launcher as the library serializes them.
-pub use warden_cluster::ClusterEvent;
+pub use warden_cluster::{ClusterEvent, NodeEvent};
 
 use super::bank::{Audit, AuditorStatus, Book, Served, Transfer};
 use super::pipeline::JobOutcome;
@@ -96,7 +96,7 @@ pub enum Report {
         /// Its name.
         node: String,
         /// The event.
-        event: PeerEvent,
+        event: NodeEvent,
     },
     /// What its cluster layer did.
     Cluster {
@@ -135,56 +135,6 @@ pub enum Report {
         /// What was wrong.
         what: String,
     },
-}
-
-/// A transport event, as the node reports it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum PeerEvent {
-    /// A peer's session is up.
-    Up {
-        /// The peer.
-        peer: String,
-    },
-    /// A peer is late.
-    Suspected {
-        /// The peer.
-        peer: String,
-        /// Its phi.
-        phi: f64,
-    },
-    /// A suspected peer is on time again.
-    Recovered {
-        /// The peer.
-        peer: String,
-    },
-    /// A peer is down.
-    Down {
-        /// The peer.
-        peer: String,
-        /// Why.
-        cause: String,
-    },
-    /// A connection was refused.
-    Refused {
-        /// From where.
-        addr: String,
-        /// Why.
-        cause: String,
-    },
-}
-
-impl From<&warden_cluster::NodeEvent> for PeerEvent {
-    fn from(e: &warden_cluster::NodeEvent) -> Self {
-        use warden_cluster::NodeEvent as E;
-        match e {
-            E::Up { peer, .. } => PeerEvent::Up { peer: peer.clone() },
-            E::Suspected { peer, phi } => PeerEvent::Suspected { peer: peer.clone(), phi: *phi },
-            E::Recovered { peer } => PeerEvent::Recovered { peer: peer.clone() },
-            E::Down { peer, cause, .. } => PeerEvent::Down { peer: peer.clone(), cause: cause.clone() },
-            E::Refused { addr, cause } => PeerEvent::Refused { addr: addr.to_string(), cause: cause.clone() },
-        }
-    }
 }
 
 /// How a transfer request ended, as the launcher sees it.
@@ -365,5 +315,24 @@ mod tests {
         let line = serde_json::to_string(&rep).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&line).unwrap(), rep);
         assert!(serde_json::from_str::<Request>(r#"{"id":1,"op":{"op":"nonsense"}}"#).is_err());
+    }
+
+    /// `warden node` and the demo nodes print a transport event as the one `NodeEvent` type.
+    #[test]
+    fn a_peer_event_has_one_shape() {
+        let down = Report::Peer {
+            node: "n1".into(),
+            event: NodeEvent::Down {
+                peer: "n2".into(),
+                cause: "session closed".into(),
+                silent_for: std::time::Duration::from_millis(1_234),
+            },
+        };
+        let line = serde_json::to_string(&down).unwrap();
+        assert_eq!(
+            line,
+            r#"{"ev":"peer","node":"n1","event":{"kind":"down","peer":"n2","cause":"session closed","silent_ms":1234}}"#
+        );
+        assert_eq!(serde_json::from_str::<Report>(&line).unwrap(), down);
     }
 }

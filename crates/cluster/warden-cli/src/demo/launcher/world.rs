@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::demo::plan::{Action, Cut};
-use crate::demo::protocol::{ClusterEvent, PeerEvent, Report};
+use crate::demo::protocol::{ClusterEvent, NodeEvent, Report};
 use crate::demo::report::FaultRecord;
 
 /// How many log lines the world keeps (the oldest go).
@@ -236,10 +236,10 @@ impl World {
         }
     }
 
-    fn peer(&mut self, reporter: &str, event: &PeerEvent, now: u64) {
+    fn peer(&mut self, reporter: &str, event: &NodeEvent, now: u64) {
         match event {
-            PeerEvent::Down { peer, .. } | PeerEvent::Suspected { peer, .. } => {
-                let down = matches!(event, PeerEvent::Down { .. });
+            NodeEvent::Down { peer, .. } | NodeEvent::Suspected { peer, .. } => {
+                let down = matches!(event, NodeEvent::Down { .. });
                 let mut explained_by_fault = false;
                 for f in self.faults.iter_mut().filter(|f| f.rec.recovered_at_ms.is_none()) {
                     let hit = match &f.action {
@@ -269,7 +269,7 @@ impl World {
                     self.note(format!("{now} ms: {reporter} suspected {peer}, which no fault hit"));
                 }
             }
-            PeerEvent::Up { peer } => {
+            NodeEvent::Up { peer, .. } => {
                 // A stopped node's return counts even when its fault was already recovered
                 // (its singletons ran elsewhere before SIGCONT).
                 for f in self.faults.iter_mut() {
@@ -286,7 +286,7 @@ impl World {
                     }
                 }
             }
-            PeerEvent::Recovered { .. } | PeerEvent::Refused { .. } => {}
+            NodeEvent::Recovered { .. } | NodeEvent::Refused { .. } => {}
         }
     }
 

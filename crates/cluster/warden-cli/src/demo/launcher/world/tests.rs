@@ -24,7 +24,10 @@ fn started(w: &mut World, node: &str, name: &str, token: u64, now: u64) {
 fn down(w: &mut World, reporter: &str, peer: &str, now: u64) {
     w.apply(
         reporter,
-        &Report::Peer { node: reporter.into(), event: PeerEvent::Down { peer: peer.into(), cause: "x".into() } },
+        &Report::Peer {
+            node: reporter.into(),
+            event: NodeEvent::Down { peer: peer.into(), cause: "x".into(), silent_for: std::time::Duration::ZERO },
+        },
         now,
     );
 }
