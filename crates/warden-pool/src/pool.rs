@@ -638,11 +638,13 @@ fn new_slot<Req: Send + Sync + 'static, Rep: Send + 'static>(
 
 /// Hashes a routing key.
 fn key_hash(key: &impl Hash) -> u64 {
-    // std's DefaultHasher with its fixed keys: the same key hashes the same in every process
-    // built with the same Rust version, which is what affinity across restarts needs.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // XXH3 (xxhash-rust), not std's DefaultHasher, whose algorithm is unspecified and may
+    // change between Rust versions: the same key goes to the same replica in every process
+    // and build (as long as the key type's `Hash` writes the same bytes, as std's strings and
+    // integers do).
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
     key.hash(&mut h);
-    routing::mix(h.finish())
+    h.finish()
 }
 
 /// A handle to a pool: send requests, resize, read the counters.

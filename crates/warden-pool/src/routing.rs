@@ -45,17 +45,17 @@ pub struct Candidate {
     pub load: usize,
 }
 
-/// A 64-bit mix (splitmix64's finaliser): spreads nearby inputs over the whole range.
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+/// A 64-bit stable hash of `x` (XXH3, from xxhash-rust: the same on every platform, process
+/// and Rust version; the cluster's placement uses the same hash).
+pub fn mix(x: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&x.to_le_bytes())
 }
 
 /// The rendezvous winner for `key` among `indices` (highest score; ties by lower index).
 pub fn rendezvous(key: u64, indices: impl IntoIterator<Item = usize>) -> Option<usize> {
-    indices.into_iter().max_by_key(|&i| (mix(key ^ mix(i as u64 + 1)), std::cmp::Reverse(i)))
+    indices
+        .into_iter()
+        .max_by_key(|&i| (xxhash_rust::xxh3::xxh3_64_with_seed(&(i as u64).to_le_bytes(), key), std::cmp::Reverse(i)))
 }
 
 /// The next candidate in turn from `start` that is up, has room and is not `avoid`; failing

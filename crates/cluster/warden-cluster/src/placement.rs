@@ -111,16 +111,16 @@ impl Plan {
     }
 }
 
-/// A stable 64-bit hash (FNV-1a), so that ties break the same way on every node and run.
+/// A stable 64-bit hash of `parts` (XXH3 from xxhash-rust, each part followed by a 0xff
+/// separator), so that ties break the same way on every node, run, platform and Rust
+/// version; warden-pool's key affinity uses the same hash.
 pub fn stable_hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
     for part in parts {
-        for b in part.iter().chain(std::iter::once(&0xff)) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h.update(part);
+        h.update(&[0xff]);
     }
-    h
+    h.digest()
 }
 
 fn affinity(name: &str, node: NodeId) -> u64 {
