@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use crate::handle::{ChildRef, Slot, SlotControl};
@@ -84,7 +84,7 @@ impl<A: Actor + Clone> WorkerStarter<A> {
 }
 
 impl<A: Actor + Clone> Starter for WorkerStarter<A> {
-    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<ActorCell>, String>> {
+    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<crate::spec::Spawned>, String>> {
         let handler = Supervised {
             inner: self.actor.clone(),
             args: self.args.clone(),
@@ -99,13 +99,13 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
             let sup = ctx.supervisor.get_cell();
             let init =
                 SupervisedArgs { args, incarnation: ctx.incarnation, deadline: ctx.deadline, heartbeat: ctx.heartbeat };
-            let (actor, _join) = match Actor::spawn_linked(None, handler, init, sup).await {
+            let (actor, task) = match Actor::spawn_linked(None, handler, init, sup).await {
                 Ok(spawned) => spawned,
                 Err(e) if crate::reason::ignored(&e) => return Ok(None),
                 Err(e) => return Err(spawn_cause(e)),
             };
             slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
-            Ok(Some(actor.get_cell()))
+            Ok(Some(crate::spec::Spawned { cell: actor.get_cell(), task }))
         })
     }
 

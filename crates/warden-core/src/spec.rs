@@ -52,12 +52,19 @@ pub(crate) struct StartCtx {
     pub incarnation: u64,
 }
 
+/// A started incarnation: its cell, and its task, which ends only once the actor's state is
+/// dropped (ractor drops a killed actor's state in that task after it has reported the end).
+pub(crate) struct Spawned {
+    pub(crate) cell: ActorCell,
+    pub(crate) task: ractor::concurrency::JoinHandle<()>,
+}
+
 /// The type-erased start function of a child, plus the controls of its stable handle.
 pub(crate) trait Starter: Send + Sync + 'static {
     /// Spawns a new incarnation linked to `ctx.supervisor`, installs it in the handle and
-    /// returns its cell; `None` when the child chose not to run ([`crate::Ignore`]); `Err`
-    /// carries the cause of a failed start.
-    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<ActorCell>, String>>;
+    /// returns it; `None` when the child chose not to run ([`crate::Ignore`]); `Err` carries
+    /// the cause of a failed start.
+    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<Spawned>, String>>;
     /// The controls of the child's stable handle.
     fn slot(&self) -> &dyn SlotControl;
     /// The typed handle as `Any` (a `ChildRef<M>`), for [`ChildSpec::handle`].

@@ -73,8 +73,9 @@ pub enum Strategy {
     RestForOne,
     /// A dynamic supervisor (OTP's `simple_one_for_one`, Elixir's `DynamicSupervisor`):
     /// no children at start; `start_child` adds them, one-for-one restarts, and at most
-    /// `max_children` at once (`None`: no limit, only through
-    /// [`SupervisorSpec::unbounded`](crate::spec::SupervisorSpec::unbounded)).
+    /// `max_children` at once (`None`: no limit; `SupervisorSpec::dynamic(None)` gives the
+    /// default maximum, [`SupervisorSpec::unbounded`](crate::spec::SupervisorSpec::unbounded)
+    /// none).
     Dynamic {
         /// The most children this supervisor holds at once.
         max_children: Option<usize>,

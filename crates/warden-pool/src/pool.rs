@@ -639,9 +639,10 @@ fn new_slot<Req: Send + Sync + 'static, Rep: Send + 'static>(
 /// Hashes a routing key.
 fn key_hash(key: &impl Hash) -> u64 {
     // XXH3 (xxhash-rust), not std's DefaultHasher, whose algorithm is unspecified and may
-    // change between Rust versions: the same key goes to the same replica in every process
-    // and build (as long as the key type's `Hash` writes the same bytes, as std's strings and
-    // integers do).
+    // change between Rust versions: the same key goes to the same replica in every process of
+    // a build, and across builds as long as the key type's `Hash` writes the same bytes (std
+    // promises no such thing across versions; integers are written in the machine's byte
+    // order and `usize` differs in size between 32- and 64-bit machines).
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     key.hash(&mut h);
     h.finish()

@@ -335,8 +335,9 @@ impl SupervisorControl {
 
     /// Waits until the current incarnation of the supervisor has stopped and answers how it
     /// ended: `Shutdown(None)` when asked to stop, `Shutdown(Some("reached max restart
-    /// intensity"))` when it gave up, and so on. Called after it stopped, it answers at once
-    /// with how it ended (nothing to subscribe to beforehand); `None` only if it never ran.
+    /// intensity"))` when it gave up, `Killed` when it was killed (its `post_stop` did not
+    /// run), and so on. Called after it stopped, it answers at once with how it ended
+    /// (nothing to subscribe to beforehand); `None` only if it never ran.
     pub async fn wait(&self) -> Option<ExitReason> {
         if let Some(cell) = self.cell() {
             let _ = cell.wait(None).await;

@@ -56,6 +56,8 @@ pub(super) struct Child {
     pub(super) restarts: u64,
     /// Boxed: most children have no backoff, and this keeps `Child` small.
     pub(super) backoff: Option<Box<BackoffSchedule>>,
+    /// The task of the latest incarnation (see `SupervisorState::start_at`).
+    pub(super) task: Option<ractor::concurrency::JoinHandle<()>>,
 }
 
 impl Child {
@@ -68,6 +70,7 @@ impl Child {
             status: Status::Stopped,
             incarnation: 0,
             restarts: 0,
+            task: None,
         }
     }
 

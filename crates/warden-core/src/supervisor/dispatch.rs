@@ -14,6 +14,9 @@ impl Actor for Supervisor {
         init: SupervisorInit,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let SupervisorInit { spec, path, events, exit } = init;
+        // Until this incarnation says how it ended (in post_stop), it counts as killed: a kill
+        // skips post_stop, and an earlier incarnation's reason must not be reported for it.
+        exit.set(ExitReason::Killed);
         let mut state = SupervisorState {
             path,
             strategy: spec.strategy,
@@ -103,6 +106,9 @@ impl Actor for Supervisor {
                 let deadline = Instant::now() + HUNG_TEARDOWN_WAIT;
                 let id = state.children[idx].id().to_string();
                 state.teardown.push((actor, id, deadline));
+                // Its task may never end (a synchronous spin): the teardown wait above is all
+                // the replacement waits for.
+                state.children[idx].task = None;
                 state.children.set_status(idx, Status::Restarting { not_before: Instant::now() });
                 let c = &state.children[idx];
                 let clues = Clues { incarnation: c.incarnation, message_type: Some(message_type), ..Clues::default() };
@@ -173,8 +179,9 @@ impl Actor for Supervisor {
         }
         let (cell, reason, ignored) = match evt {
             SupervisionEvent::ActorTerminated(cell, state, reason) => {
-                // The stopped incarnation's state (ractor hands it over here) goes before
-                // anything is started in its place.
+                // A gracefully stopped incarnation's state (ractor hands it over here; the host
+                // already dropped the user's part in post_stop) goes before anything starts in
+                // its place. A killed one's is dropped in its own task: start_at waits for it.
                 drop(state);
                 let ignored = reason.as_deref() == Some(crate::reason::IGNORED_STOP);
                 (cell, ExitReason::from_stop_reason(reason.as_deref()), ignored)

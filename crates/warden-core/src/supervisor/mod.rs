@@ -179,11 +179,13 @@ pub struct SupervisorState {
     flush_scheduled: bool,
     /// Incarnations killed but not yet torn down (hung ones, and group-restart members killed
     /// by their shutdown policy): (their actor, the child's id, how long the replacement waits
-    /// for them). ractor hands a stopped actor's state to its supervisor inside the
-    /// termination event, so whatever that state holds (a port, a lock, a checkpoint key) is
-    /// released only when this supervisor handles the event: the replacement starts after it,
-    /// or after the wait for a handler that spins and cannot be killed. (A child stopped
-    /// gracefully drops its state in its `post_stop`, in `child.rs`.) Usually empty.
+    /// for them). ractor hands a gracefully stopped actor's state to its supervisor inside the
+    /// termination event, and drops a killed one's in the actor's own task after reporting
+    /// the end, so whatever that state holds (a port, a lock, a checkpoint key) may outlive the
+    /// report: the replacement starts after the event was handled and (`start_at`) the old
+    /// task ended, or after the wait for a handler that spins and cannot be killed. (A child
+    /// stopped gracefully drops the user's state in its `post_stop`, in `child.rs`.) Usually
+    /// empty.
     teardown: Vec<(ActorId, String, Instant)>,
     /// Where this incarnation writes how it ended, for `SupervisorControl::wait`.
     exit: ExitNote,
@@ -252,7 +254,7 @@ impl SupervisorStarter {
 }
 
 impl Starter for SupervisorStarter {
-    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<ActorCell>, String>> {
+    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<crate::spec::Spawned>, String>> {
         let spec = self.spec.clone();
         let slot = self.slot.clone();
         let exit = self.exit.clone();
@@ -260,10 +262,10 @@ impl Starter for SupervisorStarter {
             spec.validate().map_err(|e| e.to_string())?;
             slot.set_path(ctx.path.clone());
             let init = SupervisorInit { spec, path: ctx.path.clone(), events: ctx.events.clone(), exit };
-            let (actor, _join) =
+            let (actor, task) =
                 Actor::spawn_linked(None, Supervisor, init, ctx.supervisor.get_cell()).await.map_err(spawn_cause)?;
             slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
-            Ok(Some(actor.get_cell()))
+            Ok(Some(crate::spec::Spawned { cell: actor.get_cell(), task }))
         })
     }
 
@@ -315,12 +317,22 @@ impl SupervisorState {
             events: self.events.clone(),
             incarnation,
         };
-        let Some(cell) = starter.start(ctx).await? else {
+        // The previous incarnation's task ends once its state is dropped: ractor drops a killed
+        // actor's state there right after reporting the end, so wait for it (at most
+        // HUNG_TEARDOWN_WAIT) before anything starts in its place. A hung one's was let go.
+        if let Some(task) = self.children[idx].task.take() {
+            if !task.is_finished() {
+                let _ = tokio::time::timeout(HUNG_TEARDOWN_WAIT, task).await;
+            }
+        }
+        let Some(spawned) = starter.start(ctx).await? else {
             self.children.set_status(idx, Status::Stopped);
             return Ok(Started::Ignored);
         };
-        self.children[idx].incarnation = incarnation;
-        self.children.set_status(idx, Status::Running { cell });
+        let c = &mut self.children[idx];
+        c.incarnation = incarnation;
+        c.task = Some(spawned.task);
+        self.children.set_status(idx, Status::Running { cell: spawned.cell });
         Ok(Started::Running)
     }
 

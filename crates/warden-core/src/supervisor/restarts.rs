@@ -7,7 +7,8 @@ use super::*;
 impl SupervisorState {
     /// A member of a group restart was killed (its `post_stop` did not run, so its state was
     /// not dropped there): its replacement waits until this supervisor has handled its
-    /// termination event, which carries that state, or [`HUNG_TEARDOWN_WAIT`].
+    /// termination event (or [`HUNG_TEARDOWN_WAIT`]), and then, in `start_at`, for its task,
+    /// where ractor drops a killed actor's state.
     pub(super) fn await_teardown(&mut self, idx: usize, stopped: Option<(ActorId, bool)>) {
         if let Some((actor, true)) = stopped {
             let id = self.children[idx].id().to_string();
@@ -56,7 +57,9 @@ impl SupervisorState {
         let shutting_down = self.exit_reason.is_some();
         let (restart, significant) = (self.children[idx].spec.restart, self.children[idx].spec.significant);
         // Counted only when it matters: a dynamic supervisor may hold very many children.
-        let significant_left = if significant && !shutting_down {
+        // Counted only for a significant child that will not be restarted (the only case the
+        // count decides): a dynamic supervisor may hold very many children.
+        let significant_left = if significant && !shutting_down && !crate::decision::restart_wanted(restart, &reason) {
             self.children
                 .iter()
                 .filter(|(i, c)| *i != idx && c.spec.significant && !matches!(c.status(), Status::Stopped))
