@@ -114,9 +114,16 @@ pub struct ExitFacts<'a> {
     /// It crashed in a handler and its actor waits there for a directive (so it can be
     /// restarted in place, keeping its `ActorRef` and mailbox).
     pub waits_in_place: bool,
-    /// For one-for-all and rest-for-one: [`group_plan`] from the failed child at position
-    /// `failed` (`None` for one-for-one and dynamic, which touch only the failed child).
+    /// For one-for-all and rest-for-one: [`group_plan`] from the failed child, and the failed
+    /// child's index in the same numbering as the plan's (positions, or the caller's slots);
+    /// `None` for one-for-one and dynamic, which touch only the failed child.
     pub group: Option<(GroupPlan, usize)>,
+}
+
+/// Whether a child that stops for good loses its spec: a temporary child's and every dynamic
+/// child's go (OTP keeps neither); the others are kept, stopped, for `restart_child`.
+pub fn forgotten_when_stopped(restart: RestartType, strategy: Strategy) -> bool {
+    restart == RestartType::Temporary || matches!(strategy, Strategy::Dynamic { .. })
 }
 
 /// What the supervisor does about one exit ([`plan_exit`]).
@@ -162,7 +169,7 @@ pub fn plan_exit(
         return ExitPlan::ShuttingDown;
     }
     if !restart_wanted(facts.restart, facts.reason) {
-        let forget = facts.restart == RestartType::Temporary || matches!(facts.strategy, Strategy::Dynamic { .. });
+        let forget = forgotten_when_stopped(facts.restart, facts.strategy);
         let auto_shutdown = auto_shutdown_due(facts.auto_shutdown, facts.significant, facts.significant_left);
         return ExitPlan::NotRestarted { forget, auto_shutdown };
     }

@@ -69,8 +69,7 @@ impl SupervisorState {
         match self.start_at(myself, idx).await {
             Ok(Started::Ignored) => Ok(self.ignored(idx)),
             Ok(Started::Running) => {
-                let (path, incarnation) = (self.children[idx].path.clone(), self.children[idx].incarnation);
-                self.observe(SupervisorEvent::ChildStarted { path, incarnation });
+                self.started(idx);
                 Ok(self.info(&self.children[idx]))
             }
             Err(cause) => {
@@ -92,12 +91,7 @@ impl SupervisorState {
         if self.group_retry.as_deref() == Some(id) {
             self.cancel_group_retry(idx);
         }
-        let c = &self.children[idx];
-        if c.spec.restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
-            self.remove_at(idx);
-        } else {
-            self.close_slot(idx);
-        }
+        self.drop_or_keep(idx);
         Ok(())
     }
 
@@ -112,8 +106,7 @@ impl SupervisorState {
         match self.start_at(myself, idx).await {
             Ok(Started::Ignored) => Ok(self.ignored(idx)),
             Ok(Started::Running) => {
-                let (path, incarnation) = (self.children[idx].path.clone(), self.children[idx].incarnation);
-                self.observe(SupervisorEvent::ChildStarted { path, incarnation });
+                self.started(idx);
                 Ok(self.info(&self.children[idx]))
             }
             Err(cause) => Err(SupervisorError::StartFailed { path: self.children[idx].path.clone(), cause }),

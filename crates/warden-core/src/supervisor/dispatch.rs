@@ -40,10 +40,11 @@ impl Actor for Supervisor {
         for child in spec.children {
             let idx = state.add_child(child);
             match state.start_at(&myself, idx).await {
-                Ok(Started::Running) => {}
+                Ok(Started::Running) => {
+                    state.started(idx);
+                }
                 Ok(Started::Ignored) => {
                     state.ignored(idx);
-                    continue;
                 }
                 Err(cause) => {
                     let path = state.children[idx].path.clone();
@@ -51,8 +52,6 @@ impl Actor for Supervisor {
                     return Err(Box::new(StartError::Failed { path, cause }));
                 }
             }
-            let c = &state.children[idx];
-            state.observe(SupervisorEvent::ChildStarted { path: c.path.clone(), incarnation: c.incarnation });
         }
         state.settle(&myself);
         Ok(state)
@@ -101,13 +100,11 @@ impl Actor for Supervisor {
                 let Status::Running { cell } = state.children[idx].status() else { return Ok(()) };
                 // Kill without waiting: a handler spinning synchronously cannot be pre-empted,
                 // and the supervisor must not block on it. The new incarnation starts once the
-                // old one is torn down (see `teardown`), at most `HUNG_TEARDOWN_WAIT` later.
+                // old one is torn down (see `teardown`), at most `TEARDOWN_WAIT` later.
                 cell.kill();
-                let deadline = Instant::now() + HUNG_TEARDOWN_WAIT;
-                let id = state.children[idx].id().to_string();
-                state.teardown.push((actor, id, deadline));
-                // Its task may never end (a synchronous spin): the teardown wait above is all
-                // the replacement waits for.
+                state.await_teardown(idx, Some((actor, true)));
+                // Its task may never end (a synchronous spin): the teardown wait is all the
+                // replacement waits for (a kill in a handler hands the state over in the event).
                 state.children[idx].task = None;
                 state.children.set_status(idx, Status::Restarting { not_before: Instant::now() });
                 let c = &state.children[idx];
@@ -169,7 +166,7 @@ impl Actor for Supervisor {
                 _ => None,
             };
             if let Some(pos) = gone {
-                // A hung incarnation's teardown: drop its state, then start its replacement.
+                // A killed incarnation's teardown: drop its state, then start its replacement.
                 state.teardown.remove(pos);
                 drop(evt);
                 state.resume_restarts(&myself).await;
@@ -179,9 +176,9 @@ impl Actor for Supervisor {
         }
         let (cell, reason, ignored) = match evt {
             SupervisionEvent::ActorTerminated(cell, state, reason) => {
-                // A gracefully stopped incarnation's state (ractor hands it over here; the host
-                // already dropped the user's part in post_stop) goes before anything starts in
-                // its place. A killed one's is dropped in its own task: start_at waits for it.
+                // The stopped incarnation's state (ractor hands it over here; after a graceful
+                // stop the host already dropped the user's part) goes before anything starts
+                // in its place.
                 drop(state);
                 let ignored = reason.as_deref() == Some(crate::reason::IGNORED_STOP);
                 (cell, ExitReason::from_stop_reason(reason.as_deref()), ignored)

@@ -68,7 +68,9 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPo
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::decision::{group_plan, plan_exit, ChildView, ExitFacts, ExitPlan, GroupPlan, IntensityWindow};
+use crate::decision::{
+    forgotten_when_stopped, group_plan, plan_exit, ChildView, ExitFacts, ExitPlan, GroupPlan, IntensityWindow,
+};
 use crate::event::{EventBus, SupervisorEvent};
 use crate::handle::{ChildRef, Slot, SlotControl};
 use crate::panic_capture::Captured;
@@ -179,11 +181,11 @@ pub struct SupervisorState {
     flush_scheduled: bool,
     /// Incarnations killed but not yet torn down (hung ones, and group-restart members killed
     /// by their shutdown policy): (their actor, the child's id, how long the replacement waits
-    /// for them). ractor hands a gracefully stopped actor's state to its supervisor inside the
-    /// termination event, and drops a killed one's in the actor's own task after reporting
-    /// the end, so whatever that state holds (a port, a lock, a checkpoint key) may outlive the
-    /// report: the replacement starts after the event was handled and (`start_at`) the old
-    /// task ended, or after the wait for a handler that spins and cannot be killed. (A child
+    /// for them). ractor hands a killed actor's state to its supervisor inside the termination
+    /// event (except when killed in its post_start or post_stop: then its own task drops it,
+    /// which `start_at` waits for), so whatever that state holds (a port, a lock, a checkpoint
+    /// key) is released only when this supervisor handles the event: the replacement starts
+    /// after it, or after the wait for a handler that spins and cannot be killed. (A child
     /// stopped gracefully drops the user's state in its `post_stop`, in `child.rs`.) Usually
     /// empty.
     teardown: Vec<(ActorId, String, Instant)>,
@@ -193,10 +195,10 @@ pub struct SupervisorState {
     group_retry: Option<String>,
 }
 
-/// How long the replacement of a killed incarnation (a hung child, or a group-restart member
-/// killed by its shutdown policy) waits for it to be torn down: at once, normally; a handler
-/// spinning synchronously never ends.
-const HUNG_TEARDOWN_WAIT: Duration = Duration::from_millis(100);
+/// How long a new incarnation waits for the previous one's task to end (its state dropped):
+/// at once, normally; a handler spinning synchronously never ends, and then the replacement
+/// starts anyway after this wait (the supervisor does not answer meanwhile).
+const TEARDOWN_WAIT: Duration = Duration::from_millis(100);
 
 impl Supervisor {
     /// Starts a root supervisor named `name` (its path is `/name`) and its children, in
@@ -317,12 +319,14 @@ impl SupervisorState {
             events: self.events.clone(),
             incarnation,
         };
-        // The previous incarnation's task ends once its state is dropped: ractor drops a killed
-        // actor's state there right after reporting the end, so wait for it (at most
-        // HUNG_TEARDOWN_WAIT) before anything starts in its place. A hung one's was let go.
+        // An actor killed in its post_start or post_stop has its state dropped in its own task,
+        // after it reported the end (other stops hand the state over in the termination event:
+        // see `teardown`). So whatever that state holds is free once the task has ended: wait
+        // for it, at most TEARDOWN_WAIT.
         if let Some(task) = self.children[idx].task.take() {
-            if !task.is_finished() {
-                let _ = tokio::time::timeout(HUNG_TEARDOWN_WAIT, task).await;
+            if !task.is_finished() && tokio::time::timeout(TEARDOWN_WAIT, task).await.is_err() {
+                tracing::warn!(path = %self.children[idx].path, wait_ms = TEARDOWN_WAIT.as_millis() as u64,
+                    "the previous incarnation has not ended (a handler blocking its thread?); starting its replacement anyway");
             }
         }
         let Some(spawned) = starter.start(ctx).await? else {
@@ -345,13 +349,24 @@ impl SupervisorState {
         // No repair follows: stop the clock of its reliability figures (a no-op on a first
         // start).
         self.tallies.push((Instant::now(), info.path.clone(), Tally::Stopped));
-        let c = &self.children[idx];
-        if c.spec.restart == RestartType::Temporary || matches!(self.strategy, Strategy::Dynamic { .. }) {
+        self.drop_or_keep(idx);
+        info
+    }
+
+    /// Child `idx` stopped for good: its spec goes or stays ([`forgotten_when_stopped`]);
+    /// either way its handle hands messages back from now on.
+    fn drop_or_keep(&mut self, idx: usize) {
+        if forgotten_when_stopped(self.children[idx].spec.restart, self.strategy) {
             self.remove_at(idx);
         } else {
             self.close_slot(idx);
         }
-        info
+    }
+
+    /// Child `idx` has just started (not restarted): publishes it.
+    fn started(&mut self, idx: usize) {
+        let (path, incarnation) = (self.children[idx].path.clone(), self.children[idx].incarnation);
+        self.observe(SupervisorEvent::ChildStarted { path, incarnation });
     }
 
     /// The child will not run again: hand messages back, count what was stashed.

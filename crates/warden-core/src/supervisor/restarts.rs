@@ -1,18 +1,33 @@
 //! A supervisor's restarts: what an exit leads to (`decision::plan_exit`, carried out), group
-//! restarts and OTP's `try_again`, retries of failed starts, and the teardown wait of killed
-//! incarnations.
+//! restarts and OTP's `try_again`, and retries of failed starts.
 
 use super::*;
 
 impl SupervisorState {
-    /// A member of a group restart was killed (its `post_stop` did not run, so its state was
-    /// not dropped there): its replacement waits until this supervisor has handled its
-    /// termination event (or [`HUNG_TEARDOWN_WAIT`]), and then, in `start_at`, for its task,
-    /// where ractor drops a killed actor's state.
+    /// Child `idx`'s incarnation was killed (`stopped` says so: its actor, and whether it had
+    /// to be killed): the replacement waits until this supervisor has handled its termination
+    /// event, which carries its state (see `teardown`), or [`TEARDOWN_WAIT`].
     pub(super) fn await_teardown(&mut self, idx: usize, stopped: Option<(ActorId, bool)>) {
         if let Some((actor, true)) = stopped {
             let id = self.children[idx].id().to_string();
-            self.teardown.push((actor, id, Instant::now() + HUNG_TEARDOWN_WAIT));
+            self.teardown.push((actor, id, Instant::now() + TEARDOWN_WAIT));
+        }
+    }
+
+    /// Whether child `i`'s previous incarnation (killed: hung, or a group-restart member) is
+    /// still being torn down; if so, a retry is scheduled for when the wait ends.
+    fn tearing_down(&mut self, myself: &ActorRef<SupervisorMsg>, i: usize, now: Instant) -> bool {
+        if self.teardown.is_empty() {
+            return false;
+        }
+        self.teardown.retain(|(_, _, deadline)| *deadline > now);
+        let id = self.children[i].id();
+        match self.teardown.iter().find(|(_, child, _)| child == id) {
+            Some((_, _, deadline)) => {
+                self.schedule_retry(myself, deadline.saturating_duration_since(now));
+                true
+            }
+            None => false,
         }
     }
 
@@ -34,14 +49,19 @@ impl SupervisorState {
         now: Instant,
     ) -> Option<Duration> {
         if !self.intensity.record(now) {
-            let (intensity, period) = self.intensity_limit;
-            self.observe(SupervisorEvent::IntensityExceeded { path: self.path.clone(), intensity, period });
-            self.shut_down(myself, ExitReason::Shutdown(Some("reached max restart intensity".into())));
+            self.give_up(myself);
             return None;
         }
         let c = &mut self.children[idx];
         c.restarts += 1;
         Some(c.backoff.as_mut().map(|b| b.next_delay(now)).unwrap_or(Duration::ZERO))
+    }
+
+    /// One restart too many: shut down, and let the parent decide.
+    fn give_up(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let (intensity, period) = self.intensity_limit;
+        self.observe(SupervisorEvent::IntensityExceeded { path: self.path.clone(), intensity, period });
+        self.shut_down(myself, ExitReason::Shutdown(Some("reached max restart intensity".into())));
     }
 
     /// The rules applied when child `idx` exited with `reason`. `reply` is set when the
@@ -56,7 +76,6 @@ impl SupervisorState {
         let now = Instant::now();
         let shutting_down = self.exit_reason.is_some();
         let (restart, significant) = (self.children[idx].spec.restart, self.children[idx].spec.significant);
-        // Counted only when it matters: a dynamic supervisor may hold very many children.
         // Counted only for a significant child that will not be restarted (the only case the
         // count decides): a dynamic supervisor may hold very many children.
         let significant_left = if significant && !shutting_down && !crate::decision::restart_wanted(restart, &reason) {
@@ -68,17 +87,11 @@ impl SupervisorState {
             0
         };
         // One-for-one and dynamic touch only this child: no need to look at the others (a
-        // dynamic supervisor may hold very many). Group plans are in positions; `order` maps
-        // them back to slots.
-        let order = match self.strategy {
-            Strategy::OneForAll | Strategy::RestForOne if !shutting_down => self.children.order(),
-            _ => Vec::new(),
+        // dynamic supervisor may hold very many).
+        let group = match self.strategy {
+            Strategy::OneForAll | Strategy::RestForOne if !shutting_down => Some((self.group_plan_at(idx), idx)),
+            _ => None,
         };
-        let group = (!order.is_empty()).then(|| {
-            let views: Vec<ChildView> = order.iter().map(|&i| self.children[i].view()).collect();
-            let at = order.iter().position(|&i| i == idx).unwrap_or_default();
-            (group_plan(self.strategy, &views, at), at)
-        });
         let facts = ExitFacts {
             strategy: self.strategy,
             auto_shutdown: self.auto_shutdown,
@@ -116,22 +129,14 @@ impl SupervisorState {
                 return Decision::NotRestarted;
             }
             ExitPlan::Escalate => {
-                let (intensity, period) = self.intensity_limit;
-                self.observe(SupervisorEvent::IntensityExceeded { path: self.path.clone(), intensity, period });
-                self.shut_down(myself, ExitReason::Shutdown(Some("reached max restart intensity".into())));
+                self.give_up(myself);
                 if let Some(r) = reply {
                     let _ = r.send(Directive::Exit);
                 }
                 return Decision::Escalate;
             }
             ExitPlan::RestartOne { delay, .. } => (delay, None),
-            ExitPlan::RestartGroup { delay, group } => {
-                let slots = |v: Vec<usize>| v.into_iter().filter_map(|p| order.get(p).copied()).collect();
-                (
-                    delay,
-                    Some(GroupPlan { stop: slots(group.stop), start: slots(group.start), forget: slots(group.forget) }),
-                )
-            }
+            ExitPlan::RestartGroup { delay, group } => (delay, Some(group)),
         };
         self.children[idx].restarts += 1;
         let decision = Decision::Restart { delay_ms: delay.as_millis() as u64 };
@@ -164,12 +169,9 @@ impl SupervisorState {
             return decision;
         };
 
-        // A group restart: the members are replaced by new actors, in order.
-        let forget: Vec<String> = plan.forget.iter().map(|&i| self.children[i].id().to_string()).collect();
-        for &i in plan.start.iter().chain(plan.stop.iter()) {
-            self.children[i].spec.starter.slot().set_restarting();
-        }
-        // The failed child first: it is dead, or waiting in its handler for a directive.
+        // A group restart. The failed child first: it is dead, or waiting in its handler for a
+        // directive.
+        self.children[idx].spec.starter.slot().set_restarting();
         if let Some(reply) = reply {
             match self.children[idx].cell().cloned() {
                 Some(cell) => {
@@ -181,6 +183,23 @@ impl SupervisorState {
             }
         }
         self.terminate_at(idx).await;
+        self.replace_group(&plan, not_before).await;
+        if delay.is_zero() {
+            self.resume_restarts(myself).await;
+        } else {
+            self.schedule_retry(myself, delay);
+        }
+        decision
+    }
+
+    /// The members of a group restart are replaced by new actors: the running ones stop in
+    /// reverse order by their shutdown policies, temporary ones are forgotten, and the others
+    /// are to start at `not_before`, in order (their handles stash meanwhile).
+    async fn replace_group(&mut self, plan: &GroupPlan, not_before: Instant) {
+        let forget: Vec<String> = plan.forget.iter().map(|&i| self.children[i].id().to_string()).collect();
+        for &i in plan.start.iter().chain(plan.stop.iter()) {
+            self.children[i].spec.starter.slot().set_restarting();
+        }
         for &i in &plan.stop {
             let stopped = self.terminate_at(i).await;
             self.await_teardown(i, stopped);
@@ -193,12 +212,6 @@ impl SupervisorState {
                 self.remove_at(i);
             }
         }
-        if delay.is_zero() {
-            self.resume_restarts(myself).await;
-        } else {
-            self.schedule_retry(myself, delay);
-        }
-        decision
     }
 
     /// [`group_plan`] for a group restart from child `idx`, in slots rather than positions.
@@ -234,22 +247,28 @@ impl SupervisorState {
         }
         self.group_retry = None;
         let plan = self.group_plan_at(idx);
-        let forget: Vec<String> = plan.forget.iter().map(|&i| self.children[i].id().to_string()).collect();
-        for &i in &plan.stop {
-            self.children[i].spec.starter.slot().set_restarting();
-            let stopped = self.terminate_at(i).await;
-            self.await_teardown(i, stopped);
-        }
-        for &i in &plan.start {
-            self.children[i].spec.starter.slot().set_restarting();
-            self.children.set_status(i, Status::Restarting { not_before: now });
-        }
-        for id in forget {
-            if let Some(i) = self.index_of(&id) {
-                self.remove_at(i);
+        self.replace_group(&plan, now).await;
+        true
+    }
+
+    /// Child `i` failed to start in a group restart (OTP's `try_again`): the members after it,
+    /// not started, show as stopped (OTP's `undefined`) until the group is restarted again from
+    /// it, unless a retry from an earlier member, which contains this one, is still pending.
+    fn retry_group_from(&mut self, i: usize) {
+        let after: Vec<usize> = self.children.order().into_iter().filter(|&j| j > i).collect();
+        for j in after {
+            if matches!(self.children[j].status(), Status::Restarting { .. }) {
+                self.children.set_status(j, Status::Stopped);
             }
         }
-        true
+        let earlier = self
+            .group_retry
+            .as_deref()
+            .and_then(|id| self.index_of(id))
+            .is_some_and(|j| j < i && matches!(self.children[j].status(), Status::Restarting { .. }));
+        if !earlier {
+            self.group_retry = Some(self.children[i].id().to_string());
+        }
     }
 
     /// The group retry from child `idx` will not happen: the members it left stopped hand
@@ -307,23 +326,6 @@ impl SupervisorState {
         // The report is only queued here (see `record_failure`): nothing slow runs before the
         // restarted child does.
         self.record_failure(myself, facts, &reason, decision);
-    }
-
-    /// Whether child `i`'s previous incarnation (killed: hung, or a group-restart member) is
-    /// still being torn down; if so, a retry is scheduled for when the wait ends.
-    pub(super) fn tearing_down(&mut self, myself: &ActorRef<SupervisorMsg>, i: usize, now: Instant) -> bool {
-        if self.teardown.is_empty() {
-            return false;
-        }
-        self.teardown.retain(|(_, _, deadline)| *deadline > now);
-        let id = self.children[i].id();
-        match self.teardown.iter().find(|(_, child, _)| child == id) {
-            Some((_, _, deadline)) => {
-                self.schedule_retry(myself, deadline.saturating_duration_since(now));
-                true
-            }
-            None => false,
-        }
     }
 
     /// Carries out the restarts that are due, in start order. A failed start is counted
@@ -389,23 +391,7 @@ impl SupervisorState {
                     if let Some(delay) = self.admit_restart(myself, i, now) {
                         self.children.set_status(i, Status::Restarting { not_before: now + delay });
                         if matches!(self.strategy, Strategy::OneForAll | Strategy::RestForOne) {
-                            // The members after it are not started: they show as stopped
-                            // (OTP's `undefined`) until the group is restarted again from it.
-                            let after: Vec<usize> = self.children.order().into_iter().filter(|&j| j > i).collect();
-                            for j in after {
-                                if matches!(self.children[j].status(), Status::Restarting { .. }) {
-                                    self.children.set_status(j, Status::Stopped);
-                                }
-                            }
-                            // A group retry still pending from an earlier child contains
-                            // this one (both strategies restart from a member onwards): keep it.
-                            let earlier =
-                                self.group_retry.as_deref().and_then(|id| self.index_of(id)).is_some_and(|j| {
-                                    j < i && matches!(self.children[j].status(), Status::Restarting { .. })
-                                });
-                            if !earlier {
-                                self.group_retry = Some(self.children[i].id().to_string());
-                            }
+                            self.retry_group_from(i);
                         }
                         self.schedule_retry(myself, delay);
                     }
