@@ -46,11 +46,33 @@ pub struct CheckpointConfig {
     pub event_capacity: usize,
     /// How long a graceful stop waits for its final snapshot to commit (default 5 s).
     pub stop_flush_timeout: Duration,
+    /// Keys whose actor has gone that the service still remembers (default
+    /// [`DEFAULT_MAX_IDLE_KEYS`]). A key is remembered after its actor stops so that a restart
+    /// finds its pending snapshot and its damaged entries; past this many, the key released
+    /// longest ago is forgotten (when nothing of it is in flight), and a later actor of that
+    /// key starts from what the store holds, as after a process restart.
+    pub max_idle_keys: usize,
+    /// Damaged entries remembered as already reported (default [`DEFAULT_MAX_DAMAGED`]);
+    /// past this many, the oldest record is forgotten, and that entry is decoded and
+    /// reported again at its key's next restore.
+    pub max_damaged: usize,
 }
+
+/// Default of [`CheckpointConfig::max_idle_keys`]: keys, about 200 bytes each.
+pub const DEFAULT_MAX_IDLE_KEYS: usize = 10_000;
+
+/// Default of [`CheckpointConfig::max_damaged`]: damaged-entry records.
+pub const DEFAULT_MAX_DAMAGED: usize = 10_000;
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { retain: 3, event_capacity: 1024, stop_flush_timeout: Duration::from_secs(5) }
+        CheckpointConfig {
+            retain: 3,
+            event_capacity: 1024,
+            stop_flush_timeout: Duration::from_secs(5),
+            max_idle_keys: DEFAULT_MAX_IDLE_KEYS,
+            max_damaged: DEFAULT_MAX_DAMAGED,
+        }
     }
 }
 
@@ -178,6 +200,11 @@ pub struct CheckpointStats {
     pub commit_micros: u64,
     /// Writes handed to the writer thread and not taken by it yet (a gauge).
     pub pending_writes: u64,
+    /// Keys the service remembers, with a running actor or released (a gauge; see
+    /// [`CheckpointConfig::max_idle_keys`]).
+    pub keys: u64,
+    /// Damaged entries remembered as reported (a gauge; see [`CheckpointConfig::max_damaged`]).
+    pub damaged: u64,
 }
 
 /// How often a claim looks again while the previous holder of its key is on its way out.
@@ -205,6 +232,8 @@ pub(crate) struct KeyEntry {
     pending: Mutex<Option<Take>>,
     /// Its encoded successor on the way to the writer (see `writer::Job::slot`).
     queued: crate::writer::OpSlot,
+    /// The number of its latest release (see `Registry::released`).
+    released: AtomicU64,
 }
 
 struct Owner {
@@ -220,15 +249,136 @@ struct Owner {
 pub(crate) struct Claim {
     pub entry: Arc<KeyEntry>,
     actor: ActorId,
+    key: Arc<str>,
+    registry: std::sync::Weak<Registry>,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut owner = self.entry.owner.lock().unwrap_or_else(PoisonError::into_inner);
-        if owner.as_ref().map(|o| o.actor) == Some(self.actor) {
-            if let Some(poke) = owner.take().and_then(|o| o.poke) {
-                poke.stop(None);
+        let released = {
+            let mut owner = self.entry.owner.lock().unwrap_or_else(PoisonError::into_inner);
+            if owner.as_ref().map(|o| o.actor) == Some(self.actor) {
+                if let Some(poke) = owner.take().and_then(|o| o.poke) {
+                    poke.stop(None);
+                }
+                true
+            } else {
+                false
             }
+        };
+        if let (true, Some(registry)) = (released, self.registry.upgrade()) {
+            registry.released(&self.key);
+        }
+    }
+}
+
+/// The keys the service knows (with a running actor, or released and remembered) and the
+/// damaged entries already reported, each bounded (see [`CheckpointConfig::max_idle_keys`]
+/// and [`CheckpointConfig::max_damaged`]).
+pub(crate) struct Registry {
+    keys: Mutex<Keys>,
+    bad: Mutex<Damaged>,
+}
+
+#[derive(Default)]
+struct Keys {
+    map: HashMap<Arc<str>, Arc<KeyEntry>>,
+    /// Keys in the order their actors released them, with the number of that release (a key
+    /// released again later is only looked at for its latest release).
+    released: std::collections::VecDeque<(Arc<str>, u64)>,
+    next_release: u64,
+    max_idle: usize,
+}
+
+#[derive(Default)]
+struct Damaged {
+    map: HashMap<(Arc<str>, u64), DecodeError>,
+    /// Records in the order they were made, for the oldest to go first.
+    order: std::collections::VecDeque<(Arc<str>, u64)>,
+    max: usize,
+}
+
+impl Registry {
+    fn new(config: &CheckpointConfig) -> Registry {
+        Registry {
+            keys: Mutex::new(Keys { max_idle: config.max_idle_keys, ..Keys::default() }),
+            bad: Mutex::new(Damaged { max: config.max_damaged, ..Damaged::default() }),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<KeyEntry>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner).map.get(key).cloned()
+    }
+
+    /// The actor of `key` released it. Once more keys wait released than the bound, the ones
+    /// released longest ago are forgotten; a key claimed again since stays, and so does one
+    /// still in use (a snapshot on its way, which the next restore must wait for, or a claim,
+    /// restore or write holding it): it is looked at again at a later release.
+    fn released(&self, key: &Arc<str>) {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.next_release += 1;
+        let release = keys.next_release;
+        let Some(entry) = keys.map.get(key) else { return };
+        entry.released.store(release, Ordering::Relaxed);
+        keys.released.push_back((key.clone(), release));
+        let excess = keys.released.len().saturating_sub(keys.max_idle);
+        let mut in_use = Vec::new();
+        let mut forgotten = Vec::new();
+        for _ in 0..excess {
+            let Some((oldest, when)) = keys.released.pop_front() else { break };
+            let Some(e) = keys.map.get(&oldest) else { continue };
+            if e.released.load(Ordering::Relaxed) != when
+                || e.owner.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+            {
+                // Claimed again (its next release queues it anew), or released again later.
+                continue;
+            }
+            let idle = e.submitted.load(Ordering::Acquire) <= e.settled.load(Ordering::Acquire)
+                && e.pending.lock().unwrap_or_else(PoisonError::into_inner).is_none()
+                // Only the map holds it.
+                && Arc::strong_count(e) == 1;
+            if idle {
+                keys.map.remove(&oldest);
+                forgotten.push(oldest);
+            } else {
+                in_use.push((oldest, when));
+            }
+        }
+        keys.released.extend(in_use);
+        drop(keys);
+        for key in forgotten {
+            self.forget_damage(&key);
+        }
+    }
+
+    fn known_bad(&self, key: &Arc<str>, seq: u64) -> Option<DecodeError> {
+        self.bad.lock().unwrap_or_else(PoisonError::into_inner).map.get(&(key.clone(), seq)).cloned()
+    }
+
+    fn mark_bad(&self, key: &Arc<str>, seq: u64, error: DecodeError) {
+        let mut bad = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
+        if bad.map.insert((key.clone(), seq), error).is_none() {
+            bad.order.push_back((key.clone(), seq));
+        }
+        while bad.map.len() > bad.max {
+            let Some(oldest) = bad.order.pop_front() else { break };
+            bad.map.remove(&oldest);
+        }
+    }
+
+    fn discard_bad(&self, key: &Arc<str>, seq: u64) {
+        let mut bad = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
+        let record = (key.clone(), seq);
+        bad.map.remove(&record);
+        bad.order.retain(|r| *r != record);
+    }
+
+    /// A forgotten key's damaged-entry records go with it.
+    fn forget_damage(&self, key: &Arc<str>) {
+        let mut bad = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
+        if bad.map.keys().any(|(k, _)| k == key) {
+            bad.map.retain(|(k, _), _| k != key);
+            bad.order.retain(|(k, _)| k != key);
         }
     }
 }
@@ -248,9 +398,9 @@ pub(crate) struct Inner {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub writer: Sender<Job>,
     snapshotter: ActorRef<SnapshotMsg>,
-    keys: Mutex<HashMap<Arc<str>, Arc<KeyEntry>>>,
-    /// Damaged entries already reported: not decoded (nor reported) again in this process.
-    pub bad: Mutex<HashMap<(Arc<str>, u64), DecodeError>>,
+    /// The keys and the damaged entries already reported (not decoded, nor reported, again
+    /// while remembered).
+    registry: Arc<Registry>,
     events: broadcast::Sender<CheckpointEvent>,
     counters: Arc<WriterCounters>,
     pub config: CheckpointConfig,
@@ -306,8 +456,7 @@ impl Checkpoints {
                 writer_thread: Mutex::new(Some(thread)),
                 writer,
                 snapshotter,
-                keys: Mutex::new(HashMap::new()),
-                bad: Mutex::new(HashMap::new()),
+                registry: Arc::new(Registry::new(&config)),
                 events,
                 counters,
                 config,
@@ -345,6 +494,8 @@ impl Checkpoints {
             failed_commits: c.failed_commits.load(Ordering::Relaxed),
             commit_micros: c.commit_nanos.load(Ordering::Relaxed) / 1000,
             pending_writes: self.inner.writer.len() as u64,
+            keys: self.inner.registry.keys.lock().unwrap_or_else(PoisonError::into_inner).map.len() as u64,
+            damaged: self.inner.registry.bad.lock().unwrap_or_else(PoisonError::into_inner).map.len() as u64,
         }
     }
 
@@ -409,7 +560,7 @@ impl Checkpoints {
     pub async fn discard(&self, key: &str, seq: u64) -> Result<(), StoreError> {
         let op = WriteOp::DeleteSnapshot { key: Arc::from(key), seq };
         self.write(op).await?;
-        self.inner.bad.lock().unwrap_or_else(PoisonError::into_inner).remove(&(Arc::from(key), seq));
+        self.inner.registry.discard_bad(&Arc::from(key), seq);
         Ok(())
     }
 
@@ -436,7 +587,7 @@ impl Checkpoints {
     /// travels on the actor's supervision port, so it overtakes messages still queued in its
     /// mailbox: the snapshot holds the state after the message being handled.
     pub async fn snapshot_now(&self, key: &str) -> Result<u64, CheckpointError> {
-        let entry = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned();
+        let entry = self.inner.registry.get(key);
         let poke = entry
             .and_then(|e| e.owner.lock().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(|o| o.poke.clone()));
         let poke = poke.ok_or_else(|| CheckpointError::NotRunning(key.to_string()))?;
@@ -447,14 +598,15 @@ impl Checkpoints {
 
     /// Claims `key` for `actor`, loading its last sequence number on first use.
     pub(crate) async fn claim(&self, key: &Arc<str>, actor: ractor::ActorCell) -> Result<Claim, CheckpointError> {
-        let existing = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned();
+        let existing = self.inner.registry.get(key);
         let entry = match existing {
             Some(e) => e,
             None => {
                 let k = key.clone();
                 let last = self.blocking(move |s| s.last_seq(&k)).await?;
-                let mut keys = self.inner.keys.lock().unwrap_or_else(PoisonError::into_inner);
-                keys.entry(key.clone())
+                let mut keys = self.inner.registry.keys.lock().unwrap_or_else(PoisonError::into_inner);
+                keys.map
+                    .entry(key.clone())
                     .or_insert_with(|| {
                         Arc::new(KeyEntry {
                             last_seq: AtomicU64::new(last),
@@ -464,6 +616,7 @@ impl Checkpoints {
                             owner: Mutex::new(None),
                             pending: Mutex::new(None),
                             queued: Default::default(),
+                            released: AtomicU64::new(0),
                         })
                     })
                     .clone()
@@ -488,7 +641,14 @@ impl Checkpoints {
                 }
             };
             match taken_by {
-                None => return Ok(Claim { entry, actor: actor.get_id() }),
+                None => {
+                    return Ok(Claim {
+                        entry,
+                        actor: actor.get_id(),
+                        key: key.clone(),
+                        registry: Arc::downgrade(&self.inner.registry),
+                    })
+                }
                 Some(owner) if std::time::Instant::now() >= deadline => {
                     return Err(CheckpointError::KeyInUse { key: key.to_string(), owner })
                 }
@@ -519,11 +679,11 @@ impl Checkpoints {
 
     /// The error of a damaged entry already reported in this process.
     pub(crate) fn known_bad(&self, key: &Arc<str>, seq: u64) -> Option<DecodeError> {
-        self.inner.bad.lock().unwrap_or_else(PoisonError::into_inner).get(&(key.clone(), seq)).cloned()
+        self.inner.registry.known_bad(key, seq)
     }
 
     pub(crate) fn mark_bad(&self, key: &Arc<str>, seq: u64, error: DecodeError) {
-        self.inner.bad.lock().unwrap_or_else(PoisonError::into_inner).insert((key.clone(), seq), error);
+        self.inner.registry.mark_bad(key, seq, error);
     }
 }
 

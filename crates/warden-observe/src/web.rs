@@ -238,20 +238,23 @@ impl Drop for Observer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// One HTTP/1.1 request over a plain socket; the status line and the body.
+    /// One HTTP request through a real client (hyper's): the status code and the body.
     async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (code, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::Bytes;
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("a well-formed request");
+        let answer = client.request(request).await.expect("the observer answers");
+        let code = answer.status().as_u16();
+        let bytes = answer.into_body().collect().await.expect("read the body").to_bytes();
+        (code, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     #[tokio::test]

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden_core::{ChildSpec, Supervisor, SupervisorEvent, SupervisorSpec};
 
 #[derive(Clone)]
@@ -23,16 +22,21 @@ impl Actor for Fragile {
     }
 }
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the endpoint");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send the request");
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+/// A GET through a real HTTP client (hyper's): the status code, the content type and the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: hyper::Uri = format!("http://{addr}{path}").parse().expect("a valid address");
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
         .await
         .expect("the endpoint answers")
-        .expect("read the answer");
-    out
+        .expect("an HTTP answer");
+    let code = answer.status().as_u16();
+    let kind = answer.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let bytes = answer.into_body().collect().await.expect("read the body").to_bytes();
+    (code, kind, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[tokio::test]
@@ -58,15 +62,15 @@ async fn the_endpoint_serves_warden_metrics_on_loopback() {
 
     let endpoint = warden_observe::MetricsEndpoint::serve(prometheus.clone(), None).await.unwrap();
     assert!(endpoint.addr().ip().is_loopback(), "binds to loopback by default");
-    let answer = get(endpoint.addr(), "/metrics").await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("text/plain; version=0.0.4"), "{answer}");
+    let (code, kind, answer) = get(endpoint.addr(), "/metrics").await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(kind.contains("text/plain; version=0.0.4"), "{kind}");
     assert!(answer.contains(r#"warden_failures_total{path="/obs/w",reason="error"} 1"#), "{answer}");
     assert!(answer.contains(r#"warden_restarts_total{path="/obs/w"} 1"#), "{answer}");
     assert!(answer.contains("warden_recovery_seconds"), "{answer}");
     assert!(warden_observe::render(&prometheus).lines().count() > 3);
-    let missing = get(endpoint.addr(), "/nothing").await;
-    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    let (code, _, missing) = get(endpoint.addr(), "/nothing").await;
+    assert_eq!(code, 404, "{missing}");
     endpoint.stop().await;
     app.shutdown().await;
 }

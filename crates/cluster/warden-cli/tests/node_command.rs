@@ -175,19 +175,29 @@ fn bench_cluster_measures_detection_with_real_node_processes() {
     assert_eq!(json["false_suspicions"]["warden"].as_u64(), Some(0), "{json}");
 }
 
-/// One HTTP/1.1 request over a plain socket: the status code and the body.
+/// One HTTP request through a real client (hyper's, on a runtime of its own: this test is
+/// synchronous): the status code and the body.
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the observer");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("a well-formed request");
+        let answer = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+            .await
+            .expect("the observer answers")
+            .expect("an HTTP answer");
+        let code = answer.status().as_u16();
+        let bytes = answer.into_body().collect().await.expect("read the body").to_bytes();
+        (code, String::from_utf8_lossy(&bytes).into_owned())
+    })
 }
 
 #[test]
