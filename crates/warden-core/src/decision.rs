@@ -3,8 +3,10 @@
 //! Nothing here touches an actor, a clock or a channel: the supervisor actor asks these
 //! functions what to do and carries the answer out. This is where OTP's rules live:
 //! whether an exit calls for a restart ([`restart_wanted`]), which children a strategy stops
-//! and starts ([`group_plan`]), when restarts are too many ([`IntensityWindow`]), and how long
-//! to wait before the next one ([`BackoffSchedule`]).
+//! and starts ([`group_plan`]), what one exit leads to ([`plan_exit`]), whether `start_child`
+//! may add a spec ([`plan_start_child`]), the order children stop in at shutdown
+//! ([`plan_shutdown`]), when restarts are too many ([`IntensityWindow`]), and how long to wait
+//! before the next one ([`BackoffSchedule`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -197,6 +199,68 @@ pub fn auto_shutdown_due(rule: AutoShutdown, exited_significant: bool, significa
     }
 }
 
+/// Where a child with the same spec (or, under a static strategy, the same id) stands, for
+/// [`plan_start_child`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// There is none.
+    None,
+    /// It has a running incarnation.
+    Running,
+    /// It is kept but has no running incarnation (stopped, or waiting for its restart).
+    NotRunning,
+}
+
+/// Why `start_child` refuses a spec ([`plan_start_child`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartRefusal {
+    /// A dynamic supervisor already holds `max` children.
+    MaxChildren {
+        /// Its `max_children`.
+        max: usize,
+    },
+    /// The same child runs (OTP's `already_started`).
+    AlreadyStarted,
+    /// The same child is kept without a running incarnation (OTP's `already_present`).
+    AlreadyPresent,
+}
+
+/// OTP's checks before `start_child` adds a spec: a dynamic supervisor's `max_children` (it
+/// holds `children` now), then a child with the same spec or id: `already_started` only with
+/// a running incarnation, `already_present` for one that is stopped or waits for its restart.
+pub fn plan_start_child(strategy: Strategy, children: usize, existing: Existing) -> Result<(), StartRefusal> {
+    if let Strategy::Dynamic { max_children: Some(max) } = strategy {
+        if children >= max {
+            return Err(StartRefusal::MaxChildren { max });
+        }
+    }
+    match existing {
+        Existing::None => Ok(()),
+        Existing::Running => Err(StartRefusal::AlreadyStarted),
+        Existing::NotRunning => Err(StartRefusal::AlreadyPresent),
+    }
+}
+
+/// How a supervisor stops its children when it shuts down ([`plan_shutdown`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShutdownPlan {
+    /// One at a time, in this order (reverse start order), each by its shutdown policy.
+    InTurn(Vec<usize>),
+    /// All at once under one timer, the longest shutdown timeout among them (a dynamic
+    /// supervisor's children have no order between them, as in OTP).
+    AllAtOnce(Vec<usize>),
+}
+
+/// The order in which a supervisor stops `children` (given in start order) when it shuts
+/// down: in reverse start order, one at a time, or all at once for a dynamic supervisor.
+pub fn plan_shutdown(strategy: Strategy, children: &[usize]) -> ShutdownPlan {
+    let reversed = children.iter().rev().copied().collect();
+    match strategy {
+        Strategy::Dynamic { .. } => ShutdownPlan::AllAtOnce(reversed),
+        _ => ShutdownPlan::InTurn(reversed),
+    }
+}
+
 /// OTP's restart intensity: more than `intensity` restarts within `period` is too many.
 ///
 /// Holds at most `intensity + 1` timestamps.
@@ -295,6 +359,30 @@ impl BackoffSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_child_checks_the_dynamic_maximum_first_then_the_same_child() {
+        let dynamic = Strategy::Dynamic { max_children: Some(2) };
+        assert_eq!(plan_start_child(dynamic, 1, Existing::None), Ok(()));
+        assert_eq!(plan_start_child(dynamic, 2, Existing::None), Err(StartRefusal::MaxChildren { max: 2 }));
+        assert_eq!(plan_start_child(dynamic, 2, Existing::Running), Err(StartRefusal::MaxChildren { max: 2 }));
+        assert_eq!(plan_start_child(Strategy::Dynamic { max_children: None }, usize::MAX, Existing::None), Ok(()));
+        for strategy in [Strategy::OneForOne, Strategy::OneForAll, Strategy::RestForOne, dynamic] {
+            assert_eq!(plan_start_child(strategy, 0, Existing::Running), Err(StartRefusal::AlreadyStarted));
+            // OTP: a child waiting for its restart, or stopped, is already_present.
+            assert_eq!(plan_start_child(strategy, 0, Existing::NotRunning), Err(StartRefusal::AlreadyPresent));
+        }
+    }
+
+    #[test]
+    fn shutdown_goes_in_reverse_start_order_and_dynamic_children_all_at_once() {
+        assert_eq!(plan_shutdown(Strategy::OneForAll, &[0, 3, 1]), ShutdownPlan::InTurn(vec![1, 3, 0]));
+        assert_eq!(plan_shutdown(Strategy::RestForOne, &[]), ShutdownPlan::InTurn(vec![]));
+        assert_eq!(
+            plan_shutdown(Strategy::Dynamic { max_children: None }, &[4, 5]),
+            ShutdownPlan::AllAtOnce(vec![5, 4])
+        );
+    }
 
     fn facts(strategy: Strategy, restart: RestartType, reason: &ExitReason) -> ExitFacts<'_> {
         ExitFacts {

@@ -2,6 +2,7 @@
 //! `restart_child`, `delete_child`, `which_children`, `count_children`) and their errors.
 
 use super::*;
+use crate::decision::{plan_start_child, Existing, StartRefusal};
 
 impl SupervisorState {
     pub(super) fn info(&self, c: &Child) -> ChildInfo {
@@ -40,11 +41,6 @@ impl SupervisorState {
         spec: ChildSpec,
     ) -> Result<ChildInfo, SupervisorError> {
         validate_child(&spec).map_err(|error| SupervisorError::InvalidSpec { supervisor: self.path.clone(), error })?;
-        if let Strategy::Dynamic { max_children: Some(max) } = self.strategy {
-            if self.children.len() >= max {
-                return Err(SupervisorError::MaxChildren { supervisor: self.path.clone(), max });
-            }
-        }
         let dynamic = matches!(self.strategy, Strategy::Dynamic { .. });
         let same_spec_running = self.starters.contains(&starter_key(&spec));
         // Static supervisors are small and keyed by id; dynamic ones may hold very many
@@ -57,12 +53,19 @@ impl SupervisorState {
                 .map(|(_, c)| c)
                 .find(|c| Arc::ptr_eq(&c.spec.starter, &spec.starter) || (!dynamic && c.id() == spec.id))
         };
-        if let Some(existing) = existing {
-            // OTP: `already_started` only with a running incarnation; a child that crashed
-            // and waits for its restart, in place or not, is `already_present`.
-            return Err(match existing.status() {
-                Status::Running { .. } => SupervisorError::AlreadyStarted { path: existing.path.clone() },
-                _ => SupervisorError::AlreadyPresent { path: existing.path.clone() },
+        let seen = match existing.map(|c| c.status()) {
+            None => Existing::None,
+            Some(Status::Running { .. }) => Existing::Running,
+            Some(_) => Existing::NotRunning,
+        };
+        if let Err(refusal) = plan_start_child(self.strategy, self.children.len(), seen) {
+            let path = || existing.map(|c| c.path.clone()).unwrap_or_else(|| self.path.clone());
+            return Err(match refusal {
+                StartRefusal::MaxChildren { max } => {
+                    SupervisorError::MaxChildren { supervisor: self.path.clone(), max }
+                }
+                StartRefusal::AlreadyStarted => SupervisorError::AlreadyStarted { path: path() },
+                StartRefusal::AlreadyPresent => SupervisorError::AlreadyPresent { path: path() },
             });
         }
         let idx = self.add_child(spec);

@@ -2,6 +2,7 @@
 //! ones concurrently), and the supervisor's own stop.
 
 use super::*;
+use crate::decision::{plan_shutdown, ShutdownPlan};
 
 impl SupervisorState {
     /// Stops child `idx`'s actor by its shutdown policy and waits for it. Its status is left
@@ -33,27 +34,30 @@ impl SupervisorState {
     /// Stops every child: one at a time in reverse start order, or, for a dynamic
     /// supervisor, all at once under one timer (the longest shutdown timeout among them).
     pub(super) async fn stop_all(&mut self) {
-        if matches!(self.strategy, Strategy::Dynamic { .. }) {
-            let mut waits = Vec::new();
-            for i in self.children.order().into_iter().rev() {
-                let (cell, reply) = match self.children.set_status(i, Status::Stopped) {
-                    Status::Running { cell } => (cell, None),
-                    Status::Crashed { cell, reply, .. } => (cell, reply),
-                    _ => continue,
-                };
-                let c = &self.children[i];
-                let (shutdown, path) = (c.spec.shutdown, c.path.clone());
-                waits.push(async move {
-                    let killed = stop_actor(&cell, reply, shutdown, &path).await;
-                    (path, killed)
-                });
+        match plan_shutdown(self.strategy, &self.children.order()) {
+            ShutdownPlan::AllAtOnce(children) => {
+                let mut waits = Vec::new();
+                for i in children {
+                    let (cell, reply) = match self.children.set_status(i, Status::Stopped) {
+                        Status::Running { cell } => (cell, None),
+                        Status::Crashed { cell, reply, .. } => (cell, reply),
+                        _ => continue,
+                    };
+                    let c = &self.children[i];
+                    let (shutdown, path) = (c.spec.shutdown, c.path.clone());
+                    waits.push(async move {
+                        let killed = stop_actor(&cell, reply, shutdown, &path).await;
+                        (path, killed)
+                    });
+                }
+                for (path, killed) in futures::future::join_all(waits).await {
+                    self.observe(SupervisorEvent::ChildTerminated { path, killed });
+                }
             }
-            for (path, killed) in futures::future::join_all(waits).await {
-                self.observe(SupervisorEvent::ChildTerminated { path, killed });
-            }
-        } else {
-            for i in self.children.order().into_iter().rev() {
-                self.terminate_at(i).await;
+            ShutdownPlan::InTurn(children) => {
+                for i in children {
+                    self.terminate_at(i).await;
+                }
             }
         }
         for i in self.children.order() {
