@@ -32,7 +32,7 @@ use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -55,6 +55,11 @@ pub const FAULT_KINDS: [&str; 4] = ["panic", "hang", "kill", "stop"];
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// How long a fault request waits for the demo's answer before it answers 504.
 pub const FAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest body a client may send with a fault request, in bytes; a longer one is
+/// answered 413 (Payload Too Large) with a JSON error, unread past the limit.
+pub const MAX_FAULT_BODY: usize = 4 * 1024;
+/// The longest fault target (a node or singleton name), in bytes; a longer one is answered 400.
+pub const MAX_TARGET_LEN: usize = 100;
 
 /// A fault asked for from the page: `kind` is one of [`FAULT_KINDS`], `target` an actor (for
 /// `panic` / `hang`) or a node. The owner answers on `reply` with what it did, or why not.
@@ -150,13 +155,17 @@ async fn fault(
     let bad = |msg: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
     let Json(body) = match body {
         Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let error = format!("a fault request is at most {MAX_FAULT_BODY} bytes: {e}");
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": error }))).into_response();
+        }
         Err(e) => return bad(format!("expected {{\"kind\": ..., \"target\": ...}}: {e}")),
     };
     if !FAULT_KINDS.contains(&body.kind.as_str()) {
         return bad(format!("unknown fault {:?} (one of {})", body.kind, FAULT_KINDS.join(", ")));
     }
-    if body.target.is_empty() || body.target.len() > 100 {
-        return bad(format!("bad target {:?}", body.target));
+    if body.target.is_empty() || body.target.len() > MAX_TARGET_LEN {
+        return bad(format!("bad target {:?} (1 to {MAX_TARGET_LEN} bytes)", body.target));
     }
     let Some(faults) = &s.faults else {
         return (StatusCode::NOT_FOUND, "fault injection exists only in demo mode\n").into_response();
@@ -195,7 +204,7 @@ impl Observer {
             .route("/health/live", get(live))
             .route("/health/ready", get(ready));
         if demo {
-            app = app.route("/api/fault", post(fault));
+            app = app.route("/api/fault", post(fault).layer(DefaultBodyLimit::max(MAX_FAULT_BODY)));
         }
         let app = app.with_state(state);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -300,6 +309,13 @@ mod tests {
         assert!(body.contains("unknown fault"), "{body}");
         let (code, _) = http(obs.addr(), "POST", "/api/fault", "not json").await;
         assert_eq!(code, 400);
+        let long = format!(r#"{{"kind":"hang","target":"{}"}}"#, "x".repeat(MAX_FAULT_BODY));
+        let (code, body) = http(obs.addr(), "POST", "/api/fault", &long).await;
+        assert_eq!(code, 413, "{body}");
+        assert!(body.contains("at most 4096 bytes"), "{body}");
+        let (code, body) = http(obs.addr(), "POST", "/api/fault", r#"{"kind":"hang","target":""}"#).await;
+        assert_eq!(code, 400);
+        assert!(body.contains("bad target"), "{body}");
     }
 
     #[tokio::test]

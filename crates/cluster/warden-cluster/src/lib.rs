@@ -55,5 +55,6 @@ pub use node::{Membership, Node, NodeConfig};
 pub use reads::NotServing;
 pub use singleton::{SingletonContext, SingletonSpec};
 pub use transport::{
-    ClusterError, NodeEvent, NodeView, PeerStatus, RemoteDown, TlsSettings, Transport, TransportConfig, HEARTBEAT_GROUP,
+    ClusterError, NodeEvent, NodeView, PeerStatus, RemoteDown, TlsSettings, Transport, TransportConfig,
+    HEARTBEAT_GROUP, MAX_TLS_HANDSHAKES,
 };

@@ -131,7 +131,13 @@ pub struct TransportConfig {
     pub handshake_timeout: Duration,
     /// Mutual TLS between nodes (default: none, plain TCP with the cookie).
     pub tls: Option<TlsSettings>,
+    /// TLS handshakes in progress at once (default [`MAX_TLS_HANDSHAKES`]); a connection
+    /// accepted past it is closed at once and reported as refused.
+    pub max_tls_handshakes: usize,
 }
+
+/// Default of [`TransportConfig::max_tls_handshakes`]: connections in their TLS handshake.
+pub const MAX_TLS_HANDSHAKES: usize = 64;
 
 impl TransportConfig {
     /// A loopback node named `name` with `cookie` and the default detector.
@@ -152,6 +158,7 @@ impl TransportConfig {
             suspect_phi: 1.0,
             handshake_timeout: Duration::from_secs(5),
             tls: None,
+            max_tls_handshakes: MAX_TLS_HANDSHAKES,
         }
     }
 }
@@ -819,7 +826,8 @@ async fn monitor(shared: Arc<Shared>, server: ActorRef<NodeServerMessage>) {
 }
 
 /// Accepts TLS connections: each handshake runs in its own task, bounded by the handshake
-/// timeout; an established stream goes to ractor_cluster, a failure becomes a `Refused` event.
+/// timeout, at most `max_tls_handshakes` at once (a connection past that is closed at once);
+/// an established stream goes to ractor_cluster, a failure becomes a `Refused` event.
 async fn accept_tls(
     listener: tokio::net::TcpListener,
     tls: TlsSettings,
@@ -827,6 +835,8 @@ async fn accept_tls(
     server: ActorRef<NodeServerMessage>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let max = shared.config.max_tls_handshakes;
+    let in_progress = Arc::new(tokio::sync::Semaphore::new(max));
     loop {
         let (stream, peer_addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -837,8 +847,17 @@ async fn accept_tls(
                 continue;
             }
         };
+        let Ok(permit) = in_progress.clone().try_acquire_owned() else {
+            drop(stream);
+            shared.emit(NodeEvent::Refused {
+                addr: peer_addr.to_string(),
+                cause: format!("{max} TLS handshakes already in progress; connection closed"),
+            });
+            continue;
+        };
         let (acceptor, shared, server) = (acceptor.clone(), shared.clone(), server.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let local_addr = match stream.local_addr() {
                 Ok(a) => a,
                 Err(_) => return,

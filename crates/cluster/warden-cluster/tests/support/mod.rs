@@ -2,6 +2,8 @@
 //! with `--ignored --exact peer_node`) and helpers to start it and wait for events.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
