@@ -134,7 +134,13 @@ pub struct TransportConfig {
     /// TLS handshakes in progress at once (default [`MAX_TLS_HANDSHAKES`]); a connection
     /// accepted past it is closed at once and reported as refused.
     pub max_tls_handshakes: usize,
+    /// Remote actors watched at once (default [`MAX_WATCHES`]); [`Transport::watch`] past it
+    /// fails, naming the bound. A watch goes when it fires or when its receiver is dropped.
+    pub max_watches: usize,
 }
+
+/// Default of [`TransportConfig::max_watches`]: remote actors watched at once.
+pub const MAX_WATCHES: usize = 65_536;
 
 /// Default of [`TransportConfig::max_tls_handshakes`]: connections in their TLS handshake.
 pub const MAX_TLS_HANDSHAKES: usize = 64;
@@ -159,6 +165,7 @@ impl TransportConfig {
             handshake_timeout: Duration::from_secs(5),
             tls: None,
             max_tls_handshakes: MAX_TLS_HANDSHAKES,
+            max_watches: MAX_WATCHES,
         }
     }
 }
@@ -758,7 +765,9 @@ impl Transport {
     /// Watches an actor on another node (a member of a process group, say): the receiver gets
     /// [`RemoteDown::Exited`] when it exits, or [`RemoteDown::NodeDown`] when its node is
     /// declared down, whichever comes first (checked every heartbeat interval). Errors if the
-    /// actor is local (use ractor's supervision for those) or its node is not connected.
+    /// actor is local (use ractor's supervision for those), its node is not connected, or
+    /// [`TransportConfig::max_watches`] actors are watched already. Dropping the receiver ends
+    /// the watch (at the next check).
     pub async fn watch(
         &self,
         actor: ractor::ActorCell,
@@ -776,8 +785,18 @@ impl Transport {
             .map(|n| node_name(&n.name).to_string())
             .ok_or_else(|| err(format!("no connected node with id {}", id.node())))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.shared.watches.lock().unwrap_or_else(PoisonError::into_inner).push(Watch { cell: actor, peer, tx });
+        let mut watches = self.shared.watches.lock().unwrap_or_else(PoisonError::into_inner);
+        let max = self.shared.config.max_watches;
+        if watches.len() >= max {
+            return Err(err(format!("{max} remote actors are watched already (TransportConfig::max_watches)")));
+        }
+        watches.push(Watch { cell: actor, peer, tx });
         Ok(rx)
+    }
+
+    /// How many remote actors are watched now (watches not yet fired, whose receiver is kept).
+    pub fn watches(&self) -> usize {
+        self.shared.watches.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// Stops the node.
@@ -933,7 +952,8 @@ async fn rejoin_seeds(shared: &Shared, server: &ActorRef<NodeServerMessage>) {
 }
 
 /// Fires the watches whose actor exited (ractor_cluster stops the local stand-in of a remote
-/// actor when its node reports the exit) or whose node is down.
+/// actor when its node reports the exit) or whose node is down, and drops those nobody
+/// listens to any more (the receiver was dropped).
 fn check_watches(shared: &Shared) {
     let fired: Vec<(Watch, RemoteDown)> = {
         let peers = shared.lock();
@@ -942,6 +962,10 @@ fn check_watches(shared: &Shared) {
         let mut i = 0;
         while i < watches.len() {
             let w = &watches[i];
+            if w.tx.is_closed() {
+                watches.swap_remove(i);
+                continue;
+            }
             let actor = w.cell.get_id().to_string();
             let node_down = peers.get(&w.peer).is_some_and(|p| p.down);
             let why = if node_down {

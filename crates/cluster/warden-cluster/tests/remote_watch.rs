@@ -35,10 +35,25 @@ async fn remote_member(group: &str) -> ractor::ActorCell {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_remote_actor_reports_its_exit_and_its_nodes_death() {
-    let watcher = Transport::start(TransportConfig::new("watcher-2", "test-cookie")).await.unwrap();
+    let mut config = TransportConfig::new("watcher-2", "test-cookie");
+    config.max_watches = 2;
+    let watcher = Transport::start(config).await.unwrap();
     let mut events = watcher.subscribe();
     let peer = spawn_peer_with("host", watcher.addr(), Some(1500));
     assert!(wait_for(&mut events, |e| matches!(e, NodeEvent::Up { peer, .. } if peer == "host")).await.is_some());
+    // Watches are bounded, and a watch whose receiver is dropped goes (issue 15).
+    let receiver = remote_member(HEARTBEAT_GROUP).await;
+    let (first, second) =
+        (watcher.watch(receiver.clone()).await.unwrap(), watcher.watch(receiver.clone()).await.unwrap());
+    let refused = watcher.watch(receiver).await.expect_err("a third watch is past the bound");
+    assert!(refused.to_string().contains("2 remote actors are watched already"), "{refused}");
+    assert_eq!(watcher.watches(), 2);
+    drop((first, second));
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while watcher.watches() > 0 {
+        assert!(tokio::time::Instant::now() < until, "dropped watches are never removed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The short-lived actor exits while its node lives on.
     let target = remote_member(TARGETS).await;
     let exited = tokio::time::timeout(DEADLINE, watcher.watch(target).await.unwrap()).await.expect("in time").unwrap();
