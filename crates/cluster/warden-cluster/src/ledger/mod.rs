@@ -364,10 +364,14 @@ pub struct KeyRecord {
     pub snapshots: BTreeMap<u64, StoredSnapshot>,
     /// Journal entries by sequence number.
     pub journal: BTreeMap<u64, Arc<Vec<u8>>>,
-    /// Every (token, node) that wrote the key, for the checker: one entry per grant of the key
-    /// that wrote (it grows with the key's moves; not bounded yet, see issue 15).
+    /// The (token, node) pairs that wrote the key, for the checker: one per grant of the key
+    /// that wrote, the newest [`MAX_WRITERS_PER_KEY`] (tokens only grow: the lowest go first).
     pub writers: BTreeSet<(u64, NodeId)>,
 }
+
+/// The most (token, node) writer records a key keeps ([`KeyRecord::writers`]); past it the
+/// lowest token's record goes, so the checker sees the key's last this many grants.
+pub const MAX_WRITERS_PER_KEY: usize = 64;
 
 /// The replicated state (see the module documentation).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -719,7 +723,7 @@ impl Ledger {
                 // after its last event: the same state) leaves the stored one: a stored snapshot
                 // never changes, so replicas at any index agree on it.
                 if entry.snapshots.contains_key(seq) {
-                    entry.writers.insert((op.token, node));
+                    entry.note_writer(op.token, node);
                     return Ok(());
                 }
                 entry
@@ -739,7 +743,17 @@ impl Ledger {
                 entry.snapshots.remove(seq);
             }
         }
-        entry.writers.insert((op.token, node));
+        entry.note_writer(op.token, node);
         Ok(())
+    }
+}
+
+impl KeyRecord {
+    /// Records that `node` wrote with `token`, keeping the newest [`MAX_WRITERS_PER_KEY`].
+    fn note_writer(&mut self, token: u64, node: NodeId) {
+        self.writers.insert((token, node));
+        while self.writers.len() > MAX_WRITERS_PER_KEY {
+            self.writers.pop_first();
+        }
     }
 }

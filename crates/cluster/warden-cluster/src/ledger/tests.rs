@@ -62,6 +62,26 @@ fn every_grant_gets_a_new_larger_token() {
 }
 
 #[test]
+fn a_key_keeps_the_newest_writer_records_only() {
+    let mut l = granted();
+    let mut tokens = Vec::new();
+    for seq in 1..=(MAX_WRITERS_PER_KEY as u64 + 6) {
+        // The singleton's holder opens its key and writes, then hands the singleton over.
+        let (holder, token) = owner(&l, "s").holder().unwrap();
+        let opened = open(&mut l, holder, "k");
+        tokens.push(opened.0);
+        assert_eq!(l.apply(&append(holder, "k", opened, seq, b"x")), vec![Outcome::Done]);
+        let to = if holder == 1 { 2 } else { 1 };
+        l.apply(&Command::Handoff { moves: vec![("s".into(), holder, to)] });
+        l.apply(&Command::Release { node: holder, singletons: vec![("s".into(), token)] });
+    }
+    let writers = &l.keys["k"].writers;
+    assert_eq!(writers.len(), MAX_WRITERS_PER_KEY);
+    assert_eq!(writers.first().map(|w| w.0), Some(tokens[6]), "the lowest tokens went first");
+    assert_eq!(writers.last().map(|w| w.0), tokens.last().copied());
+}
+
+#[test]
 fn a_writer_with_a_stale_token_is_refused_everywhere() {
     let mut l = granted();
     let old = open(&mut l, 1, "k");
