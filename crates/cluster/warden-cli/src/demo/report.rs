@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-/// p50 / p99 / max of a set of measurements (nearest rank; all zero when empty).
+/// p50 / p99 / max of a set of measurements in ms (all zero when empty), from an HDR
+/// histogram of microseconds with 3 significant digits (hdrhistogram): a percentile is the
+/// recorded value at that rank, within 0.1%.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Spread {
     /// Median.
@@ -21,10 +23,23 @@ impl Spread {
         if values.is_empty() {
             return Spread::default();
         }
-        let mut v = values.to_vec();
-        v.sort_by(|a, b| a.total_cmp(b));
-        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Spread { p50: rank(0.50), p99: rank(0.99), max: v[v.len() - 1], n: v.len() }
+        // 1 µs to an hour; longer values count as an hour.
+        let Ok(mut h) = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3) else {
+            return Spread::default();
+        };
+        for v in values {
+            // Negative or non-finite values cannot be measurements: they count as 0.
+            let micros = if v.is_finite() && *v > 0.0 { (v * 1000.0).round() as u64 } else { 0 };
+            h.saturating_record(micros);
+        }
+        // The lowest value of the percentile's bucket: exact for values with at most 3 digits.
+        let ms = |micros: u64| h.lowest_equivalent(micros) as f64 / 1000.0;
+        Spread {
+            p50: ms(h.value_at_quantile(0.50)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+            n: values.len(),
+        }
     }
 }
 
@@ -118,11 +133,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spread_is_nearest_rank() {
+    fn spread_takes_percentiles_within_a_tenth_of_a_percent() {
         let s = Spread::of(&[5.0, 1.0, 3.0, 2.0, 4.0]);
         assert_eq!((s.p50, s.p99, s.max, s.n), (3.0, 5.0, 5.0, 5));
         let v: Vec<f64> = (1..=200).map(f64::from).collect();
-        assert_eq!(Spread::of(&v).p99, 198.0);
+        let p99 = Spread::of(&v).p99;
+        assert!((p99 - 198.0).abs() / 198.0 < 0.001, "{p99}");
+        let big = Spread::of(&[1_234.5, 98_765.4]);
+        assert!((big.max - 98_765.4).abs() / 98_765.4 < 0.001, "{big:?}");
         assert_eq!(Spread::of(&[]), Spread::default());
+        assert_eq!(Spread::of(&[-1.0, f64::NAN]).max, 0.0);
     }
 }
