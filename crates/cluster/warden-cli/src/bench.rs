@@ -4,8 +4,8 @@
 //! node`) that connects to it, waits until the watcher sees it up plus half a second of
 //! heartbeats, then SIGKILLs or SIGSTOPs it and times the watcher's `Down` event. Then three
 //! idle nodes (the watcher and two peers) run for a while and every `Suspected` or `Down` the
-//! watcher reports is a false suspicion. Prints one JSON object; percentiles come from an HDR histogram (within 0.1%)
-//! over the repetitions (with 20, p99 is the largest). Last, a 3-node bank demo in which the
+//! watcher reports is a false suspicion. Prints one JSON object; percentiles come from an HDR
+//! histogram (within 0.1%) over the repetitions (with 20, p99 is the largest). Last, a 3-node bank demo in which the
 //! node hosting the auditor singleton and the Raft leader are killed in turn gives
 //! `singleton_failover_p50_ms` / `_p99_ms` (kill until the auditor answers from another node
 //! with its state) and `failover_leader_killed_*` / `failover_follower_killed_*` (kill until
