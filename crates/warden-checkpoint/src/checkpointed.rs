@@ -387,17 +387,9 @@ pub enum TickerMsg {
 #[cfg(feature = "cluster")]
 impl ractor::Message for TickerMsg {}
 
-/// Carried on the supervision port from the ticker to its actor (the only way into a running
-/// actor that does not need a message of the user's type).
-#[derive(Debug)]
+/// A control signal (`warden_core::control`) from the ticker to its actor: the only way into
+/// a running actor that needs no message of the user's type, and it overtakes the mailbox.
 struct SnapshotSignal(Mutex<Option<oneshot::Sender<Result<u64, CheckpointError>>>>);
-
-impl std::fmt::Display for SnapshotSignal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("snapshot requested")
-    }
-}
-impl std::error::Error for SnapshotSignal {}
 
 /// A tiny actor linked under a checkpointed actor: its interval ticks and on-demand requests
 /// reach the actor as supervision events.
@@ -436,11 +428,7 @@ impl Actor for Ticker {
             TickerMsg::Tick => None,
             TickerMsg::Now(reply) => Some(reply),
         };
-        let cell = myself.get_cell();
-        cell.notify_supervisor(SupervisionEvent::ActorFailed(
-            cell.clone(),
-            Box::new(SnapshotSignal(Mutex::new(reply))),
-        ));
+        warden_core::control::signal_parent(&myself.get_cell(), SnapshotSignal(Mutex::new(reply)));
         Ok(())
     }
 
@@ -691,37 +679,35 @@ impl<A: Checkpoint> Actor for Checkpointed<A> {
         evt: SupervisionEvent,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let SupervisionEvent::ActorFailed(_, err) = &evt {
-            if let Some(signal) = err.downcast_ref::<SnapshotSignal>() {
-                let reply = signal.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-                match reply {
-                    None if st.since > 0 || self.inner.snapshot_when(&st.inner) => {
-                        if let Err(e) = self.take_snapshot(st, None) {
-                            tracing::error!(target: "warden::checkpoint", key = %self.key, error = %e, "snapshot not taken");
-                        }
+        if let Some(signal) = warden_core::control::read::<SnapshotSignal>(&evt) {
+            let reply = signal.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            match reply {
+                None if st.since > 0 || self.inner.snapshot_when(&st.inner) => {
+                    if let Err(e) = self.take_snapshot(st, None) {
+                        tracing::error!(target: "warden::checkpoint", key = %self.key, error = %e, "snapshot not taken");
                     }
-                    None => {}
-                    Some(reply) => {
-                        let (ack, done) = oneshot::channel();
-                        match self.take_snapshot(st, Some(ack)) {
-                            Ok(seq) => {
-                                tokio::spawn(async move {
-                                    let result = match done.await {
-                                        Ok(Ok(())) => Ok(seq),
-                                        Ok(Err(e)) => Err(CheckpointError::Store(e)),
-                                        Err(_) => Err(CheckpointError::Store(StoreError::Closed)),
-                                    };
-                                    let _ = reply.send(result);
-                                });
-                            }
-                            Err(e) => {
-                                let _ = reply.send(Err(CheckpointError::Store(e)));
-                            }
+                }
+                None => {}
+                Some(reply) => {
+                    let (ack, done) = oneshot::channel();
+                    match self.take_snapshot(st, Some(ack)) {
+                        Ok(seq) => {
+                            tokio::spawn(async move {
+                                let result = match done.await {
+                                    Ok(Ok(())) => Ok(seq),
+                                    Ok(Err(e)) => Err(CheckpointError::Store(e)),
+                                    Err(_) => Err(CheckpointError::Store(StoreError::Closed)),
+                                };
+                                let _ = reply.send(result);
+                            });
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(CheckpointError::Store(e)));
                         }
                     }
                 }
-                return Ok(());
             }
+            return Ok(());
         }
         // The ticker's own lifecycle is none of the user's business.
         let about_ticker = match &evt {

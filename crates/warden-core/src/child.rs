@@ -31,18 +31,10 @@ use crate::watchdog::{self, Beat, WatchGuard};
 
 type ArgsFn<A> = Arc<dyn Fn() -> <A as Actor>::Arguments + Send + Sync>;
 
-/// A fault injected by the test kit; delivered on the supervision port so that it overtakes
+/// A fault injected by the test kit; a control signal (see `control`), so that it overtakes
 /// queued messages, and handled exactly like a panic in a handler.
 #[derive(Debug)]
 pub(crate) struct InjectedPanic(pub String);
-
-impl std::fmt::Display for InjectedPanic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "injected panic: {}", self.0)
-    }
-}
-
-impl std::error::Error for InjectedPanic {}
 
 /// Starts [`Supervised`] actors for one child spec and owns the child's stable handle.
 pub(crate) struct WorkerStarter<A: Actor> {
@@ -394,11 +386,9 @@ impl<A: Actor> Actor for Supervised<A> {
         evt: SupervisionEvent,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let SupervisionEvent::ActorFailed(_, err) = &evt {
-            if let Some(injected) = err.downcast_ref::<InjectedPanic>() {
-                let reason = ExitReason::Panic { message: injected.0.clone() };
-                return Box::pin(self.recover(&myself, st, reason, None, None, None)).await;
-            }
+        if let Some(injected) = crate::control::read::<InjectedPanic>(&evt) {
+            let reason = ExitReason::Panic { message: injected.0.clone() };
+            return Box::pin(self.recover(&myself, st, reason, None, None, None)).await;
         }
         let Some(inner) = st.inner.as_mut() else { return Ok(()) };
         match guarded(self.inner.handle_supervisor_evt(myself.clone(), evt, inner)).await {

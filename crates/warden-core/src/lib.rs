@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 mod child;
+pub mod control;
 pub mod decision;
 pub mod event;
 pub mod failure_detector;

@@ -35,7 +35,7 @@
 
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, Message, SupervisionEvent};
+use ractor::{ActorCell, Message};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::child::InjectedPanic;
@@ -123,17 +123,6 @@ impl EventProbe {
     }
 }
 
-struct Injector;
-
-impl Actor for Injector {
-    type Msg = ();
-    type State = ();
-    type Arguments = ();
-    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
-        Ok(())
-    }
-}
-
 /// Why a fault could not be injected.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
@@ -155,13 +144,9 @@ pub async fn inject_panic<M: Message>(child: &ChildRef<M>, message: &str) -> Res
 
 /// [`inject_panic`] for any warden-hosted worker, by its cell.
 pub async fn inject_panic_cell(target: &ActorCell, message: &str) -> Result<(), InjectError> {
-    let (injector, _join) = Actor::spawn(None, Injector, ()).await.map_err(|e| InjectError::Spawn(e.to_string()))?;
-    let cell = injector.get_cell();
-    cell.link(target.clone());
-    cell.notify_supervisor(SupervisionEvent::ActorFailed(cell.clone(), Box::new(InjectedPanic(message.to_string()))));
-    cell.unlink(target.clone());
-    cell.stop(None);
-    Ok(())
+    crate::control::signal(target, InjectedPanic(message.to_string()))
+        .await
+        .map_err(|e| InjectError::Spawn(e.to_string()))
 }
 
 /// Makes the running incarnation of `child` exit with `reason`, as if it had stopped itself.
