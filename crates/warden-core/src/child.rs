@@ -25,8 +25,8 @@ use crate::panic_capture::{self, Captured, InHandler};
 use crate::path::ActorPath;
 use crate::reason::{panic_message, spawn_cause, ExitReason, SHUTDOWN};
 use crate::restored;
-use crate::spec::{StartCtx, Starter};
-use crate::supervisor::{Crash, Directive, SupervisorMsg};
+use crate::protocol::{ChildReport, Crash, Directive, Reporter, StartCtx};
+use crate::spec::Starter;
 use crate::watchdog::{self, Beat, WatchGuard};
 
 type ArgsFn<A> = Arc<dyn Fn() -> <A as Actor>::Arguments + Send + Sync>;
@@ -80,7 +80,7 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
         let handler = Supervised {
             inner: self.actor.clone(),
             args: self.args.clone(),
-            supervisor: ctx.supervisor.clone(),
+            report: ctx.report.clone(),
             path: ctx.path.clone(),
             render: self.render,
         };
@@ -88,7 +88,7 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
         Box::pin(async move {
             slot.set_path(ctx.path.clone());
             let args = make_args::<A>(&handler.args)?;
-            let sup = ctx.supervisor.get_cell();
+            let sup = ctx.supervisor.clone();
             let init =
                 SupervisedArgs { args, incarnation: ctx.incarnation, deadline: ctx.deadline, heartbeat: ctx.heartbeat };
             let (actor, task) = match Actor::spawn_linked(None, handler, init, sup).await {
@@ -96,7 +96,7 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
                 Err(e) if crate::reason::ignored(&e) => return Ok(None),
                 Err(e) => return Err(spawn_cause(e)),
             };
-            slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
+            slot.install(actor.clone(), Some(ctx.supervisor));
             Ok(Some(crate::spec::Spawned { cell: actor.get_cell(), task }))
         })
     }
@@ -114,7 +114,8 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
 pub(crate) struct Supervised<A: Actor> {
     inner: A,
     args: ArgsFn<A>,
-    supervisor: ActorRef<SupervisorMsg>,
+    /// Where reports go (to the supervisor).
+    report: Reporter,
     path: ActorPath,
     /// Renders each message before it is handled, for the crash report (opt-in).
     render: Option<RenderFn<A>>,
@@ -224,7 +225,7 @@ impl<A: Actor> Supervised<A> {
             f => StartErr::Failed(f.start_failed("pre_start")),
         })?;
         if let Some(from) = restored {
-            let _ = self.supervisor.cast(SupervisorMsg::StateRestored { actor: myself.get_id(), incarnation, from });
+            let _ = (self.report)(ChildReport::StateRestored { actor: myself.get_id(), incarnation, from });
         }
         Ok(state)
     }
@@ -256,7 +257,7 @@ impl<A: Actor> Supervised<A> {
                 rendered: rendered.take(),
                 reply: tx,
             };
-            if self.supervisor.cast(SupervisorMsg::ChildCrashed(crash)).is_err() {
+            if !(self.report)(ChildReport::Crashed(crash)) {
                 myself.stop(Some(format!("{SHUTDOWN}: supervisor of {} is gone", self.path)));
                 return Ok(());
             }
@@ -270,9 +271,7 @@ impl<A: Actor> Supervised<A> {
                         Ok(state) => {
                             st.inner = Some(state);
                             st.incarnation = incarnation;
-                            let _ = self
-                                .supervisor
-                                .cast(SupervisorMsg::ChildRecovered { actor: myself.get_id(), incarnation });
+                            let _ = (self.report)(ChildReport::Recovered { actor: myself.get_id(), incarnation });
                             return Ok(());
                         }
                         Err(StartErr::Failed(e)) => reason = ExitReason::StartFailed(e),
@@ -311,14 +310,11 @@ impl<A: Actor> Actor for Supervised<A> {
         };
         let watched = (init.deadline.is_some() || init.heartbeat.is_some()).then(|| {
             // The watchdog tells this child's supervisor, through a report it is handed.
-            let supervisor = self.supervisor.clone();
+            let to_supervisor = self.report.clone();
             let report: watchdog::Report = Arc::new(move |hang: watchdog::Hang| {
-                let msg = SupervisorMsg::ChildHung {
-                    actor: hang.actor,
-                    stuck_for: hang.stuck_for,
-                    message_type: hang.message_type,
-                };
-                if supervisor.cast(msg).is_err() {
+                let msg =
+                    ChildReport::Hung { actor: hang.actor, stuck_for: hang.stuck_for, message_type: hang.message_type };
+                if !to_supervisor(msg) {
                     tracing::debug!("hung child's supervisor is gone; nothing to report to");
                 }
             });

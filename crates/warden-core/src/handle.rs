@@ -52,7 +52,9 @@ use std::time::Duration;
 use ractor::{ActorCell, ActorRef, ActorStatus, Message, MessagingErr, RpcReplyPort};
 
 use crate::path::ActorPath;
-use crate::spec::DEFAULT_STASH_CAPACITY;
+
+/// Default capacity of the stash that keeps messages sent while a child restarts (Akka's).
+pub const DEFAULT_STASH_CAPACITY: usize = 1000;
 
 enum SlotState<M> {
     NotStarted,

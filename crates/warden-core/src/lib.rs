@@ -49,6 +49,7 @@ pub mod handle;
 mod metric;
 pub mod panic_capture;
 pub mod path;
+mod protocol;
 pub mod reason;
 pub mod report;
 pub mod restored;

@@ -30,27 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use ractor::{ActorCell, ActorRef, Message};
+use ractor::{ActorCell, Message};
 
-use crate::event::EventBus;
 use crate::handle::{ChildRef, SlotControl};
-use crate::path::ActorPath;
-use crate::supervisor::SupervisorMsg;
+use crate::protocol::StartCtx;
 
 pub use crate::vocab::{AutoShutdown, Backoff, ChildType, RestartType, Shutdown, Strategy};
-
-/// What a start function is given: where the child sits and whom it reports to.
-#[derive(Clone)]
-pub(crate) struct StartCtx {
-    pub supervisor: ActorRef<SupervisorMsg>,
-    /// The hang deadline of the child's handlers, if it has one.
-    pub deadline: Option<Duration>,
-    /// The interval within which the child must call in, if it must.
-    pub heartbeat: Option<Duration>,
-    pub path: ActorPath,
-    pub events: EventBus,
-    pub incarnation: u64,
-}
 
 /// A started incarnation: its cell, and its task, which ends only once the actor's state is
 /// dropped (ractor drops a killed actor's state in that task after it has reported the end).
@@ -79,8 +64,7 @@ pub(crate) trait Starter: Send + Sync + 'static {
 /// (about 1 GiB of idle children); past it `start_child` answers `MaxChildren`.
 pub const DEFAULT_MAX_CHILDREN: usize = 1_000_000;
 
-/// Default capacity of the stash that keeps messages sent while a child restarts (Akka's).
-pub const DEFAULT_STASH_CAPACITY: usize = 1000;
+pub use crate::handle::DEFAULT_STASH_CAPACITY;
 /// OTP's default shutdown timeout for workers.
 pub const DEFAULT_WORKER_SHUTDOWN: Duration = Duration::from_secs(5);
 

@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use crate::decision::{BackoffSchedule, ChildView};
 use crate::path::ActorPath;
 use crate::spec::ChildSpec;
-use crate::supervisor::{ChildStatus, Directive};
+use crate::protocol::Directive;
+use crate::supervisor::ChildStatus;
 
 /// Where a child stands.
 pub(super) enum Status {

@@ -36,6 +36,7 @@ impl Actor for Supervisor {
             gauges_at: None,
             gauge_refresh_pending: false,
             exit_reason: None,
+            reporter: reporter(myself.clone()),
         };
         for child in spec.children {
             let idx = state.add_child(child);

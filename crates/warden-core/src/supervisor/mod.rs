@@ -78,7 +78,7 @@ use crate::path::ActorPath;
 use crate::reason::{spawn_cause, ExitReason, SHUTDOWN};
 use crate::report::{self, CrashReport, Decision};
 use crate::spec::{
-    validate_child, ChildSpec, ChildType, RestartType, Shutdown, StartCtx, Starter, Strategy, SupervisorSpec,
+    validate_child, ChildSpec, ChildType, RestartType, Shutdown, Starter, Strategy, SupervisorSpec,
 };
 use crate::StartError;
 use children::{Child, Children, Status};
@@ -91,26 +91,8 @@ pub const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The `warden_children` gauges are refreshed at most this often.
 pub const GAUGE_PERIOD: Duration = Duration::from_millis(100);
 
-/// A crash reported by a child's host actor; the child waits for the directive.
-#[doc(hidden)]
-pub struct Crash {
-    pub(crate) actor: ActorId,
-    pub(crate) incarnation: u64,
-    pub(crate) reason: ExitReason,
-    pub(crate) dropped_message: Option<&'static str>,
-    pub(crate) captured: Option<Captured>,
-    pub(crate) rendered: Option<String>,
-    pub(crate) reply: oneshot::Sender<Directive>,
-}
-
-/// What a crashed child is told to do.
-#[doc(hidden)]
-pub enum Directive {
-    /// Start again in place as incarnation `incarnation`.
-    Restart { incarnation: u64 },
-    /// Stop; the supervisor replaces or forgets the child.
-    Exit,
-}
+pub use crate::protocol::{Crash, Directive};
+use crate::protocol::{ChildReport, Reporter, StartCtx};
 
 /// The messages of a supervisor. Use [`SupervisorRef`] rather than sending these.
 pub enum SupervisorMsg {
@@ -193,6 +175,26 @@ pub struct SupervisorState {
     exit: ExitNote,
     /// A group restart to do again from this child (its start failed; see `retry_group`).
     group_retry: Option<String>,
+    /// What this supervisor's children report through (see `reporter`).
+    reporter: Reporter,
+}
+
+/// The reporter a supervisor hands its children: a child's report becomes one of its
+/// messages.
+fn reporter(supervisor: ActorRef<SupervisorMsg>) -> Reporter {
+    Arc::new(move |report| {
+        let msg = match report {
+            ChildReport::Crashed(crash) => SupervisorMsg::ChildCrashed(crash),
+            ChildReport::Recovered { actor, incarnation } => SupervisorMsg::ChildRecovered { actor, incarnation },
+            ChildReport::StateRestored { actor, incarnation, from } => {
+                SupervisorMsg::StateRestored { actor, incarnation, from }
+            }
+            ChildReport::Hung { actor, stuck_for, message_type } => {
+                SupervisorMsg::ChildHung { actor, stuck_for, message_type }
+            }
+        };
+        supervisor.cast(msg).is_ok()
+    })
 }
 
 /// How long a new incarnation waits for the previous one's task to end (its state dropped):
@@ -265,8 +267,8 @@ impl Starter for SupervisorStarter {
             slot.set_path(ctx.path.clone());
             let init = SupervisorInit { spec, path: ctx.path.clone(), events: ctx.events.clone(), exit };
             let (actor, task) =
-                Actor::spawn_linked(None, Supervisor, init, ctx.supervisor.get_cell()).await.map_err(spawn_cause)?;
-            slot.install(actor.clone(), Some(ctx.supervisor.get_cell()));
+                Actor::spawn_linked(None, Supervisor, init, ctx.supervisor.clone()).await.map_err(spawn_cause)?;
+            slot.install(actor.clone(), Some(ctx.supervisor.clone()));
             Ok(Some(crate::spec::Spawned { cell: actor.get_cell(), task }))
         })
     }
@@ -312,7 +314,8 @@ impl SupervisorState {
         let starter: Arc<dyn Starter> = self.children[idx].spec.starter.clone();
         let incarnation = self.children[idx].incarnation + 1;
         let ctx = StartCtx {
-            supervisor: myself.clone(),
+            supervisor: myself.get_cell(),
+            report: self.reporter.clone(),
             deadline: self.children[idx].spec.deadline,
             heartbeat: self.children[idx].spec.heartbeat,
             path: self.children[idx].path.clone(),
