@@ -23,9 +23,9 @@ use tokio::sync::oneshot;
 use crate::handle::{ChildRef, Slot, SlotControl};
 use crate::panic_capture::{self, Captured, InHandler};
 use crate::path::ActorPath;
+use crate::protocol::{ChildReport, Crash, Directive, Reporter, StartCtx};
 use crate::reason::{panic_message, spawn_cause, ExitReason, SHUTDOWN};
 use crate::restored;
-use crate::protocol::{ChildReport, Crash, Directive, Reporter, StartCtx};
 use crate::spec::Starter;
 use crate::watchdog::{self, Beat, WatchGuard};
 

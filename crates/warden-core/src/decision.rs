@@ -4,7 +4,8 @@
 //! functions what to do and carries the answer out. This is where OTP's rules live:
 //! whether an exit calls for a restart ([`restart_wanted`]), which children a strategy stops
 //! and starts ([`group_plan`]), what one exit leads to ([`plan_exit`]), whether `start_child`
-//! may add a spec ([`plan_start_child`]), the order children stop in at shutdown
+//! may add a spec ([`plan_start_child`]), what OTP's `try_again` does after a group member
+//! failed to start ([`plan_retry`]), the order children stop in at shutdown
 //! ([`plan_shutdown`]), when restarts are too many ([`IntensityWindow`]), and how long to wait
 //! before the next one ([`BackoffSchedule`]).
 //!
@@ -199,6 +200,32 @@ pub fn auto_shutdown_due(rule: AutoShutdown, exited_significant: bool, significa
     }
 }
 
+/// What OTP's `try_again` does after a member of a group restart failed to start
+/// ([`plan_retry`]), by position in start order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetryPlan {
+    /// Members after the failed one that were waiting to start: they show as stopped (OTP's
+    /// `undefined`) until the group is started again.
+    pub show_stopped: Vec<usize>,
+    /// The member the group restart starts again from when its retry is due; `None` keeps the
+    /// retry already pending from an earlier member (it contains this one).
+    pub retry_from: Option<usize>,
+}
+
+/// OTP's `try_again` for a group restart (one-for-all, rest-for-one) in which the member at
+/// `failed` failed to start. `restarting[i]` says whether the member at position `i` waits to
+/// start; `pending` is the position of the member a retry is already pending from, if any
+/// (and still waiting). The restarted-so-far members are stopped again when the retry runs
+/// (see [`group_plan`]); this decides what shows meanwhile and where the retry starts.
+pub fn plan_retry(restarting: &[bool], failed: usize, pending: Option<usize>) -> RetryPlan {
+    let show_stopped = (failed + 1..restarting.len()).filter(|&i| restarting[i]).collect();
+    let retry_from = match pending {
+        Some(earlier) if earlier < failed => None,
+        _ => Some(failed),
+    };
+    RetryPlan { show_stopped, retry_from }
+}
+
 /// Where a child with the same spec (or, under a static strategy, the same id) stands, for
 /// [`plan_start_child`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,6 +386,19 @@ impl BackoffSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_group_member_leaves_the_later_ones_stopped_and_is_retried_from() {
+        // Four members; the second failed to start, the third and fourth were waiting.
+        let plan = plan_retry(&[false, true, true, true], 1, None);
+        assert_eq!(plan, RetryPlan { show_stopped: vec![2, 3], retry_from: Some(1) });
+        // A retry from an earlier member is pending: it contains this one, and stays.
+        assert_eq!(plan_retry(&[true, true, false], 1, Some(0)).retry_from, None);
+        // A pending retry from a later member gives way to this one.
+        assert_eq!(plan_retry(&[false, true, true], 1, Some(2)).retry_from, Some(1));
+        // The last member failed: nothing after it to show.
+        assert!(plan_retry(&[false, false, true], 2, None).show_stopped.is_empty());
+    }
 
     #[test]
     fn start_child_checks_the_dynamic_maximum_first_then_the_same_child() {

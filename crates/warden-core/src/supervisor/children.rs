@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use crate::decision::{BackoffSchedule, ChildView};
 use crate::path::ActorPath;
-use crate::spec::ChildSpec;
 use crate::protocol::Directive;
+use crate::spec::ChildSpec;
 use crate::supervisor::ChildStatus;
 
 /// Where a child stands.

@@ -77,9 +77,7 @@ use crate::panic_capture::Captured;
 use crate::path::ActorPath;
 use crate::reason::{spawn_cause, ExitReason, SHUTDOWN};
 use crate::report::{self, CrashReport, Decision};
-use crate::spec::{
-    validate_child, ChildSpec, ChildType, RestartType, Shutdown, Starter, Strategy, SupervisorSpec,
-};
+use crate::spec::{validate_child, ChildSpec, ChildType, RestartType, Shutdown, Starter, Strategy, SupervisorSpec};
 use crate::StartError;
 use children::{Child, Children, Status};
 
@@ -91,8 +89,8 @@ pub const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The `warden_children` gauges are refreshed at most this often.
 pub const GAUGE_PERIOD: Duration = Duration::from_millis(100);
 
-pub use crate::protocol::{Crash, Directive};
 use crate::protocol::{ChildReport, Reporter, StartCtx};
+pub use crate::protocol::{Crash, Directive};
 
 /// The messages of a supervisor. Use [`SupervisorRef`] rather than sending these.
 pub enum SupervisorMsg {

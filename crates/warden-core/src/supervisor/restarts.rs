@@ -255,19 +255,22 @@ impl SupervisorState {
     /// not started, show as stopped (OTP's `undefined`) until the group is restarted again from
     /// it, unless a retry from an earlier member, which contains this one, is still pending.
     fn retry_group_from(&mut self, i: usize) {
-        let after: Vec<usize> = self.children.order().into_iter().filter(|&j| j > i).collect();
-        for j in after {
-            if matches!(self.children[j].status(), Status::Restarting { .. }) {
-                self.children.set_status(j, Status::Stopped);
-            }
-        }
-        let earlier = self
+        let order = self.children.order();
+        let restarting: Vec<bool> =
+            order.iter().map(|&j| matches!(self.children[j].status(), Status::Restarting { .. })).collect();
+        let Some(failed) = order.iter().position(|&j| j == i) else { return };
+        let pending = self
             .group_retry
             .as_deref()
             .and_then(|id| self.index_of(id))
-            .is_some_and(|j| j < i && matches!(self.children[j].status(), Status::Restarting { .. }));
-        if !earlier {
-            self.group_retry = Some(self.children[i].id().to_string());
+            .and_then(|j| order.iter().position(|&k| k == j))
+            .filter(|&p| restarting[p]);
+        let plan = crate::decision::plan_retry(&restarting, failed, pending);
+        for p in plan.show_stopped {
+            self.children.set_status(order[p], Status::Stopped);
+        }
+        if let Some(p) = plan.retry_from {
+            self.group_retry = Some(self.children[order[p]].id().to_string());
         }
     }
 
