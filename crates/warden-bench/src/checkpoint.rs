@@ -97,7 +97,7 @@ async fn blobs(
 }
 
 /// (warden snapshot commit p50 µs, bare write + fsync p50 µs), same size, same disk, interleaved.
-pub async fn snapshot_commit_p50_us(samples: usize) -> anyhow::Result<(f64, f64)> {
+pub async fn snapshot_commit_p50_us(samples: usize) -> anyhow::Result<(f64, f64, f64)> {
     let dir = data_dir()?;
     let ck = Checkpoints::open_dir(dir.path(), CheckpointConfig::default()).await?;
     let (sup, _) = blobs(&ck, 1, 1024, SnapshotPolicy::new().on_demand(true).on_stop(false), "commit").await?;
@@ -107,8 +107,12 @@ pub async fn snapshot_commit_p50_us(samples: usize) -> anyhow::Result<(f64, f64)
     let path = dir.path().join("peer.bin");
     let payload = vec![0x5au8; size];
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-    let (mut warden, mut peer) = (Samples::new(), Samples::new());
-    for _ in 0..samples {
+    // The store's own floor: a bare redb transaction inserting the same bytes under a new key,
+    // in a database of its own in the same directory, with redb's default durability.
+    const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("floor");
+    let db = redb::Database::create(dir.path().join("floor.redb"))?;
+    let (mut warden, mut peer, mut floor) = (Samples::new(), Samples::new(), Samples::new());
+    for i in 0..samples {
         let t = Instant::now();
         ck.snapshot_now("commit-0").await?;
         warden.record(t.elapsed());
@@ -116,10 +120,18 @@ pub async fn snapshot_commit_p50_us(samples: usize) -> anyhow::Result<(f64, f64)
         file.write_all(&payload)?;
         file.sync_all()?;
         peer.record(t.elapsed());
+        let t = Instant::now();
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(TABLE)?;
+            table.insert(i as u64, payload.as_slice())?;
+        }
+        txn.commit()?;
+        floor.record(t.elapsed());
     }
     sup.shutdown().await;
     ck.close().await?;
-    Ok((warden.percentile_us(0.5), peer.percentile_us(0.5)))
+    Ok((warden.percentile_us(0.5), peer.percentile_us(0.5), floor.percentile_us(0.5)))
 }
 
 /// Acknowledged durable snapshots per second: `actors` actors with 1 KiB states each asking

@@ -280,20 +280,27 @@ fn main() -> anyhow::Result<()> {
     }
 
     if wanted("snapshot_commit") {
-        let (mut ours, mut fsync, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ours, mut fsync, mut redb, mut ratio, mut redb_ratio) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..plan.reps {
-            let (w, f) = rt.block_on(checkpoint::snapshot_commit_p50_us(plan.commits))?;
+            let (w, f, r) = rt.block_on(checkpoint::snapshot_commit_p50_us(plan.commits))?;
             ours.push(w);
             fsync.push(f);
+            redb.push(r);
             ratio.push(w / f);
+            redb_ratio.push(w / r);
         }
         spreads.insert("snapshot_commit_p50_us/warden".into(), spread(&ours));
         spreads.insert("snapshot_commit_p50_us/fsync".into(), spread(&fsync));
+        spreads.insert("snapshot_commit_p50_us/redb".into(), spread(&redb));
         spreads.insert("snapshot_commit_fsync_ratio/warden".into(), spread(&ratio));
+        spreads.insert("snapshot_commit_redb_ratio/warden".into(), spread(&redb_ratio));
         let fig = figures.entry("snapshot_commit_p50_us").or_default();
         fig.insert("warden", median(ours));
         fig.insert("fsync", median(fsync));
+        fig.insert("redb", median(redb));
         figures.entry("snapshot_commit_fsync_ratio").or_default().insert("warden", median(ratio));
+        figures.entry("snapshot_commit_redb_ratio").or_default().insert("warden", median(redb_ratio));
     }
 
     if wanted("group_commit") {
