@@ -373,7 +373,8 @@ impl Registry {
         bad.order.retain(|r| *r != record);
     }
 
-    /// A forgotten key's damaged-entry records go with it.
+    /// A forgotten key's damaged-entry records go with it. A scan of the records (at most
+    /// `max_damaged`), done only when some are kept and a key is forgotten.
     fn forget_damage(&self, key: &Arc<str>) {
         let mut bad = self.bad.lock().unwrap_or_else(PoisonError::into_inner);
         if bad.map.keys().any(|(k, _)| k == key) {
