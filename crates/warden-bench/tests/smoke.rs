@@ -27,8 +27,9 @@ fn every_figure_is_measured_for_warden_and_its_peers() {
     assert_eq!(peers_of("supervised_cast_ratio"), ["warden"]);
     assert_eq!(peers_of("heartbeat_cast_ratio"), ["warden"]);
     assert_eq!(peers_of("hang_detection_ratio_p99"), ["warden"]);
-    assert_eq!(peers_of("snapshot_commit_p50_us"), ["fsync", "warden"]);
+    assert_eq!(peers_of("snapshot_commit_p50_us"), ["fsync", "redb", "warden"]);
     assert_eq!(peers_of("snapshot_commit_fsync_ratio"), ["warden"]);
+    assert_eq!(peers_of("snapshot_commit_redb_ratio"), ["warden"]);
     assert_eq!(peers_of("group_commit_per_s"), ["warden"]);
     assert_eq!(peers_of("restore_1mib_p99_ms"), ["warden"]);
     assert_eq!(peers_of("checkpoint_cast_ratio"), ["warden"]);

@@ -115,7 +115,16 @@ async fn the_page_shows_the_tree_and_a_click_breaks_an_actor_that_then_restarts(
         let li = client.find(Locator::Css(r#"li[data-actor="acct-3"]"#)).await.ok()?;
         li.attr("data-restarts").await.ok().flatten()?.parse::<u64>().ok()
     };
-    let before = restarts(client.clone()).await.expect("acct-3 shows a restart count");
+    // The page redraws the tree on every update, so an element found a moment ago can be
+    // gone when its attribute is read: read until one read succeeds (bounded by `wait`).
+    let first_read = Instant::now() + wait;
+    let before = loop {
+        if let Some(n) = restarts(client.clone()).await {
+            break n;
+        }
+        assert!(Instant::now() < first_read, "acct-3 never showed a restart count");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
 
     // Break it from the page.
     let button = client
