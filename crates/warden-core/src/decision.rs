@@ -288,6 +288,20 @@ pub fn plan_shutdown(strategy: Strategy, children: &[usize]) -> ShutdownPlan {
     }
 }
 
+/// Whether a child's replacement may start now. `pending` lists the killed incarnations still
+/// being torn down, as (child id, the latest instant its replacement waits until); the
+/// supervisor drops an entry once that incarnation's end has arrived (its state with it).
+/// `None`: start child `id` now (nothing of it pending, or its wait is over); `Some(d)`: try
+/// again in `d`. A killed actor's task may never end (a synchronous spin), so the wait always
+/// has an end.
+pub fn teardown_wait<'a>(
+    pending: impl IntoIterator<Item = (&'a str, Instant)>,
+    id: &str,
+    now: Instant,
+) -> Option<Duration> {
+    pending.into_iter().filter(|(child, until)| *child == id && *until > now).map(|(_, until)| until - now).max()
+}
+
 /// OTP's restart intensity: more than `intensity` restarts within `period` is too many.
 ///
 /// Holds at most `intensity + 1` timestamps.
@@ -386,6 +400,24 @@ impl BackoffSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replacement_waits_for_its_own_teardown_until_the_wait_ends() {
+        let now = Instant::now();
+        let later = now + Duration::from_millis(80);
+        // Nothing pending, or only another child's teardown: start now.
+        let nothing: [(&str, Instant); 0] = [];
+        assert_eq!(teardown_wait(nothing, "a", now), None);
+        assert_eq!(teardown_wait([("b", later)], "a", now), None);
+        // Its own: wait for what is left of the bound.
+        assert_eq!(teardown_wait([("b", later), ("a", later)], "a", now), Some(Duration::from_millis(80)));
+        // Past the bound: start anyway (the old task may never end).
+        assert_eq!(teardown_wait([("a", now)], "a", now), None);
+        assert_eq!(teardown_wait([("a", later)], "a", later + Duration::from_millis(1)), None);
+        // Two of its incarnations pending (killed twice quickly): the later bound.
+        let latest = now + Duration::from_millis(95);
+        assert_eq!(teardown_wait([("a", later), ("a", latest)], "a", now), Some(Duration::from_millis(95)));
+    }
 
     #[test]
     fn a_failed_group_member_leaves_the_later_ones_stopped_and_is_retried_from() {

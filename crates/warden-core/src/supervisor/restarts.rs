@@ -21,10 +21,10 @@ impl SupervisorState {
             return false;
         }
         self.teardown.retain(|(_, _, deadline)| *deadline > now);
-        let id = self.children[i].id();
-        match self.teardown.iter().find(|(_, child, _)| child == id) {
-            Some((_, _, deadline)) => {
-                self.schedule_retry(myself, deadline.saturating_duration_since(now));
+        let pending = self.teardown.iter().map(|(_, child, until)| (child.as_str(), *until));
+        match crate::decision::teardown_wait(pending, self.children[i].id(), now) {
+            Some(wait) => {
+                self.schedule_retry(myself, wait);
                 true
             }
             None => false,
