@@ -408,3 +408,21 @@ impl<A: Actor> Actor for Supervised<A> {
         stopped
     }
 }
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+
+    #[test]
+    fn a_long_rendering_is_cut_at_the_bound_on_a_character_boundary() {
+        // Debug adds a quote, then two-byte characters: the bound falls inside one of them.
+        let long = "é".repeat(MAX_RENDERED_MESSAGE);
+        let r = render_debug(&long);
+        assert!(r.ends_with('…'), "a cut rendering says so");
+        let body = r.trim_end_matches('…');
+        assert!(body.len() <= MAX_RENDERED_MESSAGE, "{} bytes", body.len());
+        assert_eq!(body.len(), MAX_RENDERED_MESSAGE - 1, "cut at the last boundary before the bound");
+        let short = render_debug(&"ok");
+        assert_eq!(short, "\"ok\"", "a short one is whole");
+    }
+}

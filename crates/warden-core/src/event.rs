@@ -327,6 +327,19 @@ mod pending_tests {
     use std::sync::Arc;
 
     #[test]
+    fn a_subscriber_that_falls_behind_the_bus_is_told_how_many_events_it_lost() {
+        let capacity = 4; // DEFAULT_EVENT_CAPACITY is this bound's default
+        let bus = EventBus::new(capacity);
+        let mut rx = bus.subscribe();
+        for incarnation in 1..=capacity as u64 + 2 {
+            bus.publish(SupervisorEvent::ChildStarted { path: ActorPath::root("bus-lag"), incarnation });
+        }
+        assert_eq!(rx.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Lagged(2)));
+        // The publisher never waited; the subscriber goes on from the oldest event kept.
+        assert!(matches!(rx.try_recv(), Ok(SupervisorEvent::ChildStarted { incarnation: 3, .. })));
+    }
+
+    #[test]
     fn the_bookkeeping_queue_is_bounded() {
         let bus = EventBus::new(16);
         let done = Arc::new(AtomicUsize::new(0));

@@ -5,7 +5,7 @@
 //! (metrics-exporter-prometheus, without its own HTTP server) and serves its text on our own
 //! axum route. The endpoint binds to loopback unless told otherwise. [`web`] is the observer:
 //! a live web page of a cluster's trees, crash reports, membership and checkpoints, with the
-//! same `/metrics` and health endpoints.
+//! same `/metrics` and health endpoints; [`snapshot`] holds the types of what it draws.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), warden_observe::ObserveError> {
@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod snapshot;
 pub mod web;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -1,8 +1,9 @@
 //! The observer: a live web page of a cluster's supervision trees, crash reports, membership
 //! and checkpoints, served with `/metrics` and health endpoints by one small HTTP server.
 //!
-//! The server does not collect anything itself: its owner publishes snapshots (one JSON value
-//! describing the whole cluster, see docs/observer.md for its shape) on a `watch` channel, and
+//! The server does not collect anything itself: its owner publishes snapshots (one
+//! [`ClusterSnapshot`] describing the whole cluster, see [`crate::snapshot`]) on a `watch`
+//! channel, and
 //! the page receives each new one as a server-sent event (`/events`; the browser's
 //! `EventSource` reconnects by itself after a restart). The page is one static HTML file
 //! compiled into the binary: no build step, no CDN, works offline.
@@ -13,17 +14,19 @@
 //!
 //! ```
 //! use tokio::sync::watch;
+//! use warden_observe::snapshot::{ClusterSnapshot, NodeEntry, NodeState};
 //! use warden_observe::web::{Observer, ObserverConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let (publish, snapshots) = watch::channel(serde_json::json!({ "nodes": [] }));
+//! let (publish, snapshots) = watch::channel(ClusterSnapshot::default());
 //! let (set_ready, ready) = watch::channel(false);
 //! // Loopback, a free port, no /metrics handle, no fault injection (not a demo).
 //! let observer = Observer::serve(ObserverConfig::default(), snapshots, ready).await?;
 //! assert!(observer.addr().ip().is_loopback());
 //! set_ready.send(true)?;                                // /health/ready answers 200 from now on
-//! publish.send(serde_json::json!({ "nodes": ["n1"] }))?; // every open page redraws
+//! let n1 = NodeEntry { name: "n1".into(), state: NodeState::Up, addr: None, observed: None };
+//! publish.send(ClusterSnapshot { nodes: vec![n1], ..ClusterSnapshot::default() })?; // pages redraw
 //! observer.stop().await;
 //! # Ok(()) }
 //! ```
@@ -40,17 +43,54 @@ use axum::routing::{get, post};
 use axum::Json;
 use futures::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::snapshot::ClusterSnapshot;
 use crate::{ObserveError, CONTENT_TYPE};
 
 /// The page, embedded.
 pub const PAGE: &str = include_str!("observer.html");
 
-/// The faults the page may ask for.
-pub const FAULT_KINDS: [&str; 4] = ["panic", "hang", "kill", "stop"];
+/// A fault the page may ask for.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Make an actor panic.
+    Panic,
+    /// Make an actor's handler hang.
+    Hang,
+    /// Kill a node process.
+    Kill,
+    /// Freeze a node process for a while.
+    Stop,
+}
+
+impl FaultKind {
+    /// Every kind, as the page names them.
+    pub const ALL: [FaultKind; 4] = [FaultKind::Panic, FaultKind::Hang, FaultKind::Kill, FaultKind::Stop];
+
+    /// Its name on the page and in requests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Panic => "panic",
+            FaultKind::Hang => "hang",
+            FaultKind::Kill => "kill",
+            FaultKind::Stop => "stop",
+        }
+    }
+
+    /// The kind named `name`, if any.
+    pub fn parse(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 /// How often the live event stream sends a keep-alive comment while nothing changes.
 pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// How long a fault request waits for the demo's answer before it answers 504.
@@ -61,12 +101,12 @@ pub const MAX_FAULT_BODY: usize = 4 * 1024;
 /// The longest fault target (a node or singleton name), in bytes; a longer one is answered 400.
 pub const MAX_TARGET_LEN: usize = 100;
 
-/// A fault asked for from the page: `kind` is one of [`FAULT_KINDS`], `target` an actor (for
-/// `panic` / `hang`) or a node. The owner answers on `reply` with what it did, or why not.
+/// A fault asked for from the page: `target` is an actor (for `panic` / `hang`) or a node.
+/// The owner answers on `reply` with what it did, or why not.
 #[derive(Debug)]
 pub struct FaultRequest {
     /// What to do.
-    pub kind: String,
+    pub kind: FaultKind,
     /// To whom.
     pub target: String,
     /// The answer shown on the page.
@@ -86,7 +126,7 @@ pub struct ObserverConfig {
 
 #[derive(Clone)]
 struct AppState {
-    snapshots: watch::Receiver<Value>,
+    snapshots: watch::Receiver<ClusterSnapshot>,
     ready: watch::Receiver<bool>,
     metrics: Option<PrometheusHandle>,
     faults: Option<mpsc::Sender<FaultRequest>>,
@@ -100,6 +140,16 @@ pub struct Observer {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The answer to a fault request: `{"ok": what was done}` or `{"error": why not}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultAnswer {
+    /// Done.
+    Ok(String),
+    /// Refused or failed, and why.
+    Error(String),
+}
+
 #[derive(Deserialize)]
 struct FaultBody {
     kind: String,
@@ -110,17 +160,18 @@ async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
-async fn snapshot(State(s): State<AppState>) -> Json<Value> {
+async fn snapshot(State(s): State<AppState>) -> Json<ClusterSnapshot> {
     Json(s.snapshots.borrow().clone())
 }
 
 /// The current snapshot first, then every new one.
-fn snapshot_stream(rx: watch::Receiver<Value>) -> impl Stream<Item = Result<Event, Infallible>> {
+fn snapshot_stream(rx: watch::Receiver<ClusterSnapshot>) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold((rx, true), |(mut rx, first)| async move {
         if !first && rx.changed().await.is_err() {
             return None;
         }
-        let data = rx.borrow_and_update().to_string();
+        // Serialising these plain types cannot fail (no maps with non-string keys).
+        let data = serde_json::to_string(&*rx.borrow_and_update()).unwrap_or_default();
         Some((Ok(Event::default().event("snapshot").data(data)), (rx, false)))
     })
 }
@@ -152,18 +203,19 @@ async fn fault(
     State(s): State<AppState>,
     body: Result<Json<FaultBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let bad = |msg: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
+    let bad = |msg: String| (StatusCode::BAD_REQUEST, Json(FaultAnswer::Error(msg))).into_response();
     let Json(body) = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             let error = format!("a fault request is at most {MAX_FAULT_BODY} bytes: {e}");
-            return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": error }))).into_response();
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(FaultAnswer::Error(error))).into_response();
         }
         Err(e) => return bad(format!("expected {{\"kind\": ..., \"target\": ...}}: {e}")),
     };
-    if !FAULT_KINDS.contains(&body.kind.as_str()) {
-        return bad(format!("unknown fault {:?} (one of {})", body.kind, FAULT_KINDS.join(", ")));
-    }
+    let Some(kind) = FaultKind::parse(&body.kind) else {
+        let kinds: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
+        return bad(format!("unknown fault {:?} (one of {})", body.kind, kinds.join(", ")));
+    };
     if body.target.is_empty() || body.target.len() > MAX_TARGET_LEN {
         return bad(format!("bad target {:?} (1 to {MAX_TARGET_LEN} bytes)", body.target));
     }
@@ -171,13 +223,13 @@ async fn fault(
         return (StatusCode::NOT_FOUND, "fault injection exists only in demo mode\n").into_response();
     };
     let (reply, answer) = oneshot::channel();
-    if faults.send(FaultRequest { kind: body.kind, target: body.target, reply }).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "the demo is over" }))).into_response();
+    if faults.send(FaultRequest { kind, target: body.target, reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(FaultAnswer::Error("the demo is over".into()))).into_response();
     }
     match tokio::time::timeout(FAULT_ANSWER_TIMEOUT, answer).await {
-        Ok(Ok(Ok(done))) => (StatusCode::OK, Json(json!({ "ok": done }))).into_response(),
+        Ok(Ok(Ok(done))) => (StatusCode::OK, Json(FaultAnswer::Ok(done))).into_response(),
         Ok(Ok(Err(why))) => bad(why),
-        _ => (StatusCode::GATEWAY_TIMEOUT, Json(json!({ "error": "no answer from the demo" }))).into_response(),
+        _ => (StatusCode::GATEWAY_TIMEOUT, Json(FaultAnswer::Error("no answer from the demo".into()))).into_response(),
     }
 }
 
@@ -187,7 +239,7 @@ impl Observer {
     /// `POST /api/fault`.
     pub async fn serve(
         config: ObserverConfig,
-        snapshots: watch::Receiver<Value>,
+        snapshots: watch::Receiver<ClusterSnapshot>,
         ready_rx: watch::Receiver<bool>,
     ) -> Result<Observer, ObserveError> {
         let addr = config.bind.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
@@ -247,6 +299,7 @@ impl Drop for Observer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::{NodeEntry, NodeState};
 
     /// One HTTP request through a real client (hyper's): the status code and the body.
     async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -268,7 +321,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_the_page_health_and_snapshots_and_refuses_faults_outside_demo_mode() {
-        let (snap_tx, snap_rx) = watch::channel(json!({"nodes": []}));
+        let (snap_tx, snap_rx) = watch::channel(ClusterSnapshot::default());
         let (ready_tx, ready_rx) = watch::channel(false);
         let obs = Observer::serve(ObserverConfig::default(), snap_rx, ready_rx).await.unwrap();
         let addr = obs.addr();
@@ -280,7 +333,8 @@ mod tests {
         assert_eq!(http(addr, "GET", "/health/ready", "").await.0, 503);
         ready_tx.send(true).unwrap();
         assert_eq!(http(addr, "GET", "/health/ready", "").await.0, 200);
-        snap_tx.send(json!({"nodes": [{"name": "n1"}]})).unwrap();
+        let n1 = NodeEntry { name: "n1".into(), state: NodeState::Up, addr: None, observed: None };
+        snap_tx.send(ClusterSnapshot { nodes: vec![n1], ..ClusterSnapshot::default() }).unwrap();
         let (_, body) = http(addr, "GET", "/api/snapshot", "").await;
         assert!(body.contains("\"n1\""), "{body}");
         assert_eq!(http(addr, "GET", "/metrics", "").await.0, 404, "no recorder given");
@@ -291,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn demo_mode_passes_checked_faults_to_its_owner() {
-        let (_snap_tx, snap_rx) = watch::channel(json!({}));
+        let (_snap_tx, snap_rx) = watch::channel(ClusterSnapshot::default());
         let (_ready_tx, ready_rx) = watch::channel(true);
         let (faults, mut requests) = mpsc::channel(4);
         let config = ObserverConfig { faults: Some(faults), ..ObserverConfig::default() };
@@ -320,11 +374,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_event_stream_starts_with_the_current_snapshot() {
-        let (tx, rx) = watch::channel(json!({"v": 1}));
+        let (tx, rx) = watch::channel(ClusterSnapshot::default());
         let mut stream = Box::pin(snapshot_stream(rx));
         use futures::StreamExt;
         assert!(stream.next().await.is_some());
-        tx.send(json!({"v": 2})).unwrap();
+        tx.send(ClusterSnapshot { elapsed_ms: 2, ..ClusterSnapshot::default() }).unwrap();
         assert!(stream.next().await.is_some(), "each new snapshot is an event");
         drop(tx);
         assert!(stream.next().await.is_none(), "the stream ends with its source");

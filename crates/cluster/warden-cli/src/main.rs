@@ -136,12 +136,15 @@ fn print(report: &demo::protocol::Report) {
     println!("{}", serde_json::to_string(report).unwrap_or_default());
 }
 
+/// How often a bare node's observer page is refreshed.
+const OBSERVE_EVERY: Duration = Duration::from_millis(500);
+
 /// Serves the observer for a bare node: itself and its peers as it sees them (a bare node runs
 /// no supervision tree of its own), refreshed twice a second; no fault injection.
 async fn observe_node(node: &Node, addr: SocketAddr) -> anyhow::Result<warden_observe::web::Observer> {
-    use serde_json::json;
+    use warden_observe::snapshot::{ClusterSnapshot, NodeEntry, NodeState, NodeView, PeerState, PeerView};
     let view = node.transport().view();
-    let (tx, rx) = tokio::sync::watch::channel(json!({"nodes": []}));
+    let (tx, rx) = tokio::sync::watch::channel(ClusterSnapshot::default());
     let (_ready_tx, ready_rx) = tokio::sync::watch::channel(true);
     let config = warden_observe::web::ObserverConfig {
         bind: Some(addr),
@@ -154,19 +157,42 @@ async fn observe_node(node: &Node, addr: SocketAddr) -> anyhow::Result<warden_ob
         let started = std::time::Instant::now();
         loop {
             let peers = view.peers();
-            let observed_peers: Vec<_> = peers
+            let observed_peers: Vec<PeerView> = peers
                 .iter()
-                .map(|p| json!({"name": p.name, "state": p.state, "phi": if p.phi.is_finite() { json!(p.phi) } else { json!(null) }}))
+                .map(|p| PeerView {
+                    name: p.name.clone(),
+                    state: demo::gateway::peer_state(p.state),
+                    phi: p.phi.is_finite().then_some(p.phi),
+                    silent_ms: p.silent_ms,
+                })
                 .collect();
-            let mut nodes = vec![json!({"name": view.name(), "state": "up", "addr": me, "observed": {
-                "node": view.name(), "peers": observed_peers, "supervisors": [], "crash_reports": [], "checkpoints": []
-            }})];
-            nodes.extend(peers.iter().map(|p| json!({"name": p.name, "state": p.state, "observed": null})));
-            let snapshot = json!({"demo_mode": false, "ready": true, "elapsed_ms": started.elapsed().as_millis() as u64, "nodes": nodes});
+            let own = NodeView { node: view.name().to_string(), peers: observed_peers, ..NodeView::default() };
+            let mut nodes = vec![NodeEntry {
+                name: view.name().to_string(),
+                state: NodeState::Up,
+                addr: Some(me.clone()),
+                observed: Some(own),
+            }];
+            nodes.extend(peers.iter().map(|p| NodeEntry {
+                name: p.name.clone(),
+                state: match demo::gateway::peer_state(p.state) {
+                    PeerState::Up => NodeState::Up,
+                    PeerState::Suspected => NodeState::Suspected,
+                    PeerState::Down => NodeState::Down,
+                },
+                addr: None,
+                observed: None,
+            }));
+            let snapshot = ClusterSnapshot {
+                ready: true,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                nodes,
+                ..ClusterSnapshot::default()
+            };
             if tx.send(snapshot).is_err() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(OBSERVE_EVERY).await;
         }
     });
     eprintln!("observer: http://{}/", observer.addr());

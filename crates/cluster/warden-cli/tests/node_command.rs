@@ -223,8 +223,11 @@ fn a_node_serves_the_observer_on_loopback_without_fault_injection() {
     let until = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (_, snapshot) = http(&url, "GET", "/api/snapshot", "");
-        if snapshot.contains("\"gamma\"") {
-            assert!(snapshot.contains("\"demo_mode\":false"), "{snapshot}");
+        let typed: warden_observe::snapshot::ClusterSnapshot = serde_json::from_str(&snapshot)
+            .unwrap_or_else(|e| panic!("the snapshot is the observer's type: {e}: {snapshot}"));
+        if let Some(me) = typed.nodes.iter().find(|n| n.name == "gamma") {
+            assert!(!typed.demo_mode, "{snapshot}");
+            assert!(me.observed.as_ref().is_some_and(|v| v.node == "gamma"), "the node's own view: {snapshot}");
             break;
         }
         assert!(std::time::Instant::now() < until, "the snapshot never named the node: {snapshot}");

@@ -120,3 +120,20 @@ impl Events {
         self.0.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_that_falls_behind_by_more_than_the_bound_is_told_how_many_it_lost() {
+        let events = Events::default();
+        let mut rx = events.subscribe();
+        for token in 0..=EVENT_CAPACITY as u64 {
+            events.send(ClusterEvent::Started { name: "s".into(), token });
+        }
+        assert_eq!(rx.try_recv(), Err(broadcast::error::TryRecvError::Lagged(1)), "one event too many");
+        // It goes on from the oldest event still held.
+        assert!(matches!(rx.try_recv(), Ok(ClusterEvent::Started { token: 1, .. })));
+    }
+}

@@ -52,9 +52,9 @@ pub mod transport;
 pub use events::{ClusterEvent, Phase};
 pub use ledger::NodeId;
 pub use node::{Membership, Node, NodeConfig};
-pub use reads::NotServing;
+pub use reads::{NotServing, ReadError};
 pub use singleton::{SingletonContext, SingletonSpec};
 pub use transport::{
-    ClusterError, NodeEvent, NodeView, PeerStatus, RemoteDown, TlsSettings, Transport, TransportConfig,
+    ClusterError, NodeEvent, NodeView, PeerState, PeerStatus, RemoteDown, TlsSettings, Transport, TransportConfig,
     HEARTBEAT_GROUP, MAX_TLS_HANDSHAKES,
 };

@@ -419,11 +419,8 @@ impl Node {
 
     /// Confirms that a read answered now would be linearizable from this node's applied
     /// state (the leader still leads, and this node has applied everything it committed).
-    pub async fn read_barrier(&self) -> Result<(), String> {
-        let index = self.reads.read_index().await?;
-        tokio::time::timeout(crate::reads::READ_TIMEOUT, self.shared.applied_at_least(index))
-            .await
-            .map_err(|_| format!("this node did not apply entry {index} in time"))
+    pub async fn read_barrier(&self) -> Result<(), crate::reads::ReadError> {
+        self.reads.barrier().await.map(|_| ())
     }
 
     /// Makes this node's next Raft log write wait `hold` (a stalled disk, for fault tests).

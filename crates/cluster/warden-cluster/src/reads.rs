@@ -32,8 +32,34 @@ pub enum NotServing {
         /// The singleton.
         name: String,
         /// Why.
-        cause: String,
+        cause: ReadError,
     },
+}
+
+/// Why a read could not be confirmed linearizable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// This node knows no leader (an election, or no majority reachable).
+    #[error("no leader known")]
+    NoLeader,
+    /// The node asked was no longer the leader.
+    #[error("the leader moved")]
+    LeaderMoved,
+    /// The leader could not confirm that it still leads (openraft's reason).
+    #[error("the leader could not confirm it leads: {0}")]
+    NotConfirmed(String),
+    /// The leader did not answer (the RPC's reason).
+    #[error("the leader did not answer: {0}")]
+    Unreachable(String),
+    /// The leader answered something other than a read index.
+    #[error("the leader answered something other than a read index")]
+    WrongAnswer,
+    /// No confirmation within [`READ_TIMEOUT`].
+    #[error("no confirmation within {READ_TIMEOUT:?}")]
+    TimedOut,
+    /// This node did not apply the confirmed index within [`READ_TIMEOUT`].
+    #[error("this node did not apply entry {0} within {READ_TIMEOUT:?}")]
+    NotApplied(u64),
 }
 
 /// A node's way to confirm reads.
@@ -52,33 +78,36 @@ impl std::fmt::Debug for ReadBarrier {
 
 impl ReadBarrier {
     /// The leader's commit index, once it confirmed it leads.
-    pub async fn read_index(&self) -> Result<u64, String> {
-        let leader = self.raft.metrics().borrow().current_leader.ok_or("no leader known")?;
+    pub async fn read_index(&self) -> Result<u64, ReadError> {
+        let leader = self.raft.metrics().borrow().current_leader.ok_or(ReadError::NoLeader)?;
         if leader == self.me {
             return match self.raft.ensure_linearizable().await {
                 Ok(id) => Ok(id.map_or(0, |l| l.index)),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(ReadError::NotConfirmed(e.to_string())),
             };
         }
         match network::call(leader, &Request::ReadIndex, READ_TIMEOUT).await {
             Ok(Reply::ReadIndex(Ok(index))) => Ok(index),
-            Ok(Reply::ReadIndex(Err(NotDone::NotLeader(_)))) => Err("the leader moved".into()),
-            Ok(Reply::ReadIndex(Err(NotDone::Failed(e)))) => Err(e),
-            Ok(_) => Err("an answer of the wrong kind".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(Reply::ReadIndex(Err(NotDone::NotLeader(_)))) => Err(ReadError::LeaderMoved),
+            Ok(Reply::ReadIndex(Err(NotDone::Failed(e) | NotDone::Unknown(e)))) => Err(ReadError::NotConfirmed(e)),
+            Ok(_) => Err(ReadError::WrongAnswer),
+            Err(e) => Err(ReadError::Unreachable(e.to_string())),
         }
+    }
+
+    /// Confirms that a read answered now from this node's applied state is linearizable:
+    /// the leader's commit index, applied here (each step within [`READ_TIMEOUT`]).
+    pub async fn barrier(&self) -> Result<u64, ReadError> {
+        let index = tokio::time::timeout(READ_TIMEOUT, self.read_index()).await.map_err(|_| ReadError::TimedOut)??;
+        tokio::time::timeout(READ_TIMEOUT, self.shared.applied_at_least(index))
+            .await
+            .map_err(|_| ReadError::NotApplied(index))?;
+        Ok(index)
     }
 
     /// See [`SingletonContext::linearizable`](crate::singleton::SingletonContext::linearizable).
     pub(crate) async fn confirm(&self, name: &str, token: u64, gate: &Gate) -> Result<(), NotServing> {
-        let no = |cause: String| NotServing::NoConfirmation { name: name.to_string(), cause };
-        let index = tokio::time::timeout(READ_TIMEOUT, self.read_index())
-            .await
-            .map_err(|_| no(format!("no answer within {READ_TIMEOUT:?}")))?
-            .map_err(no)?;
-        tokio::time::timeout(READ_TIMEOUT, self.shared.applied_at_least(index))
-            .await
-            .map_err(|_| no(format!("this node did not apply entry {index} in time")))?;
+        self.barrier().await.map_err(|cause| NotServing::NoConfirmation { name: name.to_string(), cause })?;
         let still_mine =
             self.shared.read(|l| l.singletons.get(name).and_then(|s| s.ownership.holder()) == Some((self.me, token)));
         if still_mine && gate.open() {

@@ -536,6 +536,28 @@ impl NodeEventSubscription for Sessions {
     }
 }
 
+/// How a node sees a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Its heartbeats arrive.
+    Up,
+    /// Its phi is past the suspicion threshold, but it is not declared down.
+    Suspected,
+    /// Declared down (phi past the down threshold, or its connection closed).
+    Down,
+}
+
+impl std::fmt::Display for PeerState {
+    /// `up`, `suspected` or `down`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerState::Up => "up",
+            PeerState::Suspected => "suspected",
+            PeerState::Down => "down",
+        })
+    }
+}
+
 /// One peer as a node sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerStatus {
@@ -543,8 +565,8 @@ pub struct PeerStatus {
     pub name: String,
     /// Its phi-accrual suspicion level now (infinite once down).
     pub phi: f64,
-    /// `up`, `suspected` or `down`.
-    pub state: &'static str,
+    /// Its state.
+    pub state: PeerState,
     /// Time since its last heartbeat (or its handshake).
     pub silent_ms: u64,
 }
@@ -590,11 +612,11 @@ impl NodeView {
                 name: name.clone(),
                 phi: if p.down { f64::INFINITY } else { p.detector.phi(at) },
                 state: if p.down {
-                    "down"
+                    PeerState::Down
                 } else if p.suspected {
-                    "suspected"
+                    PeerState::Suspected
                 } else {
-                    "up"
+                    PeerState::Up
                 },
                 silent_ms: now.duration_since(p.last).as_millis() as u64,
             })
@@ -1011,5 +1033,21 @@ async fn end_session(server: &ActorRef<NodeServerMessage>, peer: &str) {
         if ses.peer_name.as_ref().is_some_and(|n| node_name(&n.name) == peer) {
             ses.actor.stop(Some(format!("declared down by warden: {peer}")));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_past_the_bound_are_not_kept() {
+        let mut seeds = Vec::new();
+        for port in 0..=MAX_SEEDS as u16 {
+            push_seed(&mut seeds, SocketAddr::from(([127, 0, 0, 1], 10_000 + port)), None, "n1");
+        }
+        assert_eq!(seeds.len(), MAX_SEEDS);
+        let last = SocketAddr::from(([127, 0, 0, 1], 10_000 + MAX_SEEDS as u16));
+        assert!(!seeds.iter().any(|(a, _)| *a == last), "the seed past the bound is refused");
     }
 }

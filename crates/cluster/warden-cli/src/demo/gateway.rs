@@ -5,15 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use warden_cluster::Node;
+use warden_observe::snapshot::{CheckpointView, GroupView, NodeView, PeerState, PeerView};
 
 use super::bank::{self, AccountMsg, AccountReply, AuditorMsg, AuditorStatus, RegisterMsg, RegisterReply};
 use super::pipeline::{self, Faults, Record, ResultsCount, ResultsMsg};
-use super::protocol::{
-    Answer, GroupObservation, NodeObservation, Op, PeerObservation, Probe, RegisterOutcome, Status, TransferOutcome,
-    MAX_OBSERVED_SINGLETONS,
-};
+use super::protocol::{Answer, Op, Probe, RegisterOutcome, Status, TransferOutcome, MAX_OBSERVED_SINGLETONS};
 use super::wire::{self, CallExt};
 use super::Demo;
 
@@ -23,6 +20,21 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(2500);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Crash reports per supervisor in the observer view.
 pub const OBSERVED_REPORTS: usize = 5;
+/// Singletons whose checkpoints the observer view lists (each is one read of the local store).
+pub const OBSERVED_CHECKPOINTS: usize = 20;
+
+/// The observer's word for a peer's state.
+pub fn peer_state(state: warden_cluster::PeerState) -> PeerState {
+    match state {
+        warden_cluster::PeerState::Up => PeerState::Up,
+        warden_cluster::PeerState::Suspected => PeerState::Suspected,
+        warden_cluster::PeerState::Down => PeerState::Down,
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 /// A node's request handler.
 pub struct Gateway {
@@ -183,17 +195,19 @@ impl Gateway {
         }
     }
 
-    /// This node as the observer shows it (bounded: the first singletons only).
-    async fn observe(&self) -> NodeObservation {
+    /// This node as the observer shows it (bounded: the first [`MAX_OBSERVED_SINGLETONS`]
+    /// singletons' trees, [`OBSERVED_REPORTS`] reports per tree, the first
+    /// [`OBSERVED_CHECKPOINTS`] singletons' checkpoints).
+    async fn observe(&self) -> NodeView {
         let node = &self.node;
         let peers = node
             .transport()
             .view()
             .peers()
             .into_iter()
-            .map(|p| PeerObservation {
+            .map(|p| PeerView {
                 name: p.name,
-                state: p.state.to_string(),
+                state: peer_state(p.state),
                 phi: p.phi.is_finite().then_some(p.phi),
                 silent_ms: p.silent_ms,
             })
@@ -202,7 +216,7 @@ impl Gateway {
         let names = |ids: &std::collections::BTreeSet<u64>| -> Vec<String> {
             node.ledger(|l| ids.iter().map(|id| l.nodes.get(id).map_or(id.to_string(), |n| n.name.clone())).collect())
         };
-        let group = GroupObservation {
+        let group = GroupView {
             leader: membership
                 .leader
                 .map(|id| node.ledger(|l| l.nodes.get(&id).map_or(id.to_string(), |n| n.name.clone()))),
@@ -212,7 +226,7 @@ impl Gateway {
             applied: node.applied(),
         };
         let hosted_all = node.hosted();
-        let hosted: Vec<String> = hosted_all.iter().take(MAX_OBSERVED_SINGLETONS).cloned().collect();
+        let hosted = &hosted_all[..hosted_all.len().min(MAX_OBSERVED_SINGLETONS)];
         let mut supervisors = Vec::new();
         let mut crash_reports = Vec::new();
         let mut sups: Vec<(String, warden_core::SupervisorRef)> =
@@ -221,42 +235,32 @@ impl Gateway {
             sups.push(("node supervisor".into(), app.clone()));
         }
         for (name, sup) in sups {
-            let reports = sup.crash_reports();
-            let recent = &reports[reports.len().saturating_sub(OBSERVED_REPORTS)..];
-            let mut children = Vec::new();
-            for c in sup.which_children().await.unwrap_or_default() {
-                let path = c.path.to_string();
-                let last_failure = recent.iter().rev().find(|r| r.path == path).map(|r| r.reason_kind);
-                children.push(json!({
-                    "id": c.id,
-                    "path": path,
-                    "status": format!("{:?}", c.status).to_lowercase(),
-                    "type": format!("{:?}", c.child_type).to_lowercase(),
-                    "restarts": c.restarts,
-                    "incarnation": c.incarnation,
-                    "mailbox": null, // ractor does not expose a mailbox's length
-                    "stats": sup.stats(&path),
-                    "last_failure": last_failure,
-                }));
-            }
-            supervisors.push(json!({
-                "name": name,
-                "path": sup.path().to_string(),
-                "strategy": "one_for_one",
-                "stats": sup.subtree_stats(&sup.path().to_string()),
-                "children": children,
-            }));
-            crash_reports.extend(recent.iter().filter_map(|r| serde_json::to_value(r).ok()));
+            let (view, reports) = warden_observe::snapshot::supervisor_view(name, &sup, OBSERVED_REPORTS).await;
+            supervisors.push(view);
+            crash_reports.extend(reports);
         }
-        NodeObservation {
+        let mut checkpoints = Vec::new();
+        let now_ms = unix_ms();
+        for key in hosted.iter().take(OBSERVED_CHECKPOINTS).filter_map(|n| self.demo.checkpoint_key(n)) {
+            let Ok(kept) = node.checkpoints().list(&key).await else { continue };
+            let newest = kept.last();
+            checkpoints.push(CheckpointView {
+                kept: kept.len(),
+                snapshot_seq: newest.map(|s| s.seq),
+                size_bytes: newest.map(|s| s.size),
+                age_ms: newest.map(|s| now_ms.saturating_sub(s.created_unix_ms)),
+                key,
+            });
+        }
+        NodeView {
             node: node.name().to_string(),
             peers,
-            group,
+            group: Some(group),
             hosted_total: hosted_all.len(),
-            hosted,
-            lease_left_ms: node.lease_left().as_millis() as u64,
+            lease_left_ms: Some(node.lease_left().as_millis() as u64),
             supervisors,
             crash_reports,
+            checkpoints,
         }
     }
 }

@@ -49,6 +49,14 @@ impl Demo {
         }
     }
 
+    /// The checkpoint key a singleton of this demo saves its state under.
+    pub fn checkpoint_key(self, singleton: &str) -> Option<String> {
+        match self {
+            Demo::Bank => Some(bank::key_of(singleton)),
+            Demo::Pipeline => (singleton == "results").then(|| pipeline::RESULTS_KEY.to_string()),
+        }
+    }
+
     /// Its singletons.
     pub fn singletons(self, accounts: usize) -> Vec<String> {
         match self {

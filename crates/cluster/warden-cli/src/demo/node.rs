@@ -244,3 +244,21 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_report_queue_drops_and_counts_instead_of_waiting() {
+        // No writer: nothing drains the queue, as when stdout blocks.
+        let (tx, rx) = mpsc::channel::<String>(OUT_QUEUE);
+        let out = Out { tx, dropped: Arc::new(AtomicU64::new(0)) };
+        let report = Report::Ready { node: "n1".into(), addr: String::new(), pid: 1, id: 1 };
+        for _ in 0..OUT_QUEUE + 3 {
+            out.send(&report);
+        }
+        assert_eq!(out.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(rx.len(), OUT_QUEUE, "the queue holds its bound, no more");
+    }
+}

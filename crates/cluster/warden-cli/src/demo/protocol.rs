@@ -207,56 +207,6 @@ pub struct Probe {
     pub served: Served,
 }
 
-/// A node's view for the observer page (bounded: at most [`MAX_OBSERVED_SINGLETONS`]
-/// singletons are listed).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct NodeObservation {
-    /// The node's name.
-    pub node: String,
-    /// Its peers, as its transport sees them.
-    pub peers: Vec<PeerObservation>,
-    /// The group: leader, voters, learners, term.
-    pub group: GroupObservation,
-    /// The singletons it runs (the first [`MAX_OBSERVED_SINGLETONS`]).
-    pub hosted: Vec<String>,
-    /// How many it runs in all.
-    pub hosted_total: usize,
-    /// Its lease's time left, in ms.
-    pub lease_left_ms: u64,
-    /// The supervision trees of the first singletons it runs.
-    pub supervisors: Vec<serde_json::Value>,
-    /// Its latest crash reports.
-    pub crash_reports: Vec<serde_json::Value>,
-}
-
-/// A peer in a node's observation.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct PeerObservation {
-    /// Its name.
-    pub name: String,
-    /// `up`, `suspected` or `down`.
-    pub state: String,
-    /// Its phi (absent once down).
-    pub phi: Option<f64>,
-    /// How long it has been silent, in ms.
-    pub silent_ms: u64,
-}
-
-/// The group in a node's observation.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-pub struct GroupObservation {
-    /// The leader's name, if known.
-    pub leader: Option<String>,
-    /// The voters' names.
-    pub voters: Vec<String>,
-    /// The learners' names.
-    pub learners: Vec<String>,
-    /// The Raft term.
-    pub term: u64,
-    /// The last log index applied here.
-    pub applied: u64,
-}
-
 /// The answer to a request.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(tag = "answer", rename_all = "snake_case")]
@@ -289,8 +239,8 @@ pub enum Answer {
         /// The singletons.
         names: Vec<String>,
     },
-    /// To [`Op::Observe`].
-    Observe(Box<NodeObservation>),
+    /// To [`Op::Observe`]: the node's view, in the observer's own type.
+    Observe(Box<warden_observe::snapshot::NodeView>),
     /// The request could not be carried out.
     Error {
         /// Why.

@@ -283,3 +283,21 @@ fn a_forgotten_node_cannot_come_back_by_renewing() {
     assert_eq!(late, vec![Outcome::Refused(Refusal::NotLive(2))]);
     assert!(!l.nodes.contains_key(&2));
 }
+
+#[test]
+fn the_forgotten_list_keeps_the_newest_max_forgotten_ids() {
+    let mut l = Ledger::default();
+    let first = 1_000;
+    for id in first..first + MAX_FORGOTTEN as u64 + 1 {
+        l.apply(&Command::Renew { node: id, name: format!("n{id}"), addr: String::new() });
+        assert_eq!(l.apply(&Command::Forget { node: id }), vec![Outcome::Done]);
+    }
+    assert_eq!(l.forgotten.len(), MAX_FORGOTTEN, "bounded");
+    assert!(!l.forgotten.contains(&first), "the oldest went first");
+    assert!(l.forgotten.contains(&(first + 1)));
+    // What the bound costs: the id dropped from the list could renew again.
+    let renewed = l.apply(&Command::Renew { node: first, name: "back".into(), addr: String::new() });
+    assert_eq!(renewed, vec![Outcome::Renewed { renewals: 1 }]);
+    let refused = l.apply(&Command::Renew { node: first + 1, name: "n".into(), addr: String::new() });
+    assert_eq!(refused, vec![Outcome::Refused(Refusal::NotLive(first + 1))]);
+}

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use warden_observe::web::{FaultRequest, Observer, ObserverConfig};
+use warden_observe::snapshot::{ClusterSnapshot, FaultView, NodeEntry, NodeState, NodeView, Progress, Targets};
+use warden_observe::web::{FaultKind, FaultRequest, Observer, ObserverConfig};
 
 use super::world::Proc;
 use super::{faults, Launcher};
@@ -21,7 +21,7 @@ pub const EVERY: Duration = Duration::from_millis(500);
 pub const ASK_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// A snapshot of the whole cluster, as the page draws it.
-async fn snapshot(l: &Arc<Launcher>) -> Value {
+async fn snapshot(l: &Arc<Launcher>) -> ClusterSnapshot {
     let procs: Vec<(String, Proc)> = l.world().nodes.iter().map(|(n, i)| (n.clone(), i.proc)).collect();
     let mut asks = tokio::task::JoinSet::new();
     for (i, (name, proc)) in procs.iter().enumerate() {
@@ -30,40 +30,54 @@ async fn snapshot(l: &Arc<Launcher>) -> Value {
             asks.spawn(async move { (i, l.request(&name, Op::Observe, ASK_TIMEOUT).await) });
         }
     }
-    let mut observed: Vec<Value> = vec![Value::Null; procs.len()];
+    let mut observed: Vec<Option<NodeView>> = vec![None; procs.len()];
     while let Some(Ok((i, answer))) = asks.join_next().await {
         if let Some(Answer::Observe(o)) = answer {
-            observed[i] = serde_json::to_value(&*o).unwrap_or(Value::Null);
+            observed[i] = Some(*o);
         }
     }
-    let nodes: Vec<Value> = procs
+    let nodes: Vec<NodeEntry> = procs
         .iter()
         .zip(observed)
-        .map(|((name, proc), obs)| {
-            let state = match proc {
-                Proc::Up => "up",
-                Proc::Killed => "killed",
-                Proc::Stopped => "stopped",
-                Proc::Left => "left",
-            };
-            let addr = l.addr_of(name).map(|a| a.to_string()).unwrap_or_default();
-            json!({"name": name, "state": state, "addr": addr, "observed": obs})
+        .map(|((name, proc), observed)| NodeEntry {
+            name: name.clone(),
+            state: match proc {
+                Proc::Up => NodeState::Up,
+                Proc::Killed => NodeState::Killed,
+                Proc::Stopped => NodeState::Stopped,
+                Proc::Left => NodeState::Left,
+            },
+            addr: l.addr_of(name).map(|a| a.to_string()),
+            observed,
         })
         .collect();
     let names: Vec<String> = procs.iter().map(|p| p.0.clone()).collect();
     let targets = l.demo.targets(&names, l.settings.accounts, l.net.partitions());
-    let w = l.world();
-    json!({
-        "demo": l.demo.name(),
-        "demo_mode": true,
-        "ready": l.ready.load(Ordering::Relaxed),
-        "elapsed_ms": l.now(),
-        "progress": {"acknowledged": l.acked.load(Ordering::Relaxed), "failed": l.failed.load(Ordering::Relaxed)},
-        "nodes": nodes,
-        "hosts": w.hosts,
-        "faults": w.faults.iter().map(|f| f.rec.clone()).collect::<Vec<_>>(),
-        "targets": {"actors": targets.actors, "nodes": targets.nodes},
-    })
+    let faults = l
+        .world()
+        .faults
+        .iter()
+        .map(|f| FaultView {
+            kind: f.rec.kind.clone(),
+            target: f.rec.target.clone(),
+            injected_at_ms: f.rec.injected_at_ms,
+            detected_at_ms: f.rec.detected_at_ms,
+            recovered_at_ms: f.rec.recovered_at_ms,
+        })
+        .collect();
+    ClusterSnapshot {
+        demo: Some(l.demo.name().to_string()),
+        demo_mode: true,
+        ready: l.ready.load(Ordering::Relaxed),
+        elapsed_ms: l.now(),
+        progress: Some(Progress {
+            acknowledged: l.acked.load(Ordering::Relaxed),
+            failed: l.failed.load(Ordering::Relaxed),
+        }),
+        nodes,
+        faults,
+        targets: Some(Targets { actors: targets.actors, nodes: targets.nodes }),
+    }
 }
 
 /// Turns a click into a fault: checked against the demo's targets, injected now; a killed
@@ -72,12 +86,11 @@ async fn clicked(l: &Arc<Launcher>, req: &FaultRequest) -> Result<String, String
     let names: Vec<String> = l.world().nodes.keys().cloned().collect();
     let targets = l.demo.targets(&names, l.settings.accounts, l.net.partitions());
     let node = NodeRef::Named(req.target.clone());
-    let action = match req.kind.as_str() {
-        "panic" => Action::Panic(req.target.clone()),
-        "hang" => Action::Hang(req.target.clone()),
-        "kill" => Action::Kill(node),
-        "stop" => Action::Stop(node, Duration::from_secs(3)),
-        other => return Err(format!("unknown fault {other:?}")),
+    let action = match req.kind {
+        FaultKind::Panic => Action::Panic(req.target.clone()),
+        FaultKind::Hang => Action::Hang(req.target.clone()),
+        FaultKind::Kill => Action::Kill(node),
+        FaultKind::Stop => Action::Stop(node, Duration::from_secs(3)),
     };
     let node_fault = matches!(action, Action::Kill(_) | Action::Stop(..));
     let known = if node_fault { &targets.nodes } else { &targets.actors };
@@ -110,8 +123,9 @@ async fn clicked(l: &Arc<Launcher>, req: &FaultRequest) -> Result<String, String
 
 /// Starts the observer; prints its address.
 pub async fn start(l: Arc<Launcher>, addr: std::net::SocketAddr) -> anyhow::Result<Observer> {
-    let (snap_tx, snap_rx) =
-        tokio::sync::watch::channel(json!({"demo": l.demo.name(), "demo_mode": true, "nodes": []}));
+    let first =
+        ClusterSnapshot { demo: Some(l.demo.name().to_string()), demo_mode: true, ..ClusterSnapshot::default() };
+    let (snap_tx, snap_rx) = tokio::sync::watch::channel(first);
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let (fault_tx, mut fault_rx) = tokio::sync::mpsc::channel::<FaultRequest>(16);
     let metrics = warden_observe::install_prometheus().ok();

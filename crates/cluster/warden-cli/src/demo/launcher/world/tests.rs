@@ -155,3 +155,15 @@ fn a_fault_armed_on_a_node_that_is_then_killed_counts_as_overtaken() {
     started(&mut w, "n1", "results", 8, 300);
     assert_eq!(w.faults[1].rec.recovered_at_ms, Some(300));
 }
+
+#[test]
+fn the_launchers_log_keeps_the_newest_log_lines() {
+    let mut w = world(&["n1"]);
+    let before = w.log.len();
+    for i in 0..LOG_LINES + 1 {
+        w.note(format!("line {i}"));
+    }
+    assert_eq!(w.log.len(), LOG_LINES);
+    assert_eq!(w.log.front().map(String::as_str), Some("line 1"), "the oldest went ({before} lines before)");
+    assert_eq!(w.log.back().map(String::as_str), Some(format!("line {LOG_LINES}").as_str()));
+}
