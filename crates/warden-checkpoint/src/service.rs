@@ -539,6 +539,12 @@ impl Checkpoints {
         self.blocking(|s| s.keys()).await
     }
 
+    /// The last sequence number written for `key` (snapshot or journal entry; 0: none).
+    pub async fn last_seq(&self, key: &str) -> Result<u64, StoreError> {
+        let key = key.to_string();
+        self.blocking(move |s| s.last_seq(&key)).await
+    }
+
     /// The snapshots of `key` (sequence numbers, sizes, times), oldest first.
     pub async fn list(&self, key: &str) -> Result<Vec<SnapshotInfo>, StoreError> {
         let key = key.to_string();

@@ -269,6 +269,8 @@ impl From<&CrashReport> for ReportView {
 pub struct CheckpointView {
     /// The checkpoint key.
     pub key: String,
+    /// The last sequence number written (snapshot or journal entry).
+    pub last_seq: u64,
     /// How many snapshots are kept.
     pub kept: usize,
     /// The newest one's sequence number.
@@ -405,6 +407,7 @@ mod tests {
             }],
             checkpoints: vec![CheckpointView {
                 key: "acct-1".into(),
+                last_seq: 9,
                 kept: 2,
                 snapshot_seq: Some(7),
                 size_bytes: Some(100),

@@ -149,6 +149,8 @@ async fn the_page_shows_the_tree_and_a_click_breaks_an_actor_that_then_restarts(
     assert!(reports.contains("acct-3"), "the crash report is listed: {reports}");
     let faults = client.find(Locator::Id("faults")).await.unwrap().text().await.unwrap();
     assert!(faults.contains("panic") && faults.contains("acct-3"), "the fault is listed: {faults}");
+    let checkpoints = client.find(Locator::Id("checkpoints")).await.unwrap().text().await.unwrap();
+    assert!(checkpoints.contains("bank/acct-3"), "the hosted singletons' checkpoints are listed: {checkpoints}");
 
     // Keep a picture of the page, from the top.
     let _ = client.execute("window.scrollTo(0, 0)", vec![]).await;

@@ -243,8 +243,10 @@ impl Gateway {
         let now_ms = unix_ms();
         for key in hosted.iter().take(OBSERVED_CHECKPOINTS).filter_map(|n| self.demo.checkpoint_key(n)) {
             let Ok(kept) = node.checkpoints().list(&key).await else { continue };
+            let last_seq = node.checkpoints().last_seq(&key).await.unwrap_or(0);
             let newest = kept.last();
             checkpoints.push(CheckpointView {
+                last_seq,
                 kept: kept.len(),
                 snapshot_seq: newest.map(|s| s.seq),
                 size_bytes: newest.map(|s| s.size),
