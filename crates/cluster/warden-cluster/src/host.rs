@@ -56,6 +56,15 @@ fn newest_applied(renewed: &mut VecDeque<(Instant, u64)>, applied: u64, now: Ins
     }
 }
 
+/// Keeps a committed renewal (valid `until`, at log `index`) until it is applied; past
+/// [`MAX_PENDING_RENEWALS`] the oldest goes (which can only shorten the lease).
+fn keep_renewal(renewed: &mut VecDeque<(Instant, u64)>, until: Instant, index: u64) {
+    if renewed.len() >= MAX_PENDING_RENEWALS {
+        renewed.pop_front();
+    }
+    renewed.push_back((until, index));
+}
+
 /// What runs here, as [`reconcile`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Running {
@@ -275,10 +284,7 @@ async fn renew(host: Arc<Host>) {
             Ok(done) => {
                 if matches!(done.outcomes.first().and_then(|o| o.first()), Some(Outcome::Renewed { .. })) {
                     let mut renewed = host.renewed.lock().unwrap_or_else(PoisonError::into_inner);
-                    if renewed.len() >= MAX_PENDING_RENEWALS {
-                        renewed.pop_front();
-                    }
-                    renewed.push_back((sent + LEASE, done.index));
+                    keep_renewal(&mut renewed, sent + LEASE, done.index);
                 } else {
                     tracing::debug!(target: "warden::cluster", node = host.me, outcome = ?done.outcomes, "renewal refused");
                 }
@@ -440,6 +446,20 @@ fn carry_out(host: &Arc<Host>, action: Action) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewals_waiting_to_apply_are_bounded_oldest_first() {
+        let now = Instant::now();
+        let mut renewed = VecDeque::new();
+        for index in 1..=MAX_PENDING_RENEWALS as u64 + 2 {
+            keep_renewal(&mut renewed, now + Duration::from_millis(index), index);
+        }
+        assert_eq!(renewed.len(), MAX_PENDING_RENEWALS);
+        assert_eq!(renewed.front().map(|r| r.1), Some(3), "the two oldest went");
+        // Once the newest is applied, it is the lease.
+        let newest = MAX_PENDING_RENEWALS as u64 + 2;
+        assert_eq!(newest_applied(&mut renewed, newest, now), Some(now + Duration::from_millis(newest)));
+    }
 
     #[test]
     fn a_newer_renewal_counts_only_once_applied_and_the_older_one_holds_meanwhile() {

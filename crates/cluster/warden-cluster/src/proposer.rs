@@ -113,21 +113,30 @@ impl Proposer {
     }
 }
 
+/// `first` and what already waits behind it, up to [`MAX_BATCH_COMMANDS`] commands or
+/// [`MAX_BATCH_BYTES`] of payload (the submission that crosses a bound is the batch's last);
+/// the rest stays queued for the next batch.
+fn take_batch(first: Pending, rx: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
+    let mut bytes: usize = first.commands.iter().map(payload_bytes).sum();
+    let mut count = first.commands.len();
+    let mut pending = vec![first];
+    while count < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(p) => {
+                count += p.commands.len();
+                bytes += p.commands.iter().map(payload_bytes).sum::<usize>();
+                pending.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    pending
+}
+
 async fn run(me: NodeId, raft: Raft, mut rx: mpsc::Receiver<Pending>) {
     while let Some(first) = rx.recv().await {
-        let mut bytes: usize = first.commands.iter().map(payload_bytes).sum();
-        let mut count = first.commands.len();
-        let mut pending = vec![first];
-        while count < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    count += p.commands.len();
-                    bytes += p.commands.iter().map(payload_bytes).sum::<usize>();
-                    pending.push(p);
-                }
-                Err(_) => break,
-            }
-        }
+        let pending = take_batch(first, &mut rx);
+        let count = pending.iter().map(|p| p.commands.len()).sum();
         let sizes: Vec<usize> = pending.iter().map(|p| p.commands.len()).collect();
         let mut replies = Vec::with_capacity(pending.len());
         let mut commands = Vec::with_capacity(count);
@@ -219,6 +228,48 @@ async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), P
             Err(e @ CallError::Timeout(..)) | Err(e @ CallError::Failed(..)) => {
                 return Err(ProposeError::Unknown(e.to_string()))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_command() -> (Pending, oneshot::Receiver<Result<Committed, ProposeError>>) {
+        let (reply, answer) = oneshot::channel();
+        (Pending { commands: vec![Command::Drain { node: 1 }], reply }, answer)
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_max_batch_commands_and_the_rest_waits() {
+        let (tx, mut rx) = mpsc::channel(QUEUE_CAPACITY);
+        let mut answers = Vec::new();
+        for _ in 0..MAX_BATCH_COMMANDS + 5 {
+            let (p, a) = one_command();
+            tx.try_send(p).expect("room");
+            answers.push(a);
+        }
+        let first = rx.try_recv().expect("queued");
+        assert_eq!(take_batch(first, &mut rx).len(), MAX_BATCH_COMMANDS);
+        let next = rx.try_recv().expect("the rest stayed queued");
+        assert_eq!(take_batch(next, &mut rx).len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_a_submission_at_once() {
+        // No batcher drains the queue (as when the leader stalls): fill it to the bound.
+        let (tx, _rx) = mpsc::channel(QUEUE_CAPACITY);
+        let proposer = Proposer { tx };
+        let mut waiting = Vec::new();
+        for _ in 0..QUEUE_CAPACITY {
+            let (reply, answer) = oneshot::channel();
+            proposer.tx.try_send(Pending { commands: Vec::new(), reply }).expect("room up to the bound");
+            waiting.push(answer);
+        }
+        match proposer.submit(Vec::new()).await {
+            Err(ProposeError::NotSent(why)) => assert!(why.contains("cannot take it"), "{why}"),
+            other => panic!("expected NotSent at once, got {other:?}"),
         }
     }
 }
