@@ -197,6 +197,29 @@ mod tests {
     use super::*;
     use crate::store::MemoryStore;
 
+    /// Queues journal appends of `sizes` bytes on distinct keys, closes the queue and runs the
+    /// writer to its end on this thread: the number of transactions it committed.
+    fn commits_for(sizes: impl Iterator<Item = usize>) -> u64 {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        for (i, size) in sizes.enumerate() {
+            let op = WriteOp::Append { key: Arc::from(format!("batch/{i}")), seq: 1, bytes: vec![0; size] };
+            tx.send(Job { op: Some(op), ack: None, settled: None, close: false, slot: None }).unwrap();
+        }
+        drop(tx);
+        let counters = Arc::new(WriterCounters::default());
+        run(Arc::new(MemoryStore::new()), rx, counters.clone(), |_, _| {});
+        counters.commits.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_transaction_takes_at_most_max_batch_jobs_or_max_batch_bytes() {
+        assert_eq!(commits_for(std::iter::repeat_n(1, MAX_BATCH)), 1, "a full batch is one transaction");
+        assert_eq!(commits_for(std::iter::repeat_n(1, MAX_BATCH + 1)), 2, "one job past the bound waits");
+        // Bytes: the job that crosses the bound is the transaction's last.
+        let big = MAX_BATCH_BYTES / 2 + 1;
+        assert_eq!(commits_for(std::iter::repeat_n(big, 3)), 2);
+    }
+
     #[tokio::test]
     async fn every_job_is_answered_and_superseded_snapshots_are_skipped() {
         let store = MemoryStore::new();
