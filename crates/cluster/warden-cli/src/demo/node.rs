@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, LinesCodec};
@@ -26,7 +25,7 @@ use warden_core::{Supervisor, SupervisorEvent, SupervisorSpec};
 
 use super::gateway::Gateway;
 use super::pipeline::{self, Faults};
-use super::protocol::{Op, Report, Request, MAX_LINE};
+use super::protocol::{next_line, Op, Report, Request, MAX_LINE};
 use super::{bank, Demo};
 
 /// Reports waiting for stdout.
@@ -88,6 +87,14 @@ impl Out {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// One line from the launcher: its request, or the report that refuses it (a line longer than
+/// [`MAX_LINE`], or one that is not a request). The codec skips the rest of a long line, so
+/// the lines after it are read as usual.
+fn read_request(line: Result<String, tokio_util::codec::LinesCodecError>) -> Result<Request, Report> {
+    let line = line.map_err(|e| Report::BadRequest { what: format!("a request line: {e}") })?;
+    serde_json::from_str(&line).map_err(|e| Report::BadRequest { what: format!("bad request: {e}") })
 }
 
 /// Forwards a supervisor's crash and restart events.
@@ -197,23 +204,17 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
         Arc::new(Gateway { demo: s.demo, accounts: s.accounts, faults, pool, app: app.clone(), node: node.clone() });
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
     let mut lines = FramedRead::new(tokio::io::stdin(), LinesCodec::new_with_max_length(MAX_LINE));
+    let mut errored = false;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut leaving = false;
     loop {
         tokio::select! {
-            line = lines.next() => {
-                let line = match line {
-                    Some(Ok(line)) => line,
-                    Some(Err(e)) => {
-                        out.send(&Report::BadRequest { what: format!("a request line: {e}") });
-                        continue;
-                    }
-                    None => break, // the launcher is gone
-                };
-                let req: Request = match serde_json::from_str(&line) {
+            line = next_line(&mut lines, &mut errored) => {
+                let Some(line) = line else { break }; // the launcher is gone
+                let req = match read_request(line) {
                     Ok(r) => r,
-                    Err(e) => {
-                        out.send(&Report::BadRequest { what: format!("bad request: {e}") });
+                    Err(refused) => {
+                        out.send(&refused);
                         continue;
                     }
                 };
@@ -248,6 +249,22 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_line_past_max_line_is_refused_and_the_next_one_read() {
+        let good = serde_json::to_string(&Request { id: 7, op: Op::Observe }).unwrap();
+        let mut input = "x".repeat(MAX_LINE + 1).into_bytes();
+        input.extend_from_slice(format!("\n{good}\nnot json\n").as_bytes());
+        let mut lines = FramedRead::new(&input[..], LinesCodec::new_with_max_length(MAX_LINE));
+        let (mut errored, mut read) = (false, Vec::new());
+        while let Some(line) = next_line(&mut lines, &mut errored).await {
+            read.push(read_request(line));
+        }
+        assert_eq!(read.len(), 3, "{read:?}");
+        assert!(matches!(&read[0], Err(Report::BadRequest { what }) if what.contains("line length")), "{:?}", read[0]);
+        assert_eq!(read[1], Ok(Request { id: 7, op: Op::Observe }), "the line after a long one is read");
+        assert!(matches!(&read[2], Err(Report::BadRequest { what }) if what.contains("bad request")));
+    }
 
     #[test]
     fn a_full_report_queue_drops_and_counts_instead_of_waiting() {

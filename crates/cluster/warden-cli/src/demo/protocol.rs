@@ -14,6 +14,31 @@ use super::pipeline::JobOutcome;
 
 /// The longest line either side accepts, in bytes.
 pub const MAX_LINE: usize = 4 << 20;
+
+/// The next line of a peer's JSON lines; `None` once its input has ended. A line longer than
+/// [`MAX_LINE`] comes as an error (the codec skips the rest of it), and the lines after it are
+/// read as usual. tokio-util's framed reader answers `None` once right after such an error
+/// and then reads on: that `None` is not the end, and `errored` (kept by the caller, `false`
+/// at first) tells the two apart.
+pub async fn next_line<R: tokio::io::AsyncRead + Unpin>(
+    lines: &mut tokio_util::codec::FramedRead<R, tokio_util::codec::LinesCodec>,
+    errored: &mut bool,
+) -> Option<Result<String, tokio_util::codec::LinesCodecError>> {
+    use futures::StreamExt;
+    loop {
+        match lines.next().await {
+            None if std::mem::take(errored) => continue,
+            Some(Err(e)) => {
+                *errored = true;
+                return Some(Err(e));
+            }
+            other => {
+                *errored = false;
+                return other;
+            }
+        }
+    }
+}
 /// The most singletons a node's observer view lists (the rest are counted only).
 pub const MAX_OBSERVED_SINGLETONS: usize = 200;
 

@@ -11,13 +11,12 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use anyhow::Context;
-use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, LinesCodec};
 
 use super::net::{libc_prctl_pdeathsig, Net};
-use crate::demo::protocol::{Report, MAX_LINE};
+use crate::demo::protocol::{next_line, Report, MAX_LINE};
 use crate::demo::Demo;
 
 /// The bound of the queue of lines to each node's stdin.
@@ -120,7 +119,8 @@ impl Spawner {
         let (name, reports) = (p.name.clone(), self.reports.clone());
         tokio::spawn(async move {
             let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE));
-            while let Some(line) = lines.next().await {
+            let mut errored = false;
+            while let Some(line) = next_line(&mut lines, &mut errored).await {
                 let line = match line {
                     Ok(l) => l,
                     Err(e) => {
