@@ -1,7 +1,7 @@
 //! An application cluster of one's own: several processes of this same program, started by
 //! hand, form one warden cluster that keeps a durable counter as a cluster singleton.
 //!
-//! Shows: a node that founds a group and others that join it (`--join`), a singleton whose
+//! Shows: a node that founds a group (`--found`, once) and others that join it (`--join`), a singleton whose
 //! state is journaled through the cluster (every acknowledged `add` survives the loss of any
 //! minority of the nodes), finding it from any node, a linearizable read
 //! (`SingletonContext::linearizable` before answering), a node leaving in order, and a typed
@@ -10,7 +10,7 @@
 //! Run, in three terminals (docs/cluster.md walks through it):
 //!
 //! ```sh
-//! cargo run --manifest-path crates/cluster/Cargo.toml -p warden-cluster-app -- --name n1 --data-dir /tmp/app/n1 --port 7101
+//! cargo run --manifest-path crates/cluster/Cargo.toml -p warden-cluster-app -- --name n1 --data-dir /tmp/app/n1 --port 7101 --found
 //! cargo run --manifest-path crates/cluster/Cargo.toml -p warden-cluster-app -- --name n2 --data-dir /tmp/app/n2 --join 127.0.0.1:7101
 //! cargo run --manifest-path crates/cluster/Cargo.toml -p warden-cluster-app -- --name n3 --data-dir /tmp/app/n3 --join 127.0.0.1:7101
 //! ```
@@ -47,9 +47,13 @@ struct Args {
     /// Where this node keeps its Raft log and state.
     #[arg(long)]
     data_dir: PathBuf,
-    /// A member to join through (a node with no past and no `--join` founds a group).
+    /// A member to join through, when this node has no past.
     #[arg(long)]
     join: Vec<SocketAddr>,
+    /// Found a new group, when this node has no past: the first node of a new cluster, once
+    /// (a node with no past and neither `--join` nor `--found` refuses to start).
+    #[arg(long, conflicts_with = "join")]
+    found: bool,
     /// The port to listen on (0: any free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
@@ -186,6 +190,9 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(!args.cookie.is_empty(), "--cookie must not be empty");
     let mut config = NodeConfig::new(args.name.clone(), args.cookie).data_dir(&args.data_dir);
     config.transport.port = args.port;
+    if args.found {
+        config = config.found();
+    }
     for addr in &args.join {
         config = config.join(*addr);
     }

@@ -34,12 +34,17 @@ impl Drop for App {
 impl App {
     /// Starts node `name` on `port` (a node restarted with its data directory comes back on
     /// its address, as the walk-through's nodes do with `--port`).
-    fn start(name: &str, dir: &Path, port: u16, join: Option<&str>) -> App {
+    /// `join`: a member to join through; `None`: the node founds the group when `found`, or
+    /// resumes from its data directory.
+    fn start(name: &str, dir: &Path, port: u16, join: Option<&str>, found: bool) -> App {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cluster_app"));
         cmd.args(["--name", name, "--cookie", "walkthrough", "--port", &port.to_string(), "--data-dir"])
             .arg(dir.join(name));
         if let Some(addr) = join {
             cmd.args(["--join", addr]);
+        }
+        if found {
+            cmd.arg("--found");
         }
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("a log file");
@@ -113,12 +118,12 @@ fn free_port() -> u16 {
 fn a_cluster_of_the_example_keeps_its_counter_through_a_kill_a_rejoin_a_join_and_a_leave() {
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut n1 = App::start("n1", dir.path(), ports[0], None);
+    let mut n1 = App::start("n1", dir.path(), ports[0], None, true);
     let addr = n1.wait("ready line", |v| v.get("ready").is_some())["ready"]["addr"].as_str().unwrap().to_string();
     let mut apps = vec![
         n1,
-        App::start("n2", dir.path(), ports[1], Some(&addr)),
-        App::start("n3", dir.path(), ports[2], Some(&addr)),
+        App::start("n2", dir.path(), ports[1], Some(&addr), false),
+        App::start("n3", dir.path(), ports[2], Some(&addr), false),
     ];
     let mut addrs = vec![addr];
     for app in &mut apps[1..] {
@@ -151,13 +156,13 @@ fn a_cluster_of_the_example_keeps_its_counter_through_a_kill_a_rejoin_a_join_and
 
     // The killed node restarts with its data directory and rejoins as the member it was.
     let name = apps[killed].name.clone();
-    apps[killed] = App::start(&name, dir.path(), ports[killed], None);
+    apps[killed] = App::start(&name, dir.path(), ports[killed], None, false);
     apps[killed].wait("serving event", |v| v["event"] == "serving");
     let (v, _) = apps[killed].value("get");
     assert_eq!(v, total);
 
     // A fourth node joins, takes requests, and leaves in order.
-    let mut n4 = App::start("n4", dir.path(), free_port(), Some(&addrs[other]));
+    let mut n4 = App::start("n4", dir.path(), free_port(), Some(&addrs[other]), false);
     n4.wait("joined event", |v| v["event"] == "joined");
     let (v, _) = n4.value("add 2");
     total += 2;

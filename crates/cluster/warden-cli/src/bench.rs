@@ -38,7 +38,7 @@ fn signal(child: &Child, sig: Signal) {
 fn spawn_peer(name: &str, target: std::net::SocketAddr) -> anyhow::Result<Peer> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let child = Command::new(exe)
-        .args(["node", "--name", name, "--cookie", "bench", "--connect", &target.to_string()])
+        .args(["node", "--name", name, "--cookie", "bench", "--found", "--connect", &target.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

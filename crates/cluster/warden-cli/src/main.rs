@@ -56,6 +56,8 @@ enum Command {
         #[arg(long)]
         join: Vec<SocketAddr>,
         #[arg(long)]
+        found: bool,
+        #[arg(long)]
         accounts: usize,
         #[arg(long)]
         data_dir: std::path::PathBuf,
@@ -92,10 +94,14 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
         /// Join the group of the node at this address (repeatable: any member will do), when
-        /// this node has no past (its data directory is new or empty). Without it, a node with
-        /// no past founds a group of its own.
+        /// this node has no past (its data directory is new or empty).
         #[arg(long)]
         join: Vec<SocketAddr>,
+        /// Found a new group, when this node has no past: for the first node of a new cluster,
+        /// once. A node with no past and neither --join nor --found refuses to start (a founder
+        /// whose disk was lost would otherwise found a second group beside the first).
+        #[arg(long, conflicts_with = "join")]
+        found: bool,
         /// Keep a session with the node at this address without joining its group (repeatable).
         #[arg(long)]
         connect: Vec<SocketAddr>,
@@ -212,10 +218,20 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         }
-        Command::DemoNode { demo, name, cookie, bind, port, join, accounts, data_dir, min_members } => {
+        Command::DemoNode { demo, name, cookie, bind, port, join, found, accounts, data_dir, min_members } => {
             anyhow::ensure!(!cookie.is_empty(), "the cookie must not be empty");
-            let settings =
-                demo::node::NodeSettings { demo, name, cookie, bind, port, join, data_dir, accounts, min_members };
+            let settings = demo::node::NodeSettings {
+                demo,
+                name,
+                cookie,
+                bind,
+                port,
+                join,
+                found,
+                data_dir,
+                accounts,
+                min_members,
+            };
             demo::node::run(settings).await?;
         }
         Command::BenchCluster { reps, quiet_s, failovers } => {
@@ -227,6 +243,7 @@ async fn main() -> anyhow::Result<()> {
             bind,
             port,
             join,
+            found,
             connect,
             data_dir,
             heartbeat_ms,
@@ -250,6 +267,7 @@ async fn main() -> anyhow::Result<()> {
             config.transport.port = port;
             config.transport.heartbeat_interval = Duration::from_millis(heartbeat_ms);
             config.join = join;
+            config.found = found;
             config.data_dir = data_dir;
             let node = Node::start(config, Vec::new()).await.with_context(|| format!("starting node {name}"))?;
             let mut peers = node.transport().subscribe();

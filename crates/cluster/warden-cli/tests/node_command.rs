@@ -40,6 +40,9 @@ fn start(name: &str, connect: Option<&str>) -> NodeProc {
 fn start_with(name: &str, connect: Option<&str>, extra: &[&str]) -> NodeProc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
     cmd.args(["node", "--name", name, "--cookie", "secret"]).args(extra);
+    if !extra.contains(&"--join") && !extra.contains(&"--found") {
+        cmd.arg("--found"); // a group of its own (these tests mesh nodes with --connect)
+    }
     if let Some(addr) = connect {
         cmd.args(["--connect", addr]);
     }
@@ -203,7 +206,7 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 #[test]
 fn a_node_serves_the_observer_on_loopback_without_fault_injection() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["node", "--name", "gamma", "--cookie", "secret", "--observe"])
+        .args(["node", "--name", "gamma", "--cookie", "secret", "--found", "--observe"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -238,4 +241,48 @@ fn a_node_serves_the_observer_on_loopback_without_fault_injection() {
     assert!(http(&url, "GET", "/metrics", "").0 == 200, "the Prometheus text is served");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Runs `warden node` with `args` until it exits (at most 15 s): its status and stderr, or
+/// `None` when it was still running (it was then killed).
+fn run_to_exit(args: &[&str]) -> Option<(std::process::ExitStatus, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("node")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run warden node");
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < until {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            return Some((status, err));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn a_node_with_no_past_and_nothing_to_join_does_not_found_a_group_by_itself() {
+    // A founder whose disk was lost, restarted with its usual command line (no --join):
+    // founding a second group silently would split the cluster in two.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("lost");
+    let data = data.to_string_lossy().into_owned();
+    let args = ["--name", "lost", "--cookie", "c", "--data-dir", data.as_str()];
+    let (status, err) = run_to_exit(&args).expect("it refuses to start (it founded a group of its own instead)");
+    assert!(!status.success());
+    assert!(err.contains("nothing to join") && err.contains("--found") && err.contains("--join"), "{err}");
+
+    // Founding is explicit; once the node has a past it starts without --found.
+    let founder = start_with("founder", None, &["--found", "--data-dir", data.as_str()]);
+    wait(&founder, "ready line", |v| v["ev"] == "ready");
+    drop(founder);
+    let again = start_with("founder", None, &["--data-dir", data.as_str()]);
+    wait(&again, "ready line after a restart with its past", |v| v["ev"] == "ready");
 }

@@ -25,7 +25,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let counter = SingletonSpec::new("counter", |_: &SingletonContext| (Counter, ()));
-//! let node = Node::start(NodeConfig::new("n1", "cookie").data_dir("/tmp/n1"), vec![counter]).await?;
+//! let node = Node::start(NodeConfig::new("n1", "cookie").data_dir("/tmp/n1").found(), vec![counter]).await?;
 //! // Wherever the group placed it: on this node or another.
 //! if let Some(counter) = node.locate::<u64>("counter") {
 //!     counter.cast(1)?;
@@ -51,7 +51,7 @@ pub mod transport;
 
 pub use events::{ClusterEvent, Phase};
 pub use ledger::NodeId;
-pub use node::{Membership, Node, NodeConfig};
+pub use node::{entry, Entry, EntryRefused, Membership, Node, NodeConfig};
 pub use reads::{NotServing, ReadError};
 pub use singleton::{SingletonContext, SingletonSpec};
 pub use transport::{

@@ -16,8 +16,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // The first node founds the group; the others join through any member's address.
-//! let first = Node::start(NodeConfig::new("n1", "cookie").data_dir("/var/lib/app/n1"), vec![]).await?;
+//! // The first node founds the group (explicitly, once); the others join through any member.
+//! let first = Node::start(NodeConfig::new("n1", "cookie").data_dir("/var/lib/app/n1").found(), vec![]).await?;
 //! let second = Node::start(NodeConfig::new("n2", "cookie").data_dir("/var/lib/app/n2").join(first.addr()), vec![]).await?;
 //! second.leave().await?; // hands its singletons off, leaves the group, stops
 //! first.stop().await;
@@ -68,8 +68,13 @@ pub struct NodeConfig {
     pub transport: TransportConfig,
     /// Where its Raft log and state live (`None`: in memory, a node with no past).
     pub data_dir: Option<PathBuf>,
-    /// Members to join through when the node has no past (empty: it founds a group).
+    /// Members to join through when the node has no past.
     pub join: Vec<SocketAddr>,
+    /// Found a new group when the node has no past (and nothing to join). Off by default: a
+    /// node with no state and no member to join refuses to start instead of founding a group
+    /// by itself (a founder whose disk was lost would otherwise found a second group beside
+    /// the first). Ignored once the node has a past. See [`entry`].
+    pub found: bool,
     /// The group's name.
     pub cluster_name: String,
     /// The checkpoint service's settings.
@@ -83,12 +88,14 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// A loopback node named `name` with `cookie`, in memory, founding its own group.
+    /// A loopback node named `name` with `cookie`, in memory, that must be told to join a
+    /// group ([`NodeConfig::join`]) or to found one ([`NodeConfig::found`]).
     pub fn new(name: impl Into<String>, cookie: impl Into<String>) -> Self {
         NodeConfig {
             transport: TransportConfig::new(name, cookie),
             data_dir: None,
             join: Vec::new(),
+            found: false,
             cluster_name: "warden".into(),
             checkpoints: CheckpointConfig::default(),
             min_members: 1,
@@ -111,6 +118,51 @@ impl NodeConfig {
     pub fn join(mut self, addr: SocketAddr) -> Self {
         self.join.push(addr);
         self
+    }
+
+    /// Founds a new group if the node has no past (see [`NodeConfig::found`]): for the first
+    /// node of a new cluster, once.
+    pub fn found(mut self) -> Self {
+        self.found = true;
+        self
+    }
+}
+
+/// How a starting node enters its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// It has a past (an identity in its data directory): it resumes as that member.
+    Resume,
+    /// It founds a new group, of which it is the only voter.
+    Found,
+    /// It asks the members it was given to add it.
+    Join,
+}
+
+/// Why a node does not start as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EntryRefused {
+    /// No past, no member to join, and not told to found a group.
+    #[error(
+        "it has no state (no data directory, or an empty one) and nothing to join: give it a member \
+         to join (NodeConfig::join, `--join`), or found a new group explicitly (NodeConfig::found, \
+         `--found`) for the first node of a new cluster only"
+    )]
+    NothingToJoin,
+    /// No past, and told both to found a group and to join one.
+    #[error("it is told both to found a new group and to join one (`--found` with `--join`)")]
+    FoundAndJoin,
+}
+
+/// The entry rule: a node with a past resumes (whatever it was told); one without founds a
+/// group only when told to, and joins when given members; anything else is refused.
+pub fn entry(has_past: bool, found: bool, joins: bool) -> Result<Entry, EntryRefused> {
+    match (has_past, found, joins) {
+        (true, _, _) => Ok(Entry::Resume),
+        (false, true, true) => Err(EntryRefused::FoundAndJoin),
+        (false, true, false) => Ok(Entry::Found),
+        (false, false, true) => Ok(Entry::Join),
+        (false, false, false) => Err(EntryRefused::NothingToJoin),
     }
 }
 
@@ -235,12 +287,16 @@ impl Node {
     pub async fn start(config: NodeConfig, singletons: Vec<SingletonSpec>) -> Result<Node, ClusterError> {
         let name = config.transport.name.clone();
         let storage = |cause: String| ClusterError::Storage { name: name.clone(), cause };
-        let transport = Arc::new(Transport::start(config.transport.clone()).await?);
         let db = RaftDb::open(config.data_dir.as_deref()).map_err(|e| storage(e.to_string()))?;
-        let (identity, fresh) = match db.identity().map_err(|e| storage(e.to_string()))? {
+        let past = db.identity().map_err(|e| storage(e.to_string()))?;
+        // Decided before anything starts: a refused node leaves nothing behind.
+        let how = entry(past.is_some(), config.found, !config.join.is_empty())
+            .map_err(|refused| ClusterError::Entry { name: name.clone(), refused })?;
+        let transport = Arc::new(Transport::start(config.transport.clone()).await?);
+        let (identity, fresh) = match past {
             Some(identity) => (identity, false),
             None => {
-                let identity = Identity { id: fresh_id(), name: name.clone(), founded: config.join.is_empty() };
+                let identity = Identity { id: fresh_id(), name: name.clone(), founded: how == Entry::Found };
                 db.set_identity(&identity).map_err(|e| storage(e.to_string()))?;
                 (identity, true)
             }
@@ -625,6 +681,24 @@ async fn watch_raft(me: NodeId, raft: Raft, events: Events) {
         voter = now_voter;
         if metrics.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_founds_a_group_only_when_told_and_resumes_whatever_it_is_told() {
+        // No past.
+        assert_eq!(entry(false, false, false), Err(EntryRefused::NothingToJoin));
+        assert_eq!(entry(false, true, false), Ok(Entry::Found));
+        assert_eq!(entry(false, false, true), Ok(Entry::Join));
+        assert_eq!(entry(false, true, true), Err(EntryRefused::FoundAndJoin));
+        // A past: it is that member again, whatever its command line says.
+        for (found, joins) in [(false, false), (true, false), (false, true), (true, true)] {
+            assert_eq!(entry(true, found, joins), Ok(Entry::Resume));
         }
     }
 }

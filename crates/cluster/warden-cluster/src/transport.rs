@@ -275,6 +275,14 @@ pub enum ClusterError {
         /// Why.
         cause: String,
     },
+    /// The node's configuration does not say how it enters a group.
+    #[error("node {name}: {refused}")]
+    Entry {
+        /// The node's name.
+        name: String,
+        /// Why.
+        refused: crate::node::EntryRefused,
+    },
     /// The node could not join the group.
     #[error("node {name}: cannot join the group: {cause}")]
     Join {

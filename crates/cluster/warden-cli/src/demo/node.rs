@@ -50,6 +50,8 @@ pub struct NodeSettings {
     pub port: u16,
     /// Members to join through (a node with no past).
     pub join: Vec<SocketAddr>,
+    /// Found the group (the first node's first start).
+    pub found: bool,
     /// Where its Raft log lives.
     pub data_dir: PathBuf,
     /// Accounts (bank).
@@ -127,6 +129,7 @@ async fn start_node(s: &NodeSettings, specs: Vec<warden_cluster::SingletonSpec>)
         config.transport.bind = s.bind;
         config.transport.port = s.port;
         config.join = s.join.clone();
+        config.found = s.found;
         config = config.min_members(s.min_members);
         match Node::start(config, specs.clone()).await {
             Ok(node) => return Ok(node),

@@ -68,6 +68,9 @@ pub struct Launcher {
     spawner: Spawner,
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_id: AtomicU64,
+    /// A node was started once: only that first start founds the group (`--found`); every
+    /// later start joins through the nodes up, or resumes from its data directory.
+    founded: AtomicBool,
     /// Protocol steps the nodes report: (node, step).
     pub phases: broadcast::Sender<(String, String)>,
     /// Requests acknowledged so far.
@@ -175,8 +178,8 @@ impl Launcher {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The addresses of the other nodes that have a process, to join through (none: the node
-    /// founds the group, or, with a past in its data directory, rejoins from it).
+    /// The addresses of the other nodes that have a process, to join through (none: with a
+    /// past in its data directory, the node resumes from it; the run's first start founds).
     fn join_list(&self, except: &str) -> Vec<SocketAddr> {
         let names: Vec<String> =
             self.slots().iter().filter(|(n, s)| *n != except && s.running.is_some()).map(|(n, _)| n.clone()).collect();
@@ -196,6 +199,7 @@ impl Launcher {
                 port: slot.port,
                 data_dir: slot.data_dir.clone(),
                 join,
+                found: !self.founded.swap(true, Ordering::Relaxed),
             }
         };
         let running = self.spawner.spawn(&placement, &self.net)?;
@@ -296,6 +300,7 @@ pub async fn run(
         spawner,
         pending: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
+        founded: AtomicBool::new(false),
         phases: broadcast::channel(1024).0,
         acked: AtomicU64::new(0),
         failed: AtomicU64::new(0),

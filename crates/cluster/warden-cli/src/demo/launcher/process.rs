@@ -64,6 +64,8 @@ pub struct Placement {
     pub data_dir: PathBuf,
     /// Members to join through, if it has no past.
     pub join: Vec<SocketAddr>,
+    /// Found the group if it has no past (the run's first start only).
+    pub found: bool,
 }
 
 impl Spawner {
@@ -85,6 +87,9 @@ impl Spawner {
             .process_group(0);
         for addr in &p.join {
             cmd.args(["--join", &addr.to_string()]);
+        }
+        if p.found {
+            cmd.arg("--found");
         }
         let parent = std::process::id() as i32;
         let isolate = net.isolates();
