@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Notify;
-use warden::pool::{Job, OnFull, Pool, PoolError, PoolSpec, Routing};
+use warden::pool::{Job, OnFull, Pool, PoolError, PoolSpec, ReplicaState, Routing};
 use warden::testkit::{inject_panic, EventProbe};
 use warden::{Supervisor, SupervisorEvent, SupervisorRef, SupervisorSpec};
 
@@ -104,6 +104,14 @@ async fn start(spec: PoolSpec<Req, Rep>) -> (Pool<Req, Rep>, SupervisorRef) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_evenly() {
     let (pool, app) = start(PoolSpec::new(unique("rr"), Worker::default(), (), 4)).await;
+    // Round robin skips a replica that is not up yet: measure once all four are (the tree's
+    // start returns when the replicas were started, which can be just before each reports
+    // itself up; seen once as [100, 99, 101, 100]).
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool.stats().replicas.iter().any(|r| r.state != ReplicaState::Up) {
+        assert!(tokio::time::Instant::now() < until, "the replicas never all came up: {:?}", pool.stats());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut per = [0u32; 4];
     for i in 0..400 {
         let (id, r) = pool.call(Req::Echo(i)).await.unwrap();
