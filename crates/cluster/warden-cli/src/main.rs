@@ -1,7 +1,8 @@
 //! The `warden` command.
 //!
-//! `warden node --name N --cookie C [--bind IP] [--port P] [--connect ADDR]...
-//! [--tls-ca CA.pem --tls-cert NODE.pem --tls-key NODE.key]` runs one node
+//! `warden node --name N --cookie C (--found | --join ADDR...) [--data-dir DIR] [--bind IP]
+//! [--port P] [--connect ADDR]... [--tls-ca CA.pem --tls-cert NODE.pem --tls-key NODE.key]`
+//! runs one node
 //! (for users forming a cluster by hand, across machines or on one) and prints what it sees
 //! of its peers as one JSON object per line on stdout: first `{"event":"listening",...}`,
 //! then `up`, `suspected`, `recovered`, `down` and `refused` events. Logs go to stderr

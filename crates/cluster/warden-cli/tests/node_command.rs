@@ -38,11 +38,17 @@ fn start(name: &str, connect: Option<&str>) -> NodeProc {
 }
 
 fn start_with(name: &str, connect: Option<&str>, extra: &[&str]) -> NodeProc {
+    let mut args = extra.to_vec();
+    if !extra.contains(&"--join") && !extra.contains(&"--found") {
+        args.push("--found"); // a group of its own (these tests mesh nodes with --connect)
+    }
+    start_exactly(name, connect, &args)
+}
+
+/// `warden node` with exactly these flags (no `--found` added).
+fn start_exactly(name: &str, connect: Option<&str>, extra: &[&str]) -> NodeProc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
     cmd.args(["node", "--name", name, "--cookie", "secret"]).args(extra);
-    if !extra.contains(&"--join") && !extra.contains(&"--found") {
-        cmd.arg("--found"); // a group of its own (these tests mesh nodes with --connect)
-    }
     if let Some(addr) = connect {
         cmd.args(["--connect", addr]);
     }
@@ -283,6 +289,6 @@ fn a_node_with_no_past_and_nothing_to_join_does_not_found_a_group_by_itself() {
     let founder = start_with("founder", None, &["--found", "--data-dir", data.as_str()]);
     wait(&founder, "ready line", |v| v["ev"] == "ready");
     drop(founder);
-    let again = start_with("founder", None, &["--data-dir", data.as_str()]);
+    let again = start_exactly("founder", None, &["--data-dir", data.as_str()]);
     wait(&again, "ready line after a restart with its past", |v| v["ev"] == "ready");
 }

@@ -289,7 +289,8 @@ impl Node {
         let storage = |cause: String| ClusterError::Storage { name: name.clone(), cause };
         let db = RaftDb::open(config.data_dir.as_deref()).map_err(|e| storage(e.to_string()))?;
         let past = db.identity().map_err(|e| storage(e.to_string()))?;
-        // Decided before anything starts: a refused node leaves nothing behind.
+        // Decided before the transport and Raft start (a refused node has opened its store,
+        // which stays empty: no identity is written).
         let how = entry(past.is_some(), config.found, !config.join.is_empty())
             .map_err(|refused| ClusterError::Entry { name: name.clone(), refused })?;
         let transport = Arc::new(Transport::start(config.transport.clone()).await?);

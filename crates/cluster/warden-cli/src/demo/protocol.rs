@@ -15,11 +15,12 @@ use super::pipeline::JobOutcome;
 /// The longest line either side accepts, in bytes.
 pub const MAX_LINE: usize = 4 << 20;
 
-/// The next line of a peer's JSON lines; `None` once its input has ended. A line longer than
-/// [`MAX_LINE`] comes as an error (the codec skips the rest of it), and the lines after it are
-/// read as usual. tokio-util's framed reader answers `None` once right after such an error
-/// and then reads on: that `None` is not the end, and `errored` (kept by the caller, `false`
-/// at first) tells the two apart.
+/// The next line of a peer's JSON lines; `None` once its input has ended (or failed). A line
+/// longer than [`MAX_LINE`] comes as an error (the codec skips the rest of it), and the lines
+/// after it are read as usual (those already buffered with it once more input or the end
+/// arrives). tokio-util's framed reader answers `None` once right after such an error and then
+/// reads on: that `None` is not the end, and `errored` (kept by the caller, `false` at first)
+/// tells the two apart. A read error is the end: it is returned, and the `None` after it ends.
 pub async fn next_line<R: tokio::io::AsyncRead + Unpin>(
     lines: &mut tokio_util::codec::FramedRead<R, tokio_util::codec::LinesCodec>,
     errored: &mut bool,
@@ -29,7 +30,7 @@ pub async fn next_line<R: tokio::io::AsyncRead + Unpin>(
         match lines.next().await {
             None if std::mem::take(errored) => continue,
             Some(Err(e)) => {
-                *errored = true;
+                *errored = matches!(e, tokio_util::codec::LinesCodecError::MaxLineLengthExceeded);
                 return Some(Err(e));
             }
             other => {
