@@ -1,10 +1,11 @@
 //! The service's registry of keys and of damaged entries is bounded (issue 15): keys whose
 //! actor has gone are forgotten past `max_idle_keys`, the oldest first, and damaged-entry
 //! records past `max_damaged`; a key released recently is still remembered, so a restart
-//! does not report its damage twice.
+//! does not report its damage twice. A key belongs to one live actor at a time
+//! (`KeyInUse` after `CLAIM_RELEASE_WAIT`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use warden_checkpoint::envelope::{self, Kind};
@@ -122,4 +123,33 @@ async fn damaged_entries_are_remembered_up_to_the_bound() {
         std::iter::from_fn(|| events.try_recv().ok()).any(|e| matches!(e, CheckpointEvent::Corrupt { seq: 2, .. })),
         "a forgotten record's entry is reported again"
     );
+}
+
+/// A temporary child named `id` holding the one key the claim test shares.
+fn claimant(id: &str, ck: &Checkpoints) -> ChildSpec {
+    ChildSpec::worker(id, Checkpointed::new(Cell, ck, "inuse/shared", SnapshotPolicy::new()), ())
+        .restart(RestartType::Temporary)
+        .into()
+}
+
+/// A key belongs to one live actor at a time: a second actor claiming a key whose holder is
+/// alive waits `CLAIM_RELEASE_WAIT` (500 ms) for it to go, then fails to start with `KeyInUse`,
+/// naming the key and the holder; once the holder has stopped, the key is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_live_claimant_of_a_key_is_refused_after_the_release_wait() {
+    let ck = Checkpoints::start(MemoryStore::new(), CheckpointConfig::default()).await.unwrap();
+    let sup = Supervisor::start("key-in-use", SupervisorSpec::dynamic(None)).await.unwrap();
+    let first = sup.start_child(claimant("holder", &ck)).await.expect("the first claimant gets the key");
+
+    let asked = Instant::now();
+    let refused = sup.start_child(claimant("intruder", &ck)).await;
+    let waited = asked.elapsed();
+    let why = format!("{:?}", refused.expect_err("a second live claimant is refused"));
+    assert!(why.contains("inuse/shared") && why.contains("already used by live actor"), "{why}");
+    assert!(waited >= Duration::from_millis(500), "it waited for the holder to go first: {waited:?}");
+
+    // The holder goes: the key is free for the next claimant.
+    sup.terminate_child(&first.id).await.unwrap();
+    sup.start_child(claimant("successor", &ck)).await.expect("the key is free once its holder stopped");
+    sup.shutdown().await;
 }
