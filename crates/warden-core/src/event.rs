@@ -196,7 +196,11 @@ impl SupervisorEvent {
 /// queued first, so a query never misses a failure that already happened.
 #[derive(Clone)]
 pub struct EventBus {
-    tx: broadcast::Sender<SupervisorEvent>,
+    /// Made at the first subscription: tokio's broadcast channel allocates all its slots up
+    /// front (about 380 KiB at the default capacity), which every root supervisor would pay
+    /// even with no subscriber (a node hosting thousands of singletons runs one root each).
+    tx: std::sync::Arc<std::sync::OnceLock<broadcast::Sender<SupervisorEvent>>>,
+    capacity: usize,
     recorder: std::sync::Arc<crate::report::FlightRecorder>,
     stats: std::sync::Arc<crate::stats::StatsRegistry>,
     pending: std::sync::Arc<Pending>,
@@ -212,7 +216,8 @@ struct Pending {
 
 impl std::fmt::Debug for EventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventBus").field("subscribers", &self.tx.receiver_count()).finish()
+        let subscribers = self.tx.get().map_or(0, |tx| tx.receiver_count());
+        f.debug_struct("EventBus").field("subscribers", &subscribers).finish()
     }
 }
 
@@ -235,9 +240,9 @@ impl EventBus {
 
     /// A bus keeping up to `capacity` events and the last `reports` crash reports.
     pub fn with_recorder(capacity: usize, reports: usize) -> Self {
-        let (tx, _) = broadcast::channel(capacity.max(1));
         EventBus {
-            tx,
+            tx: std::sync::Arc::default(),
+            capacity: capacity.max(1),
             recorder: std::sync::Arc::new(crate::report::FlightRecorder::new(reports)),
             stats: std::sync::Arc::default(),
             pending: std::sync::Arc::default(),
@@ -303,14 +308,14 @@ impl EventBus {
     /// Publishes `event` to every subscriber and to `tracing`; never waits.
     pub fn publish(&self, event: SupervisorEvent) {
         event.trace();
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(event);
+        if let Some(tx) = self.tx.get().filter(|tx| tx.receiver_count() > 0) {
+            let _ = tx.send(event);
         }
     }
 
     /// A new subscriber that sees events published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<SupervisorEvent> {
-        self.tx.subscribe()
+        self.tx.get_or_init(|| broadcast::channel(self.capacity).0).subscribe()
     }
 }
 
@@ -337,6 +342,19 @@ mod pending_tests {
         assert_eq!(rx.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Lagged(2)));
         // The publisher never waited; the subscriber goes on from the oldest event kept.
         assert!(matches!(rx.try_recv(), Ok(SupervisorEvent::ChildStarted { incarnation: 3, .. })));
+    }
+
+    #[test]
+    fn a_bus_makes_its_event_buffer_only_for_its_first_subscriber_and_shares_it_with_clones() {
+        let bus = EventBus::default();
+        let clone = bus.clone();
+        bus.publish(SupervisorEvent::ChildStarted { path: ActorPath::root("bus-lazy"), incarnation: 1 });
+        assert!(bus.tx.get().is_none(), "no subscriber yet: no buffer, and nothing kept");
+        let mut rx = clone.subscribe();
+        assert!(bus.tx.get().is_some(), "the clone's subscription made the one shared buffer");
+        bus.publish(SupervisorEvent::ChildStarted { path: ActorPath::root("bus-lazy"), incarnation: 2 });
+        assert!(matches!(rx.try_recv(), Ok(SupervisorEvent::ChildStarted { incarnation: 2, .. })));
+        assert!(rx.try_recv().is_err(), "the event published before any subscriber is not replayed");
     }
 
     #[test]

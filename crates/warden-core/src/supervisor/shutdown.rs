@@ -99,3 +99,52 @@ pub(super) async fn stop_actor(
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocks the handler's thread: `started` is told once it blocks, `release` lets it go.
+    struct Block {
+        started: oneshot::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    }
+
+    /// An actor whose handler blocks its thread until the test lets it go: a kill (which
+    /// aborts the actor's task) cannot take effect while it blocks.
+    struct Blocker;
+
+    impl Actor for Blocker {
+        type Msg = Block;
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<Block>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+        async fn handle(&self, _: ActorRef<Block>, block: Block, _: &mut ()) -> Result<(), ActorProcessingErr> {
+            let _ = block.started.send(());
+            let _ = block.release.recv();
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_child_that_does_not_stop_after_a_kill_is_abandoned_after_kill_wait() {
+        let (actor, handle) = Actor::spawn(None, Blocker, ()).await.expect("starts");
+        let (release, blocked) = std::sync::mpsc::channel();
+        let (started, blocking) = oneshot::channel();
+        actor.cast(Block { started, release: blocked }).expect("sent");
+        blocking.await.expect("the handler blocks");
+
+        let began = std::time::Instant::now();
+        let killed = stop_actor(&actor.get_cell(), None, Shutdown::BrutalKill, &ActorPath::root("blocker")).await;
+        let waited = began.elapsed();
+        assert!(killed, "a brutal kill reports the child killed");
+        assert!(waited >= KILL_WAIT, "gave up after {waited:?}, before KILL_WAIT ({KILL_WAIT:?})");
+        assert_ne!(actor.get_status(), ractor::ActorStatus::Stopped, "the child was still blocking: abandoned");
+
+        // Once its thread is free, the kill takes effect.
+        release.send(()).expect("the handler waits");
+        tokio::time::timeout(Duration::from_secs(10), handle).await.expect("stops once released").ok();
+    }
+}
