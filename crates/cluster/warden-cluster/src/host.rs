@@ -275,7 +275,7 @@ async fn renew(host: Arc<Host>) {
         // The lease counts from before the renewal is even queued.
         let sent = Instant::now();
         let command = Command::Renew { node: host.me, name: host.name.clone(), addr: host.addr.clone() };
-        let result = host.proposer.submit(vec![command]).await;
+        let result = host.proposer.submit_urgent(vec![command]).await;
         let took = sent.elapsed();
         if took > LEASE / 2 {
             tracing::warn!(target: "warden::cluster", node = host.me, took_ms = took.as_millis() as u64, ok = result.is_ok(), "a lease renewal was slow");
@@ -348,7 +348,12 @@ fn carry_out(host: &Arc<Host>, action: Action) {
         Action::Start { name, token } => {
             let Some(spec) = host.specs.get(&name).cloned() else { return };
             host.events.send(ClusterEvent::Phase { step: Phase::Grant, detail: name.clone() });
-            let gate = Arc::new(Gate { name: name.clone(), lease: host.lease.clone(), revoked: false.into() });
+            let gate = Arc::new(Gate {
+                name: name.clone(),
+                lease: host.lease.clone(),
+                revoked: false.into(),
+                directory: host.locator.directory.clone(),
+            });
             host.instances().insert(
                 name.clone(),
                 Instance { running: Running { token, handing_off: false }, supervisor: None, gate: gate.clone() },

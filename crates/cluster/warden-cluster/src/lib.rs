@@ -10,8 +10,9 @@
 //! * [`node`]: a member of the group ([`Node`]): found, join, leave, stop; its proposer, its
 //!   checkpoint service on the replicated store ([`store`]), its singleton host ([`host`]),
 //!   and, while it leads, the leader's loop, which carries out the pure [`placement`] plans.
-//! * [`singleton`]: what users write to run an actor on exactly one node at a time, and
-//!   [`reads`]: linearizable reads for it.
+//! * [`singleton`]: what users write to run an actor on exactly one node at a time,
+//!   [`reads`]: linearizable reads for it, and [`route`]: how a message reaches it on another
+//!   node (one router per node, not a proxy per singleton).
 //!
 //! One node per process: ractor's process groups and registry are process-wide.
 //!
@@ -45,6 +46,7 @@ pub mod placement;
 pub mod proposer;
 pub mod raft;
 pub mod reads;
+pub mod route;
 pub mod singleton;
 pub mod store;
 pub mod transport;
@@ -53,6 +55,7 @@ pub use events::{ClusterEvent, Phase};
 pub use ledger::NodeId;
 pub use node::{entry, Entry, EntryRefused, Membership, Node, NodeConfig};
 pub use reads::{NotServing, ReadError};
+pub use route::SingletonRef;
 pub use singleton::{SingletonContext, SingletonSpec};
 pub use transport::{
     ClusterError, NodeEvent, NodeView, PeerState, PeerStatus, RemoteDown, TlsSettings, Transport, TransportConfig,

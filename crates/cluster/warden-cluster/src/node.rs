@@ -45,6 +45,7 @@ use crate::raft::state_machine::{Shared, StateMachine};
 use crate::raft::timing::raft_config;
 use crate::raft::{Answers, Batch, Member, Raft};
 use crate::reads::ReadBarrier;
+use crate::route::{Directory, Routed, Router, SingletonRef};
 use crate::singleton::{Locator, SingletonSpec};
 use crate::store::ReplicatedStore;
 use crate::transport::{ClusterError, Transport, TransportConfig};
@@ -178,6 +179,7 @@ pub struct Node {
     host: Arc<Host>,
     events: Events,
     rpc: ActorRef<RpcMsg>,
+    router: ActorRef<Routed>,
     db: RaftDb,
     reads: ReadBarrier,
     locator: Locator,
@@ -352,7 +354,11 @@ impl Node {
             .await
             .map_err(|e| storage(format!("cannot start the checkpoint service: {e}")))?;
         let reads = ReadBarrier { me, raft: raft.clone(), shared: shared.clone() };
-        let locator = Locator { me, shared: shared.clone(), view: transport.view() };
+        let directory = Directory::default();
+        let (router, _) = Actor::spawn(None, Router, directory.clone())
+            .await
+            .map_err(|e| storage(format!("cannot start the router: {e}")))?;
+        let locator = Locator { me, shared: shared.clone(), view: transport.view(), directory };
         let host = Host::start(HostParts {
             me,
             name: name.clone(),
@@ -388,6 +394,7 @@ impl Node {
             host,
             events,
             rpc,
+            router,
             db,
             reads,
             locator,
@@ -464,8 +471,9 @@ impl Node {
     }
 
     /// The running instance of singleton `name`, wherever the group placed it (as this node
-    /// has applied the placement), if it is up and reachable from here.
-    pub fn locate<M: Message>(&self, name: &str) -> Option<ActorRef<M>> {
+    /// has applied the placement): on this node if it runs here, else through the router of
+    /// the node holding its grant, if that node is reachable from here.
+    pub fn locate<M: Message>(&self, name: &str) -> Option<SingletonRef<M>> {
         self.locator.find(name)
     }
 
@@ -563,6 +571,7 @@ impl Node {
         }
         let _ = self.raft.shutdown().await;
         self.rpc.stop(None);
+        self.router.stop(None);
         self.transport.stop();
     }
 }

@@ -7,9 +7,10 @@
 //!
 //! 1. **Evict** a node none of whose renewals the leader applied for
 //!    [`EVICT_AFTER`], once the leader has led for
-//!    [`NEW_LEADER_WAIT`]. Its singletons become
-//!    unowned. (The eviction carries the renewal count it saw; a renewal applied in between
-//!    voids it.)
+//!    [`NEW_LEADER_WAIT`], and while a majority of the other nodes' renewals do apply on time
+//!    ([`renewals_flowing`]: a congested log delays everyone's, and is no node's failure).
+//!    Its singletons become unowned. (The eviction carries the renewal count it saw; a
+//!    renewal applied in between voids it.)
 //! 2. **Place** unowned singletons on the fresh live nodes (renewed lately, not leaving),
 //!    but not before the group's first placement has [`View::min_members`] of them (Akka's
 //!    `min-nr-of-members`: a cluster that starts node by node does not pile everything on the
@@ -127,15 +128,31 @@ fn affinity(name: &str, node: NodeId) -> u64 {
     stable_hash(&[name.as_bytes(), &node.to_le_bytes()])
 }
 
+/// Whether the log applies renewals on time, so that a node whose renewals stopped is the
+/// node's fault: of the `members` nodes not evicted, `renewing` had a renewal applied within
+/// [`EVICT_AFTER`], and those are a majority of the nodes other than a silent one. When the
+/// log itself is congested (thousands of singletons starting, each start a commit), every
+/// renewal is late, the leader's own included; evicting then would move the late nodes'
+/// singletons onto nodes just as late and start the congestion again. Waiting is safe (an
+/// eviction only ever comes later than the evicted node's lease), it only delays failover
+/// while the group is overloaded.
+pub fn renewals_flowing(members: usize, renewing: usize) -> bool {
+    let others = members.saturating_sub(1);
+    renewing * 2 > others
+}
+
 /// The leader's plan for this round (see the module documentation).
 pub fn plan(v: &View<'_>) -> Plan {
     let mut out = Plan::default();
     let led_long_enough = v.now >= v.leader_since + NEW_LEADER_WAIT;
     let fresh = |n: NodeId| v.renewed_at.get(&n).is_some_and(|t| v.now < *t + EVICT_AFTER);
 
-    // 1. Evictions.
+    // 1. Evictions, only while a majority of the other nodes' renewals apply on time (see
+    // `renewals_flowing`).
     let mut evicting = BTreeSet::new();
-    if led_long_enough {
+    let counted = v.ledger.nodes.iter().filter(|(_, rec)| !rec.evicted);
+    let (members, renewing) = counted.fold((0, 0), |(m, r), (id, _)| (m + 1, r + usize::from(fresh(*id))));
+    if led_long_enough && renewals_flowing(members, renewing) {
         for (id, rec) in &v.ledger.nodes {
             if !rec.evicted && !fresh(*id) {
                 out.commands.push(Command::Evict { node: *id, renewals: rec.renewals });

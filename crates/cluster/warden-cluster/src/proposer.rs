@@ -2,11 +2,12 @@
 //! stores and host want committed, and sends each batch to the leader (itself, or another
 //! node over the RPC network).
 //!
-//! One batch is in flight per node; everything submitted meanwhile waits and goes in the next
-//! one, until it holds [`MAX_BATCH_COMMANDS`] commands or [`MAX_BATCH_BYTES`] bytes of
+//! One batch is in flight per node and lane; everything submitted meanwhile waits and goes in
+//! the next one, until it holds [`MAX_BATCH_COMMANDS`] commands or [`MAX_BATCH_BYTES`] bytes of
 //! payload (the submission that crosses a limit still goes in; none is split). This is
 //! group commit across the whole node: many durable actors' writes share one log entry and one
-//! `fsync` per node of the group.
+//! `fsync` per node of the group. Lease renewals take the urgent lane
+//! ([`Proposer::submit_urgent`]), so they never wait behind a large batch of the ordinary one.
 //!
 //! Every submission ends in one of three ways, and the difference matters to whoever waits:
 //! committed (with each command's outcomes), certainly not committed
@@ -59,10 +60,17 @@ struct Pending {
     reply: oneshot::Sender<Result<Committed, ProposeError>>,
 }
 
+/// How many submissions may wait in the urgent lane (lease renewals: the host has one in
+/// flight at a time); past that, submitting fails at once (`NotSent`).
+pub const URGENT_CAPACITY: usize = 16;
+
 /// A node's proposer (cheap to clone).
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
+    /// The urgent lane: batches of its own, sent without waiting for the ordinary lane's batch
+    /// in flight (see [`Proposer::submit_urgent`]).
+    urgent: mpsc::Sender<Pending>,
 }
 
 impl std::fmt::Debug for Proposer {
@@ -90,15 +98,30 @@ impl Proposer {
     /// Starts the proposer of node `me`.
     pub fn start(me: NodeId, raft: Raft) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(me, raft, rx));
-        Proposer { tx }
+        let (urgent, urgent_rx) = mpsc::channel(URGENT_CAPACITY);
+        tokio::spawn(run(me, raft.clone(), rx));
+        tokio::spawn(run(me, raft, urgent_rx));
+        Proposer { tx, urgent }
     }
 
     /// Submits `commands` and waits for their batch.
     pub async fn submit(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
+        Proposer::submit_to(&self.tx, commands).await
+    }
+
+    /// Submits `commands` in the urgent lane: its batches go to the leader without waiting
+    /// for the ordinary lane's batch in flight, which may be thousands of starts' key opens
+    /// and snapshots taking a second or more to commit under load. For small commands whose
+    /// delay costs availability (lease renewals: a renewal stuck behind a node's own mass
+    /// start got the node evicted, and its singletons started elsewhere). The two lanes' entries
+    /// may reach the log in either order.
+    pub async fn submit_urgent(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
+        Proposer::submit_to(&self.urgent, commands).await
+    }
+
+    async fn submit_to(lane: &mpsc::Sender<Pending>, commands: Vec<Command>) -> Result<Committed, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Pending { commands, reply })
+        lane.try_send(Pending { commands, reply })
             .map_err(|e| ProposeError::NotSent(format!("the proposer cannot take it: {e}")))?;
         rx.await.unwrap_or_else(|_| Err(ProposeError::NotSent("the proposer stopped".into())))
     }
@@ -256,11 +279,42 @@ mod tests {
         assert_eq!(take_batch(next, &mut rx).len(), 5);
     }
 
+    #[test]
+    fn a_batch_stops_after_the_submission_that_crosses_max_batch_bytes() {
+        use crate::ledger::{KeyOp, WriteKind};
+        // Each submission carries a third of the byte bound, so the fourth crosses it.
+        let big = |seq| {
+            let (reply, answer) = oneshot::channel();
+            let op = KeyOp {
+                key: "k".into(),
+                token: 1,
+                epoch: 1,
+                op: WriteKind::Append { seq, bytes: vec![0; MAX_BATCH_BYTES / 3 + 1] },
+            };
+            (Pending { commands: vec![Command::Write { node: 1, ops: vec![op] }], reply }, answer)
+        };
+        let (tx, mut rx) = mpsc::channel(QUEUE_CAPACITY);
+        let mut answers = Vec::new();
+        for seq in 0..6 {
+            let (p, a) = big(seq);
+            tx.try_send(p).expect("room");
+            answers.push(a);
+        }
+        let first = rx.try_recv().expect("queued");
+        let batch = take_batch(first, &mut rx);
+        assert_eq!(batch.len(), 3, "three thirds and a bit cross the bound: the third is the last taken");
+        assert!(batch.iter().flat_map(|p| &p.commands).map(payload_bytes).sum::<usize>() >= MAX_BATCH_BYTES);
+        let next = rx.try_recv().expect("the rest stayed queued");
+        assert_eq!(take_batch(next, &mut rx).len(), 3);
+        assert!(rx.try_recv().is_err(), "nothing lost, nothing left");
+    }
+
     #[tokio::test]
     async fn a_full_queue_refuses_a_submission_at_once() {
         // No batcher drains the queue (as when the leader stalls): fill it to the bound.
         let (tx, _rx) = mpsc::channel(QUEUE_CAPACITY);
-        let proposer = Proposer { tx };
+        let (urgent, _urgent_rx) = mpsc::channel(URGENT_CAPACITY);
+        let proposer = Proposer { tx, urgent };
         let mut waiting = Vec::new();
         for _ in 0..QUEUE_CAPACITY {
             let (reply, answer) = oneshot::channel();
@@ -268,6 +322,16 @@ mod tests {
             waiting.push(answer);
         }
         match proposer.submit(Vec::new()).await {
+            Err(ProposeError::NotSent(why)) => assert!(why.contains("cannot take it"), "{why}"),
+            other => panic!("expected NotSent at once, got {other:?}"),
+        }
+        // The urgent lane has a bound of its own, and is not blocked by the full ordinary one.
+        for _ in 0..URGENT_CAPACITY {
+            let (reply, answer) = oneshot::channel();
+            proposer.urgent.try_send(Pending { commands: Vec::new(), reply }).expect("room in the urgent lane");
+            waiting.push(answer);
+        }
+        match proposer.submit_urgent(Vec::new()).await {
             Err(ProposeError::NotSent(why)) => assert!(why.contains("cannot take it"), "{why}"),
             other => panic!("expected NotSent at once, got {other:?}"),
         }

@@ -41,12 +41,8 @@ use warden_core::ChildSpec;
 use crate::ledger::NodeId;
 use crate::raft::state_machine::Shared;
 use crate::reads::{NotServing, ReadBarrier};
+use crate::route::{Directory, SingletonRef, ROUTER_GROUP};
 use crate::transport::NodeView;
-
-/// The process group of a singleton's running instance.
-pub fn group_of(name: &str) -> String {
-    format!("warden.singleton.{name}")
-}
 
 /// Makes the worker spec of one instance.
 type Make = Arc<dyn Fn(&SingletonContext) -> ChildSpec + Send + Sync>;
@@ -145,6 +141,8 @@ pub(crate) struct Gate {
     pub lease: Arc<Lease>,
     /// Set by the host when the instance's grant is gone.
     pub revoked: AtomicBool,
+    /// Where the node's router finds the instance.
+    pub directory: Directory,
 }
 
 impl Gate {
@@ -172,6 +170,7 @@ pub struct Locator {
     pub(crate) me: NodeId,
     pub(crate) shared: Arc<Shared>,
     pub(crate) view: NodeView,
+    pub(crate) directory: Directory,
 }
 
 impl std::fmt::Debug for Locator {
@@ -181,23 +180,21 @@ impl std::fmt::Debug for Locator {
 }
 
 impl Locator {
-    /// The running instance of singleton `name` (as this node has applied the placement), if
-    /// it is up and reachable from here.
-    pub fn find<M: Message>(&self, name: &str) -> Option<ActorRef<M>> {
+    /// The running instance of singleton `name` (as this node has applied the placement): on
+    /// this node if it runs here, else through the router of the node that holds its grant,
+    /// if that node is reachable from here (see [`crate::route`]).
+    pub fn find<M: Message>(&self, name: &str) -> Option<SingletonRef<M>> {
         let (owner, owner_name) = self.shared.read(|l| {
             let (owner, _) = l.singletons.get(name)?.ownership.holder()?;
             Some((owner, l.nodes.get(&owner)?.name.clone()))
         })?;
-        ractor::pg::get_members(&group_of(name))
+        if owner == self.me {
+            return self.directory.get(name).map(|cell| SingletonRef::local(name, ActorRef::from(cell)));
+        }
+        ractor::pg::get_members(&ROUTER_GROUP.to_string())
             .into_iter()
-            .find(|cell| {
-                if owner == self.me {
-                    cell.get_id().is_local()
-                } else {
-                    !cell.get_id().is_local() && self.view.node_of(cell).as_deref() == Some(owner_name.as_str())
-                }
-            })
-            .map(ActorRef::from)
+            .find(|cell| !cell.get_id().is_local() && self.view.node_of(cell).as_deref() == Some(owner_name.as_str()))
+            .map(|router| SingletonRef::remote(name, ActorRef::from(router)))
     }
 }
 
@@ -276,8 +273,8 @@ impl<A: Actor> Actor for Gated<A> {
     }
 
     async fn post_start(&self, me: ActorRef<A::Msg>, st: &mut A::State) -> Result<(), ActorProcessingErr> {
-        // Callers on every node find the instance in its group (ractor drops stopped members).
-        ractor::pg::join(group_of(&self.gate.name), vec![me.get_cell()]);
+        // Callers on this node, and the router for callers on others, find it here.
+        self.gate.directory.insert(&self.gate.name, me.get_cell());
         self.inner.post_start(me, st).await
     }
 
@@ -300,6 +297,7 @@ impl<A: Actor> Actor for Gated<A> {
     }
 
     async fn post_stop(&self, me: ActorRef<A::Msg>, st: &mut A::State) -> Result<(), ActorProcessingErr> {
+        self.gate.directory.remove(&self.gate.name, me.get_id());
         self.inner.post_stop(me, st).await
     }
 }

@@ -136,6 +136,41 @@ fn a_node_is_evicted_only_after_its_renewals_stop_for_long_enough() {
 }
 
 #[test]
+fn nobody_is_evicted_while_the_log_applies_no_majority_of_renewals() {
+    // A congested log (thousands of starts committing at once): every renewal is late, the
+    // leader's own included. Evicting then would only move the late nodes' singletons onto
+    // nodes just as late, and start the congestion again.
+    let mut w = World::new(5, 50);
+    w.settle(5);
+    w.pass(EVICT_AFTER + Duration::from_millis(300), &[]);
+    let p = w.plan();
+    assert!(!p.commands.iter().any(|c| matches!(c, Command::Evict { .. })), "{p:?}");
+    // Two of five renew again: still no majority of the others for any late node.
+    w.pass(Duration::from_millis(10), &[1, 2]);
+    assert!(!w.plan().commands.iter().any(|c| matches!(c, Command::Evict { .. })));
+    // Three renew: the two still silent are evicted.
+    w.pass(Duration::from_millis(10), &[1, 2, 3]);
+    let evicted: Vec<NodeId> = w
+        .plan()
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Evict { node, .. } => Some(*node),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evicted, vec![4, 5]);
+}
+
+#[test]
+fn in_a_group_of_two_the_other_node_is_evicted_when_the_leader_renews() {
+    let mut w = World::new(2, 4);
+    w.settle(5);
+    w.pass(EVICT_AFTER + Duration::from_millis(100), &[1]);
+    assert!(w.plan().commands.iter().any(|c| matches!(c, Command::Evict { node: 2, .. })));
+}
+
+#[test]
 fn a_new_leader_evicts_nobody_before_it_has_led_for_the_wait() {
     let mut w = World::new(3, 3);
     w.settle(5);
