@@ -351,7 +351,7 @@ fn carry_out(host: &Arc<Host>, action: Action) {
             let gate = Arc::new(Gate {
                 name: name.clone(),
                 lease: host.lease.clone(),
-                revoked: false.into(),
+                revoked: Arc::default(),
                 directory: host.locator.directory.clone(),
             });
             host.instances().insert(

@@ -129,7 +129,7 @@ fn affinity(name: &str, node: NodeId) -> u64 {
 }
 
 /// Whether the log applies renewals on time, so that a node whose renewals stopped is the
-/// node's fault: of the `members` nodes not evicted, `renewing` had a renewal applied within
+/// node's fault: of the `members` voters not evicted, `renewing` had a renewal applied within
 /// [`EVICT_AFTER`], and those are a majority of the nodes other than a silent one. When the
 /// log itself is congested (thousands of singletons starting, each start a commit), every
 /// renewal is late, the leader's own included; evicting then would move the late nodes'
@@ -150,7 +150,9 @@ pub fn plan(v: &View<'_>) -> Plan {
     // 1. Evictions, only while a majority of the other nodes' renewals apply on time (see
     // `renewals_flowing`).
     let mut evicting = BTreeSet::new();
-    let counted = v.ledger.nodes.iter().filter(|(_, rec)| !rec.evicted);
+    // Raft's voters only: a learner that died before it caught up, or the old id of a node
+    // that came back empty, counts toward no majority and must not hold evictions back.
+    let counted = v.ledger.nodes.iter().filter(|(id, rec)| !rec.evicted && v.voters.contains(*id));
     let (members, renewing) = counted.fold((0, 0), |(m, r), (id, _)| (m + 1, r + usize::from(fresh(*id))));
     if led_long_enough && renewals_flowing(members, renewing) {
         for (id, rec) in &v.ledger.nodes {

@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn a_batch_stops_after_the_submission_that_crosses_max_batch_bytes() {
         use crate::ledger::{KeyOp, WriteKind};
-        // Each submission carries a third of the byte bound, so the fourth crosses it.
+        // Each submission carries a third of the byte bound and a byte, so the third crosses it.
         let big = |seq| {
             let (reply, answer) = oneshot::channel();
             let op = KeyOp {

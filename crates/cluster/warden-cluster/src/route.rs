@@ -13,10 +13,14 @@
 //! reply port crosses the session as ractor_cluster carries any call's). So the number of
 //! proxies on a node is a small constant per peer, whatever the number of singletons.
 //!
-//! A message for a name the node does not run (it moved, or is restarting) is dropped: a
-//! call's reply port closes and the caller's call fails, as with a stopped actor.
+//! A message for a name the node does not run (it moved, is restarting or has not started
+//! yet) is dropped at the router. For a call, the router cannot give a typed answer, and
+//! ractor_cluster sends nothing back for a dropped reply port: the caller's call ends at its
+//! timeout (a remote call without one waits at most [`MAX_REMOTE_CALL_WAIT`]). A caller on the
+//! owner's own node gets `None` from the lookup instead, or an at once failing call.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -33,12 +37,22 @@ pub const ROUTER_GROUP: &str = "warden.route";
 /// The `variant` a routed message crosses with (its own variant travels in the header).
 const ROUTED_VARIANT: &str = "warden.routed";
 
+/// The longest a call to another node's instance waits when its caller gave no timeout: a
+/// call the owner's router dropped would otherwise wait until the session ends.
+pub const MAX_REMOTE_CALL_WAIT: Duration = Duration::from_secs(60);
+
 /// The instances this node runs, by singleton name: at most one entry per singleton spec the
 /// node was started with (an instance replaces its predecessor's entry when it starts, and
 /// removes its own when it stops).
 #[derive(Clone, Default)]
 pub struct Directory {
-    cells: Arc<Mutex<HashMap<String, ActorCell>>>,
+    cells: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+/// A running instance and its revocation flag (set by the host when the grant is gone).
+struct Entry {
+    cell: ActorCell,
+    revoked: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -48,33 +62,38 @@ impl std::fmt::Debug for Directory {
 }
 
 impl Directory {
-    fn cells(&self) -> std::sync::MutexGuard<'_, HashMap<String, ActorCell>> {
+    fn cells(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.cells.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records `cell` as the running instance of `name`.
-    pub(crate) fn insert(&self, name: &str, cell: ActorCell) {
-        self.cells().insert(name.to_string(), cell);
+    /// Records `cell` as the running instance of `name`, unless `revoked` is already set (an
+    /// instance killed while it was still starting must not replace its successor's entry).
+    pub(crate) fn insert(&self, name: &str, cell: ActorCell, revoked: &Arc<AtomicBool>) {
+        let mut cells = self.cells();
+        // Checked under the lock, so a revocation before the insert is always seen.
+        if !revoked.load(Ordering::Acquire) {
+            cells.insert(name.to_string(), Entry { cell, revoked: revoked.clone() });
+        }
     }
 
     /// Forgets `name`'s entry if it is still the actor `id` (a newer instance's entry stays).
     pub(crate) fn remove(&self, name: &str, id: ActorId) {
         let mut cells = self.cells();
-        if cells.get(name).is_some_and(|c| c.get_id() == id) {
+        if cells.get(name).is_some_and(|e| e.cell.get_id() == id) {
             cells.remove(name);
         }
     }
 
-    /// The running instance of `name` on this node, if any (an entry whose actor stopped
-    /// without removing it, as after a panic, is dropped here).
+    /// The running instance of `name` on this node, if any. An entry whose actor stopped
+    /// without removing it (a kill, a panic) or whose grant was revoked is dropped here.
     pub fn get(&self, name: &str) -> Option<ActorCell> {
         let mut cells = self.cells();
-        let cell = cells.get(name)?;
-        if cell.get_status() >= ActorStatus::Stopping {
+        let entry = cells.get(name)?;
+        if entry.cell.get_status() >= ActorStatus::Stopping || entry.revoked.load(Ordering::Acquire) {
             cells.remove(name);
             return None;
         }
-        Some(cell.clone())
+        Some(entry.cell.clone())
     }
 
     /// How many instances are recorded.
@@ -272,7 +291,9 @@ impl<M: Message> SingletonRef<M> {
     }
 
     /// Calls the instance: `build` makes the message around the reply port, and the answer
-    /// is awaited for at most `timeout` (none: until the port closes).
+    /// is awaited for at most `timeout` (none: until the port closes, or, to another node,
+    /// at most [`MAX_REMOTE_CALL_WAIT`]). A call to another node that its router dropped (the
+    /// instance is not there) ends only at the timeout, with [`CallResult::Timeout`].
     pub async fn call<R, F>(&self, build: F, timeout: Option<Duration>) -> Result<CallResult<R>, MessagingErr<M>>
     where
         R: Send + 'static,
@@ -282,22 +303,16 @@ impl<M: Message> SingletonRef<M> {
             To::Local(actor) => return actor.call(build, timeout).await,
             To::Remote(router) => router,
         };
+        let wait = timeout.unwrap_or(MAX_REMOTE_CALL_WAIT);
         let (tx, rx) = ractor::concurrency::oneshot();
-        let port: RpcReplyPort<R> = match timeout {
-            Some(t) => (tx, t).into(),
-            None => tx.into(),
-        };
+        let port: RpcReplyPort<R> = (tx, wait).into();
         let serialized = build(port).serialize().map_err(|_| MessagingErr::InvalidActorType)?;
         let routed = Routed::new(&self.name, serialized).map_err(|_| MessagingErr::InvalidActorType)?;
         router.cast(routed).map_err(|_| MessagingErr::ChannelClosed)?;
-        let answer = match timeout {
-            Some(t) => match tokio::time::timeout(t, rx).await {
-                Ok(answer) => answer,
-                Err(_) => return Ok(CallResult::Timeout),
-            },
-            None => rx.await,
-        };
-        Ok(answer.map_or(CallResult::SenderError, CallResult::Success))
+        Ok(match tokio::time::timeout(wait, rx).await {
+            Ok(answer) => answer.map_or(CallResult::SenderError, CallResult::Success),
+            Err(_) => CallResult::Timeout,
+        })
     }
 }
 
@@ -349,7 +364,7 @@ mod tests {
     async fn a_routed_cast_and_call_reach_the_named_instance_through_the_serialised_form() {
         let (echo, _) = Actor::spawn(None, Echo, ()).await.expect("echo starts");
         let directory = Directory::default();
-        directory.insert("echo", echo.get_cell());
+        directory.insert("echo", echo.get_cell(), &Arc::default());
         let (router, _) = Actor::spawn(None, Router, directory.clone()).await.expect("router starts");
 
         // The caller's half, then the wire, then the router.
@@ -393,17 +408,24 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_entry_is_removed_only_by_its_own_instance() {
+    fn a_directory_entry_is_replaced_only_by_a_live_instance_and_removed_only_by_its_own() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async {
             let (old, _) = Actor::spawn(None, Echo, ()).await.expect("starts");
             let (new, _) = Actor::spawn(None, Echo, ()).await.expect("starts");
             let d = Directory::default();
-            d.insert("a", old.get_cell());
-            d.insert("a", new.get_cell());
+            let (old_revoked, new_revoked) = (Arc::new(AtomicBool::new(false)), Arc::default());
+            d.insert("a", old.get_cell(), &old_revoked);
+            d.insert("a", new.get_cell(), &new_revoked);
             d.remove("a", old.get_id());
             assert_eq!(d.get("a").map(|c| c.get_id()), Some(new.get_id()), "the newer entry stays");
-            d.remove("a", new.get_id());
+            // The old instance, killed while still starting, reaches its post_start last.
+            old_revoked.store(true, Ordering::Release);
+            d.insert("a", old.get_cell(), &old_revoked);
+            assert_eq!(d.get("a").map(|c| c.get_id()), Some(new.get_id()), "a revoked instance replaces nothing");
+            // Once the running one's grant is revoked, the lookup no longer answers it.
+            new_revoked.store(true, Ordering::Release);
+            assert!(d.get("a").is_none());
             assert!(d.is_empty());
             old.stop(None);
             new.stop(None);

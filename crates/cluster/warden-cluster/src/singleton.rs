@@ -139,8 +139,9 @@ pub(crate) struct Gate {
     /// The singleton.
     pub name: String,
     pub lease: Arc<Lease>,
-    /// Set by the host when the instance's grant is gone.
-    pub revoked: AtomicBool,
+    /// Set by the host when the instance's grant is gone (shared with the directory entry,
+    /// which then no longer answers for the instance).
+    pub revoked: Arc<AtomicBool>,
     /// Where the node's router finds the instance.
     pub directory: Directory,
 }
@@ -274,7 +275,9 @@ impl<A: Actor> Actor for Gated<A> {
 
     async fn post_start(&self, me: ActorRef<A::Msg>, st: &mut A::State) -> Result<(), ActorProcessingErr> {
         // Callers on this node, and the router for callers on others, find it here.
-        self.gate.directory.insert(&self.gate.name, me.get_cell());
+        // Not once revoked: an instance killed while it was still starting must not replace
+        // the entry of the one started after it.
+        self.gate.directory.insert(&self.gate.name, me.get_cell(), &self.gate.revoked);
         self.inner.post_start(me, st).await
     }
 

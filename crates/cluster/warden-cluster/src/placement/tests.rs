@@ -163,6 +163,18 @@ fn nobody_is_evicted_while_the_log_applies_no_majority_of_renewals() {
 }
 
 #[test]
+fn dead_learners_do_not_hold_back_the_eviction_of_a_silent_voter() {
+    // Three voters and two learners that died before they caught up: the two live voters are
+    // a majority of the group; the silent voter is evicted.
+    let mut w = World::new(5, 10);
+    w.settle(5);
+    w.voters = BTreeSet::from([1, 2, 3]);
+    w.learners = BTreeSet::from([4, 5]);
+    w.pass(EVICT_AFTER + Duration::from_millis(100), &[1, 2]);
+    assert!(w.plan().commands.iter().any(|c| matches!(c, Command::Evict { node: 3, .. })), "{:?}", w.plan());
+}
+
+#[test]
 fn in_a_group_of_two_the_other_node_is_evicted_when_the_leader_renews() {
     let mut w = World::new(2, 4);
     w.settle(5);
