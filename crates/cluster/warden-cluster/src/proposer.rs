@@ -120,20 +120,29 @@ impl Proposer {
     }
 
     async fn submit_to(lane: &mpsc::Sender<Pending>, commands: Vec<Command>) -> Result<Committed, ProposeError> {
-        let (reply, rx) = oneshot::channel();
-        lane.try_send(Pending { commands, reply })
-            .map_err(|e| ProposeError::NotSent(format!("the proposer cannot take it: {e}")))?;
-        rx.await.unwrap_or_else(|_| Err(ProposeError::NotSent("the proposer stopped".into())))
+        Proposer::enqueue(lane, commands)?.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// [`Proposer::submit`] for a thread outside the runtime (a store's writer thread).
     pub fn submit_blocking(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Pending { commands, reply })
-            .map_err(|e| ProposeError::NotSent(format!("the proposer cannot take it: {e}")))?;
-        rx.blocking_recv().unwrap_or_else(|_| Err(ProposeError::NotSent("the proposer stopped".into())))
+        Proposer::enqueue(&self.tx, commands)?.blocking_recv().unwrap_or_else(|_| Err(stopped()))
     }
+
+    /// Queues `commands` in `lane` (refused at once when the lane is full); the answer comes
+    /// on the receiver.
+    fn enqueue(
+        lane: &mpsc::Sender<Pending>,
+        commands: Vec<Command>,
+    ) -> Result<oneshot::Receiver<Result<Committed, ProposeError>>, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        lane.try_send(Pending { commands, reply })
+            .map_err(|e| ProposeError::NotSent(format!("the proposer cannot take it: {e}")))?;
+        Ok(rx)
+    }
+}
+
+fn stopped() -> ProposeError {
+    ProposeError::NotSent("the proposer stopped".into())
 }
 
 /// `first` and what already waits behind it, up to [`MAX_BATCH_COMMANDS`] commands or

@@ -214,7 +214,8 @@ impl Actor for Router {
         directory: &mut Directory,
     ) -> Result<(), ActorProcessingErr> {
         match directory.get(&routed.name) {
-            // A stopped instance refuses it; either way a call's reply port closes.
+            // A stopped instance refuses it. Either way a call's reply port is dropped here; a
+            // caller on another node then waits its timeout (nothing crosses back).
             Some(cell) => {
                 if cell.send_serialized(routed.msg).is_err() {
                     tracing::debug!(target: "warden::cluster", name = %routed.name, "routed message for a stopped instance dropped");
@@ -282,12 +283,15 @@ impl<M: Message> SingletonRef<M> {
     pub fn cast(&self, msg: M) -> Result<(), MessagingErr<M>> {
         match &self.to {
             To::Local(actor) => actor.cast(msg),
-            To::Remote(router) => {
-                let serialized = msg.serialize().map_err(|_| MessagingErr::InvalidActorType)?;
-                let routed = Routed::new(&self.name, serialized).map_err(|_| MessagingErr::InvalidActorType)?;
-                router.cast(routed).map_err(|_| MessagingErr::ChannelClosed)
-            }
+            To::Remote(router) => self.send_remote(router, msg),
         }
+    }
+
+    /// Serialises `msg` and sends it, addressed to this singleton, to the owner's router.
+    fn send_remote(&self, router: &ActorRef<Routed>, msg: M) -> Result<(), MessagingErr<M>> {
+        let serialized = msg.serialize().map_err(|_| MessagingErr::InvalidActorType)?;
+        let routed = Routed::new(&self.name, serialized).map_err(|_| MessagingErr::InvalidActorType)?;
+        router.cast(routed).map_err(|_| MessagingErr::ChannelClosed)
     }
 
     /// Calls the instance: `build` makes the message around the reply port, and the answer
@@ -306,9 +310,7 @@ impl<M: Message> SingletonRef<M> {
         let wait = timeout.unwrap_or(MAX_REMOTE_CALL_WAIT);
         let (tx, rx) = ractor::concurrency::oneshot();
         let port: RpcReplyPort<R> = (tx, wait).into();
-        let serialized = build(port).serialize().map_err(|_| MessagingErr::InvalidActorType)?;
-        let routed = Routed::new(&self.name, serialized).map_err(|_| MessagingErr::InvalidActorType)?;
-        router.cast(routed).map_err(|_| MessagingErr::ChannelClosed)?;
+        self.send_remote(router, build(port))?;
         Ok(match tokio::time::timeout(wait, rx).await {
             Ok(answer) => answer.map_or(CallResult::SenderError, CallResult::Success),
             Err(_) => CallResult::Timeout,
