@@ -1,6 +1,10 @@
 //! A model-based property test: random sequences of child crashes, exits, kills and
 //! runtime-API calls, checked after every step against a small reference model of the OTP
 //! contract (which_children, restart counts, API errors, escalation).
+//!
+//! The same model is checked twice: against a running supervisor (actors, a runtime,
+//! `which_children`), and against warden's pure decision functions alone (`warden::decision`,
+//! no actors and no runtime), which runs many more cases in less time.
 mod common;
 
 use std::collections::HashMap;
@@ -10,10 +14,14 @@ use std::time::Duration;
 use common::*;
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+use warden::decision::{
+    group_plan, plan_exit, plan_start_child, plan_stopped_only, plan_terminate, CallRefusal, ChildView, Existing,
+    ExitFacts, ExitPlan, IntensityWindow, Phase, StartRefusal,
+};
 use warden::prelude::{ChildRef, ChildSpec, RestartType, Supervisor, SupervisorRef, SupervisorSpec};
 use warden::testkit::inject_kill;
 use warden::Strategy as Otp;
-use warden::{ChildStatus, SupervisorError};
+use warden::{AutoShutdown, ChildStatus, ExitReason, SupervisorError};
 
 /// Restarts allowed before the supervisor gives up; the period is long enough never to slide
 /// during a test.
@@ -339,6 +347,201 @@ impl StateMachineTest for Sut {
     fn teardown(sut: Sut, _: Model) {
         runtime().block_on(sut.app.shutdown());
     }
+}
+
+/// The decision functions alone, driven by the smallest bookkeeping that carries their plans
+/// out: a list of child records in start order. Every rule (restart or not, which children a
+/// group restart touches, intensity, which specs are forgotten, what each runtime call
+/// answers) comes from `warden::decision`; the driver only applies the plans, as the
+/// supervisor actor does.
+struct Planner {
+    strategy: Otp,
+    children: Vec<PChild>,
+    intensity: IntensityWindow,
+    now: tokio::time::Instant,
+    down: bool,
+    before: Model,
+}
+
+struct PChild {
+    id: u8,
+    phase: Phase,
+    restarts: u64,
+}
+
+impl Planner {
+    fn pos(&self, id: u8) -> Option<usize> {
+        self.children.iter().position(|c| c.id == id)
+    }
+
+    /// Child `pos` exited with `reason`: `decision::plan_exit` says what follows.
+    fn exit(&mut self, pos: usize, reason: ExitReason) {
+        let views: Vec<ChildView> = self
+            .children
+            .iter()
+            .map(|c| ChildView { restart: restart_of(c.id), running: c.phase == Phase::Running })
+            .collect();
+        let group = matches!(self.strategy, Otp::OneForAll | Otp::RestForOne)
+            .then(|| (group_plan(self.strategy, &views, pos), pos));
+        let facts = ExitFacts {
+            strategy: self.strategy,
+            auto_shutdown: AutoShutdown::Never,
+            shutting_down: false,
+            restart: restart_of(self.children[pos].id),
+            significant: false,
+            significant_left: 0,
+            reason: &reason,
+            waits_in_place: false,
+            group,
+        };
+        match plan_exit(&facts, &mut self.intensity, None, self.now) {
+            ExitPlan::ShuttingDown => panic!("the planner thinks a running supervisor is shutting down"),
+            ExitPlan::NotRestarted { forget: true, .. } => {
+                self.children.remove(pos);
+            }
+            ExitPlan::NotRestarted { forget: false, .. } => self.children[pos].phase = Phase::Stopped,
+            ExitPlan::Escalate => self.down = true,
+            ExitPlan::RestartOne { .. } => {
+                self.children[pos].restarts += 1;
+                self.children[pos].phase = Phase::Running;
+            }
+            ExitPlan::RestartGroup { group, .. } => {
+                self.children[pos].restarts += 1;
+                for &i in &group.stop {
+                    self.children[i].phase = Phase::Stopped;
+                }
+                for &i in &group.start {
+                    self.children[i].phase = Phase::Running;
+                }
+                let mut forget = group.forget.clone();
+                forget.sort_unstable_by(|a, b| b.cmp(a));
+                for i in forget {
+                    self.children.remove(i);
+                }
+            }
+        }
+    }
+
+    fn running(&self, id: u8) -> Option<usize> {
+        self.pos(id).filter(|&p| self.children[p].phase == Phase::Running)
+    }
+
+    fn call(&mut self, op: &Op) -> Option<Answer> {
+        if self.down {
+            // The supervisor has stopped: the mechanism answers that, not a rule.
+            return matches!(op, Op::Terminate(_) | Op::Restart(_) | Op::Delete(_) | Op::Start(_))
+                .then_some(Answer::Unavailable);
+        }
+        let refused = |r: CallRefusal| match r {
+            CallRefusal::NotFound => Answer::NotFound,
+            CallRefusal::Running => Answer::Running,
+            other => panic!("the model never leads to {other:?}"),
+        };
+        match *op {
+            Op::Panic(i) | Op::Kill(i) => {
+                if let Some(p) = self.running(i) {
+                    self.exit(p, ExitReason::Panic { message: "told to".into() });
+                }
+                None
+            }
+            Op::ExitNormal(i) => {
+                if let Some(p) = self.running(i) {
+                    self.exit(p, ExitReason::Normal);
+                }
+                None
+            }
+            Op::Terminate(i) => Some(match self.pos(i) {
+                None => Answer::NotFound,
+                Some(p) => {
+                    let plan = plan_terminate(self.strategy, restart_of(i), self.children[p].phase);
+                    if plan.forget {
+                        self.children.remove(p);
+                    } else {
+                        self.children[p].phase = Phase::Stopped;
+                    }
+                    Answer::Ok
+                }
+            }),
+            Op::Restart(i) => {
+                let p = self.pos(i);
+                Some(match plan_stopped_only(self.strategy, p.map(|p| self.children[p].phase)) {
+                    Ok(()) => {
+                        self.children[p.expect("a stopped child is kept")].phase = Phase::Running;
+                        Answer::Ok
+                    }
+                    Err(r) => refused(r),
+                })
+            }
+            Op::Delete(i) => {
+                let p = self.pos(i);
+                Some(match plan_stopped_only(self.strategy, p.map(|p| self.children[p].phase)) {
+                    Ok(()) => {
+                        self.children.remove(p.expect("a stopped child is kept"));
+                        Answer::Ok
+                    }
+                    Err(r) => refused(r),
+                })
+            }
+            Op::Start(i) => {
+                let existing = match self.pos(i).map(|p| self.children[p].phase) {
+                    None => Existing::None,
+                    Some(Phase::Running) => Existing::Running,
+                    Some(_) => Existing::NotRunning,
+                };
+                Some(match plan_start_child(self.strategy, self.children.len(), existing) {
+                    Ok(()) => {
+                        self.children.push(PChild { id: i, phase: Phase::Running, restarts: 0 });
+                        Answer::Ok
+                    }
+                    Err(StartRefusal::AlreadyStarted) => Answer::AlreadyStarted,
+                    Err(StartRefusal::AlreadyPresent) => Answer::AlreadyPresent,
+                    Err(other) => panic!("the model never leads to {other:?}"),
+                })
+            }
+        }
+    }
+}
+
+impl StateMachineTest for Planner {
+    type SystemUnderTest = Planner;
+    type Reference = Reference;
+
+    fn init_test(m: &Model) -> Planner {
+        Planner {
+            strategy: m.strategy,
+            children: m.children.iter().map(|c| PChild { id: c.id, phase: Phase::Running, restarts: 0 }).collect(),
+            intensity: IntensityWindow::new(INTENSITY, Duration::from_secs(3600)),
+            now: tokio::time::Instant::now(),
+            down: false,
+            before: m.clone(),
+        }
+    }
+
+    fn apply(mut p: Planner, after: &Model, op: Op) -> Planner {
+        let predicted = p.before.answer(&op);
+        let answer = p.call(&op);
+        assert_eq!(answer, predicted, "answer to {op:?} in {:?}", p.before);
+        assert_eq!(p.down, after.down, "escalation after {op:?} from {:?}", p.before);
+        if !after.down {
+            let got: Vec<_> = p
+                .children
+                .iter()
+                .map(|c| {
+                    let status = if c.phase == Phase::Running { ChildStatus::Running } else { ChildStatus::Stopped };
+                    (format!("c{}", c.id), status, c.restarts)
+                })
+                .collect();
+            assert_eq!(got, expected(after), "after {op:?} from {:?}", p.before);
+        }
+        p.before = after.clone();
+        p
+    }
+}
+
+prop_state_machine! {
+    #![proptest_config(ProptestConfig { cases: 4096, max_shrink_iters: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn the_decision_functions_alone_follow_the_otp_model(sequential 1..40 => Planner);
 }
 
 prop_state_machine! {

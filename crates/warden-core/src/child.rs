@@ -23,10 +23,9 @@ use tokio::sync::oneshot;
 use crate::handle::{ChildRef, Slot, SlotControl};
 use crate::panic_capture::{self, Captured, InHandler};
 use crate::path::ActorPath;
-use crate::protocol::{ChildReport, Crash, Directive, Reporter, StartCtx};
+use crate::protocol::{ChildReport, Crash, Directive, Reporter, Spawned, StartCtx, Starter};
 use crate::reason::{panic_message, spawn_cause, ExitReason, SHUTDOWN};
 use crate::restored;
-use crate::spec::Starter;
 use crate::watchdog::{self, Beat, WatchGuard};
 
 type ArgsFn<A> = Arc<dyn Fn() -> <A as Actor>::Arguments + Send + Sync>;
@@ -76,7 +75,7 @@ impl<A: Actor + Clone> WorkerStarter<A> {
 }
 
 impl<A: Actor + Clone> Starter for WorkerStarter<A> {
-    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<crate::spec::Spawned>, String>> {
+    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<Spawned>, String>> {
         let handler = Supervised {
             inner: self.actor.clone(),
             args: self.args.clone(),
@@ -97,7 +96,7 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
                 Err(e) => return Err(spawn_cause(e)),
             };
             slot.install(actor.clone(), Some(ctx.supervisor));
-            Ok(Some(crate::spec::Spawned { cell: actor.get_cell(), task }))
+            Ok(Some(Spawned { cell: actor.get_cell(), task }))
         })
     }
 
@@ -107,6 +106,10 @@ impl<A: Actor + Clone> Starter for WorkerStarter<A> {
 
     fn handle_any(&self) -> Box<dyn Any + Send> {
         Box::new(ChildRef::from_slot(self.slot.clone()))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

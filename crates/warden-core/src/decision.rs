@@ -5,7 +5,8 @@
 //! whether an exit calls for a restart ([`restart_wanted`]), which children a strategy stops
 //! and starts ([`group_plan`]), what one exit leads to ([`plan_exit`]), whether `start_child`
 //! may add a spec ([`plan_start_child`]), what OTP's `try_again` does after a group member
-//! failed to start ([`plan_retry`]), the order children stop in at shutdown
+//! failed to start ([`plan_retry`]), what `terminate_child` does ([`plan_terminate`]) and when
+//! `restart_child` and `delete_child` may act ([`plan_stopped_only`]), the order children stop in at shutdown
 //! ([`plan_shutdown`]), when restarts are too many ([`IntensityWindow`]), and how long to wait
 //! before the next one ([`BackoffSchedule`]).
 //!
@@ -266,6 +267,63 @@ pub fn plan_start_child(strategy: Strategy, children: usize, existing: Existing)
         Existing::Running => Err(StartRefusal::AlreadyStarted),
         Existing::NotRunning => Err(StartRefusal::AlreadyPresent),
     }
+}
+
+/// Where a child named in a runtime call stands, for [`plan_stopped_only`] and
+/// [`plan_terminate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// It has a running incarnation.
+    Running,
+    /// It crashed and waits for its restart (or its group's retry).
+    Restarting,
+    /// It is kept, stopped.
+    Stopped,
+}
+
+/// Why a runtime call on one child is refused ([`plan_stopped_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallRefusal {
+    /// A dynamic supervisor does not support the call (OTP's `simple_one_for_one` answers
+    /// `{error, simple_one_for_one}`).
+    NotSupported,
+    /// No child has that id.
+    NotFound,
+    /// The child runs.
+    Running,
+    /// The child waits for its restart.
+    Restarting,
+}
+
+/// OTP's checks for `restart_child` and `delete_child`, which act only on a kept, stopped
+/// child of a static supervisor. `phase` is `None` when no child has the id.
+pub fn plan_stopped_only(strategy: Strategy, phase: Option<Phase>) -> Result<(), CallRefusal> {
+    if matches!(strategy, Strategy::Dynamic { .. }) {
+        return Err(CallRefusal::NotSupported);
+    }
+    match phase {
+        None => Err(CallRefusal::NotFound),
+        Some(Phase::Running) => Err(CallRefusal::Running),
+        Some(Phase::Restarting) => Err(CallRefusal::Restarting),
+        Some(Phase::Stopped) => Ok(()),
+    }
+}
+
+/// What `terminate_child` does to a child ([`plan_terminate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminatePlan {
+    /// It waited for a restart: the restart is cancelled (and a group retry pending from it).
+    pub cancel_restart: bool,
+    /// Its spec goes ([`forgotten_when_stopped`]); else it is kept, stopped.
+    pub forget: bool,
+}
+
+/// OTP's `terminate_child` of a child of restart type `restart` in phase `phase`. Whatever
+/// incarnation is alive is stopped by its shutdown policy (the mechanism's part); the plan
+/// says that a pending restart is cancelled and that the spec is kept for `restart_child`
+/// unless the child is temporary or dynamic.
+pub fn plan_terminate(strategy: Strategy, restart: RestartType, phase: Phase) -> TerminatePlan {
+    TerminatePlan { cancel_restart: phase == Phase::Restarting, forget: forgotten_when_stopped(restart, strategy) }
 }
 
 /// How a supervisor stops its children when it shuts down ([`plan_shutdown`]).
@@ -651,6 +709,27 @@ mod tests {
         assert_eq!(a, run(), "same seed, same schedule");
         assert!(a.iter().all(|d| *d >= ms(10) && *d <= ms(100)), "{a:?}");
         assert!(a[0] < ms(20), "first delay within [min, 2 min): {:?}", a[0]);
+    }
+
+    #[test]
+    fn restart_and_delete_act_only_on_a_stopped_child_of_a_static_supervisor() {
+        let dynamic = Strategy::Dynamic { max_children: None };
+        assert_eq!(plan_stopped_only(dynamic, Some(Phase::Stopped)), Err(CallRefusal::NotSupported));
+        assert_eq!(plan_stopped_only(Strategy::OneForOne, None), Err(CallRefusal::NotFound));
+        assert_eq!(plan_stopped_only(Strategy::OneForAll, Some(Phase::Running)), Err(CallRefusal::Running));
+        assert_eq!(plan_stopped_only(Strategy::RestForOne, Some(Phase::Restarting)), Err(CallRefusal::Restarting));
+        assert_eq!(plan_stopped_only(Strategy::OneForOne, Some(Phase::Stopped)), Ok(()));
+    }
+
+    #[test]
+    fn terminate_cancels_a_pending_restart_and_keeps_only_static_non_temporary_specs() {
+        let kept = plan_terminate(Strategy::OneForOne, RestartType::Permanent, Phase::Running);
+        assert_eq!(kept, TerminatePlan { cancel_restart: false, forget: false });
+        let pending = plan_terminate(Strategy::OneForAll, RestartType::Transient, Phase::Restarting);
+        assert_eq!(pending, TerminatePlan { cancel_restart: true, forget: false });
+        assert!(plan_terminate(Strategy::OneForOne, RestartType::Temporary, Phase::Stopped).forget);
+        let dynamic = Strategy::Dynamic { max_children: Some(3) };
+        assert!(plan_terminate(dynamic, RestartType::Permanent, Phase::Running).forget);
     }
 
     #[test]

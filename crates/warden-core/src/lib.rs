@@ -68,12 +68,12 @@ pub use reason::{ExitReason, Ignore};
 pub use report::{CrashReport, Decision, FlightRecorder};
 pub use restored::{note_restored, RestoredFrom};
 pub use spec::{
-    AutoShutdown, Backoff, ChildSpec, ChildType, RestartType, Shutdown, Strategy, SupervisorChildSpec, SupervisorSpec,
-    TypedChildSpec, WorkerSpec, DEFAULT_MAX_CHILDREN,
+    AutoShutdown, Backoff, ChildSpec, ChildType, RestartType, Shutdown, Strategy, SupervisorSpec, TypedChildSpec,
+    WorkerSpec, DEFAULT_MAX_CHILDREN,
 };
 pub use supervisor::{
-    ChildCounts, ChildInfo, ChildStatus, Supervisor, SupervisorControl, SupervisorError, SupervisorMsg, SupervisorRef,
-    SupervisorStatus,
+    ChildCounts, ChildInfo, ChildStatus, Supervisor, SupervisorChildSpec, SupervisorControl, SupervisorError,
+    SupervisorMsg, SupervisorRef, SupervisorStatus,
 };
 pub use watchdog::{heartbeat, MISSED_HEARTBEAT};
 

@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::spec::{ChildType, RestartType, Shutdown};
+use crate::vocab::{ChildType, RestartType, Shutdown};
 
 /// Default number of crash reports a tree keeps.
 pub const DEFAULT_FLIGHT_RECORDER_CAPACITY: usize = 256;

@@ -25,40 +25,15 @@
 //! assert!(tree.validate().is_ok());
 //! ```
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use ractor::{ActorCell, Message};
+use ractor::Message;
 
-use crate::handle::{ChildRef, SlotControl};
-use crate::protocol::StartCtx;
+use crate::handle::ChildRef;
+use crate::protocol::Starter;
 
 pub use crate::vocab::{AutoShutdown, Backoff, ChildType, RestartType, Shutdown, Strategy};
-
-/// A started incarnation: its cell, and its task, which ends only once the actor's state is
-/// dropped (ractor drops a killed actor's state in that task after it has reported the end).
-pub(crate) struct Spawned {
-    pub(crate) cell: ActorCell,
-    pub(crate) task: ractor::concurrency::JoinHandle<()>,
-}
-
-/// The type-erased start function of a child, plus the controls of its stable handle.
-pub(crate) trait Starter: Send + Sync + 'static {
-    /// Spawns a new incarnation linked to `ctx.supervisor`, installs it in the handle and
-    /// returns it; `None` when the child chose not to run ([`crate::Ignore`]); `Err` carries
-    /// the cause of a failed start.
-    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<Spawned>, String>>;
-    /// The controls of the child's stable handle.
-    fn slot(&self) -> &dyn SlotControl;
-    /// The typed handle as `Any` (a `ChildRef<M>`), for [`ChildSpec::handle`].
-    fn handle_any(&self) -> Box<dyn Any + Send>;
-    /// A supervisor child's runtime API (`None` for workers).
-    fn supervisor_control(&self) -> Option<crate::supervisor::SupervisorControl> {
-        None
-    }
-}
 
 /// The most children a dynamic supervisor holds when its spec names no maximum: 1,000,000
 /// (about 1 GiB of idle children); past it `start_child` answers `MaxChildren`.
@@ -156,36 +131,6 @@ impl ChildSpec {
             starter: Arc::new(starter),
         };
         TypedChildSpec { spec, handle }
-    }
-
-    /// A nested supervisor child: permanent, shutdown `Infinity`. The returned
-    /// [`SupervisorChildSpec`] hands out the nested supervisor's runtime API
-    /// ([`control`](SupervisorChildSpec::control)) before it starts.
-    pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> SupervisorChildSpec {
-        let id = id.into();
-        let starter = crate::supervisor::SupervisorStarter::new(spec, &id);
-        let control = starter.control();
-        let spec = ChildSpec {
-            id,
-            restart: RestartType::Permanent,
-            shutdown: Shutdown::Infinity,
-            child_type: ChildType::Supervisor,
-            significant: false,
-            backoff: None,
-            deadline: None,
-            heartbeat: None,
-            starter: Arc::new(starter),
-        };
-        TypedChildSpec { spec, handle: control }
-    }
-
-    /// For a supervisor child, its runtime API (usable once it runs; follows its restarts).
-    /// `None` for workers. [`SupervisorChildSpec::control`] is the infallible form.
-    pub fn supervisor_control(&self) -> Option<crate::supervisor::SupervisorControl> {
-        if self.child_type != ChildType::Supervisor {
-            return None;
-        }
-        self.starter.supervisor_control()
     }
 
     /// Sets the restart type.
@@ -300,15 +245,12 @@ impl ChildSpec {
 /// ```
 #[derive(Clone)]
 pub struct TypedChildSpec<H> {
-    spec: ChildSpec,
-    handle: H,
+    pub(crate) spec: ChildSpec,
+    pub(crate) handle: H,
 }
 
 /// The spec of a worker child whose messages are `M`.
 pub type WorkerSpec<M> = TypedChildSpec<ChildRef<M>>;
-
-/// The spec of a nested supervisor child.
-pub type SupervisorChildSpec = TypedChildSpec<crate::supervisor::SupervisorControl>;
 
 impl<H> std::fmt::Debug for TypedChildSpec<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -380,13 +322,6 @@ impl<M: Message> WorkerSpec<M> {
     pub fn stash_capacity(mut self, capacity: usize) -> Self {
         self.spec = self.spec.stash_capacity(capacity);
         self
-    }
-}
-
-impl SupervisorChildSpec {
-    /// The nested supervisor's runtime API (usable once it runs; follows its restarts).
-    pub fn control(&self) -> crate::supervisor::SupervisorControl {
-        self.handle.clone()
     }
 }
 

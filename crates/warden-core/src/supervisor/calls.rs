@@ -2,12 +2,12 @@
 //! `restart_child`, `delete_child`, `which_children`, `count_children`) and their errors.
 
 use super::*;
-use crate::decision::{plan_start_child, Existing, StartRefusal};
+use crate::decision::{plan_start_child, plan_stopped_only, plan_terminate, CallRefusal, Existing, StartRefusal};
 
 impl SupervisorState {
     pub(super) fn info(&self, c: &Child) -> ChildInfo {
         let supervisor =
-            c.spec.starter.supervisor_control().map(|control| SupervisorRef { control, events: self.events.clone() });
+            c.spec.supervisor_control().map(|control| SupervisorRef { control, events: self.events.clone() });
         ChildInfo {
             id: c.id().to_string(),
             path: c.path.clone(),
@@ -85,8 +85,9 @@ impl SupervisorState {
 
     pub(super) async fn api_terminate_child(&mut self, id: &str) -> Result<(), SupervisorError> {
         let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
-        if matches!(self.children[idx].status(), Status::Restarting { .. }) {
-            // A restart is cancelled: no repair will follow (`settle` drops it when not recording).
+        let plan = plan_terminate(self.strategy, self.children[idx].spec.restart, self.children[idx].phase());
+        if plan.cancel_restart {
+            // No repair will follow (`settle` drops it when not recording).
             self.tallies.push((Instant::now(), self.children[idx].path.clone(), Tally::Stopped));
         }
         self.terminate_at(idx).await;
@@ -94,7 +95,11 @@ impl SupervisorState {
         if self.group_retry.as_deref() == Some(id) {
             self.cancel_group_retry(idx);
         }
-        self.drop_or_keep(idx);
+        if plan.forget {
+            self.remove_at(idx);
+        } else {
+            self.close_slot(idx);
+        }
         Ok(())
     }
 
@@ -103,9 +108,7 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         id: &str,
     ) -> Result<ChildInfo, SupervisorError> {
-        self.refuse_on_dynamic("restart_child")?;
-        let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
-        self.refuse_unless_stopped(idx)?;
+        let idx = self.stopped_only("restart_child", id)?;
         match self.start_at(myself, idx).await {
             Ok(Started::Ignored) => Ok(self.ignored(idx)),
             Ok(Started::Running) => {
@@ -117,28 +120,25 @@ impl SupervisorState {
     }
 
     pub(super) fn api_delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
-        self.refuse_on_dynamic("delete_child")?;
-        let idx = self.index_of(id).ok_or_else(|| self.not_found(id))?;
-        self.refuse_unless_stopped(idx)?;
+        let idx = self.stopped_only("delete_child", id)?;
         self.remove_at(idx);
         Ok(())
     }
 
-    pub(super) fn refuse_on_dynamic(&self, operation: &'static str) -> Result<(), SupervisorError> {
-        match self.strategy {
-            Strategy::Dynamic { .. } => Err(SupervisorError::NotSupported { supervisor: self.path.clone(), operation }),
-            _ => Ok(()),
-        }
-    }
-
-    pub(super) fn refuse_unless_stopped(&self, idx: usize) -> Result<(), SupervisorError> {
-        let c = &self.children[idx];
-        match c.status() {
-            Status::Running { .. } => Err(SupervisorError::Running { path: c.path.clone() }),
-            Status::Crashed { .. } | Status::Restarting { .. } => {
-                Err(SupervisorError::Restarting { path: c.path.clone() })
+    /// The index of child `id` if `operation` (restart or delete) may act on it
+    /// ([`plan_stopped_only`]), else the error that says why not.
+    fn stopped_only(&self, operation: &'static str, id: &str) -> Result<usize, SupervisorError> {
+        let idx = self.index_of(id);
+        let phase = idx.map(|i| self.children[i].phase());
+        let path = || idx.map(|i| self.children[i].path.clone()).unwrap_or_else(|| self.path.clone());
+        match plan_stopped_only(self.strategy, phase) {
+            Ok(()) => Ok(idx.unwrap_or_default()),
+            Err(CallRefusal::NotSupported) => {
+                Err(SupervisorError::NotSupported { supervisor: self.path.clone(), operation })
             }
-            Status::Stopped => Ok(()),
+            Err(CallRefusal::NotFound) => Err(self.not_found(id)),
+            Err(CallRefusal::Running) => Err(SupervisorError::Running { path: path() }),
+            Err(CallRefusal::Restarting) => Err(SupervisorError::Restarting { path: path() }),
         }
     }
 

@@ -16,7 +16,7 @@ use ractor::{ActorCell, ActorId};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::decision::{BackoffSchedule, ChildView};
+use crate::decision::{BackoffSchedule, ChildView, Phase};
 use crate::path::ActorPath;
 use crate::protocol::Directive;
 use crate::spec::ChildSpec;
@@ -96,6 +96,15 @@ impl Child {
             Status::Running { .. } => ChildStatus::Running,
             Status::Crashed { .. } | Status::Restarting { .. } => ChildStatus::Restarting,
             Status::Stopped => ChildStatus::Stopped,
+        }
+    }
+
+    /// Its phase for the runtime calls' decisions.
+    pub(super) fn phase(&self) -> Phase {
+        match self.status {
+            Status::Running { .. } => Phase::Running,
+            Status::Crashed { .. } | Status::Restarting { .. } => Phase::Restarting,
+            Status::Stopped => Phase::Stopped,
         }
     }
 

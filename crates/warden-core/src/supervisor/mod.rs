@@ -18,7 +18,8 @@
 //! The files, one concern each: `children.rs` (the child table), `restarts.rs` (exits,
 //! restarts, retries), `calls.rs` (the runtime API's answers), `shutdown.rs` (stopping
 //! children), `bookkeeping.rs` (events, figures, metrics, crash reports), `dispatch.rs` (the
-//! ractor actor: which message leads to which rule), `api.rs` (the handles users hold); this
+//! ractor actor: which message leads to which rule), `api.rs` (the handles users hold),
+//! `nested.rs` (a supervisor as the child of another: its spec and starter); this
 //! file holds the messages, the state and the child operations the others share.
 //!
 //! ```
@@ -47,6 +48,7 @@ mod bookkeeping;
 mod calls;
 mod children;
 mod dispatch;
+mod nested;
 mod restarts;
 mod shutdown;
 
@@ -57,6 +59,7 @@ pub(crate) use api::ExitNote;
 pub use api::{
     ChildCounts, ChildInfo, ChildStatus, SupervisorControl, SupervisorError, SupervisorRef, SupervisorStatus,
 };
+pub use nested::SupervisorChildSpec;
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -77,7 +80,7 @@ use crate::panic_capture::Captured;
 use crate::path::ActorPath;
 use crate::reason::{spawn_cause, ExitReason, SHUTDOWN};
 use crate::report::{self, CrashReport, Decision};
-use crate::spec::{validate_child, ChildSpec, ChildType, RestartType, Shutdown, Starter, Strategy, SupervisorSpec};
+use crate::spec::{validate_child, ChildSpec, ChildType, RestartType, Shutdown, Strategy, SupervisorSpec};
 use crate::StartError;
 use children::{Child, Children, Status};
 
@@ -89,7 +92,7 @@ pub const KILL_WAIT: Duration = Duration::from_secs(5);
 /// The `warden_children` gauges are refreshed at most this often.
 pub const GAUGE_PERIOD: Duration = Duration::from_millis(100);
 
-use crate::protocol::{ChildReport, Reporter, StartCtx};
+use crate::protocol::{ChildReport, Reporter, StartCtx, Starter};
 pub use crate::protocol::{Crash, Directive};
 
 /// The messages of a supervisor. Use [`SupervisorRef`] rather than sending these.
@@ -234,53 +237,6 @@ impl Supervisor {
         })?;
         slot.install(actor, None);
         Ok(SupervisorRef { control: SupervisorControl { handle: ChildRef::from_slot(slot), exit }, events })
-    }
-}
-
-/// Starts nested supervisors for a [`ChildSpec::supervisor`] and owns their stable handle.
-pub(crate) struct SupervisorStarter {
-    spec: SupervisorSpec,
-    slot: Arc<Slot<SupervisorMsg>>,
-    exit: ExitNote,
-}
-
-impl SupervisorStarter {
-    pub(crate) fn new(spec: SupervisorSpec, id: &str) -> Self {
-        SupervisorStarter { spec, slot: Arc::new(Slot::new(id)), exit: ExitNote::default() }
-    }
-
-    /// The nested supervisor's runtime API (follows its restarts).
-    pub(crate) fn control(&self) -> SupervisorControl {
-        SupervisorControl { handle: ChildRef::from_slot(self.slot.clone()), exit: self.exit.clone() }
-    }
-}
-
-impl Starter for SupervisorStarter {
-    fn start(&self, ctx: StartCtx) -> BoxFuture<'static, Result<Option<crate::spec::Spawned>, String>> {
-        let spec = self.spec.clone();
-        let slot = self.slot.clone();
-        let exit = self.exit.clone();
-        Box::pin(async move {
-            spec.validate().map_err(|e| e.to_string())?;
-            slot.set_path(ctx.path.clone());
-            let init = SupervisorInit { spec, path: ctx.path.clone(), events: ctx.events.clone(), exit };
-            let (actor, task) =
-                Actor::spawn_linked(None, Supervisor, init, ctx.supervisor.clone()).await.map_err(spawn_cause)?;
-            slot.install(actor.clone(), Some(ctx.supervisor.clone()));
-            Ok(Some(crate::spec::Spawned { cell: actor.get_cell(), task }))
-        })
-    }
-
-    fn slot(&self) -> &dyn SlotControl {
-        &*self.slot
-    }
-
-    fn handle_any(&self) -> Box<dyn Any + Send> {
-        Box::new(ChildRef::from_slot(self.slot.clone()))
-    }
-
-    fn supervisor_control(&self) -> Option<SupervisorControl> {
-        Some(self.control())
     }
 }
 
