@@ -221,7 +221,7 @@ impl ChildSpec {
 
 /// A child spec that knows the type of its handle: what [`ChildSpec::worker`] (a
 /// [`WorkerSpec`], whose handle is a [`ChildRef<M>`]) and [`ChildSpec::supervisor`] (a
-/// [`SupervisorChildSpec`], whose handle is its runtime API) return.
+/// [`SupervisorChildSpec`](crate::SupervisorChildSpec), whose handle is its runtime API) return.
 ///
 /// It has the options of a [`ChildSpec`], and goes into a tree wherever one does
 /// ([`SupervisorSpec::child`] and `start_child` take `impl Into<ChildSpec>`). Its handle can be
