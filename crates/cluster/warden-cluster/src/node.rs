@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use openraft::error::Fatal;
 use ractor::{Actor, ActorRef, Message};
 use tokio::sync::broadcast;
 use warden_checkpoint::{CheckpointConfig, Checkpoints};
@@ -40,7 +41,7 @@ use crate::host::{Host, HostParts};
 use crate::ledger::{Command, NodeId, Outcome, Refusal};
 use crate::proposer::Proposer;
 use crate::raft::log_store::{DiskStall, Identity, LogStore, RaftDb};
-use crate::raft::network::{self, Handler, Network, NotDone, Reply, Request, RpcActor, RpcMsg};
+use crate::raft::network::{self, CallError, Declined, Handler, Network, NotDone, Reply, Request, RpcActor, RpcMsg};
 use crate::raft::state_machine::{Shared, StateMachine};
 use crate::raft::timing::raft_config;
 use crate::raft::{Answers, Batch, Member, Raft};
@@ -52,6 +53,11 @@ use crate::transport::{ClusterError, Transport, TransportConfig};
 
 /// How long a new node keeps trying to join through its seeds.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one join request to a member may wait for its answer.
+pub const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause before asking again when no leader is known or a call failed (twice this after
+/// the leader declined).
+pub const JOIN_RETRY: Duration = Duration::from_millis(100);
 /// How long [`Node::leave`] waits for the node's singletons to move and for the group to
 /// take it out.
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -233,11 +239,7 @@ impl Handler for NodeHandler {
         Box::pin(async move {
             match raft.client_write(batch).await {
                 Ok(resp) => Ok((resp.log_id.index, resp.data)),
-                Err(e @ openraft::error::RaftError::Fatal(_)) => Err(NotDone::Unknown(e.to_string())),
-                Err(e) => match e.forward_to_leader() {
-                    Some(f) => Err(NotDone::NotLeader(f.leader_id)),
-                    None => Err(NotDone::Failed(e.to_string())),
-                },
+                Err(e) => Err(NotDone::of_write(e)),
             }
         })
     }
@@ -247,10 +249,7 @@ impl Handler for NodeHandler {
         Box::pin(async move {
             match raft.ensure_linearizable().await {
                 Ok(id) => Ok(id.map_or(0, |l| l.index)),
-                Err(e) => match e.forward_to_leader() {
-                    Some(f) => Err(NotDone::NotLeader(f.leader_id)),
-                    None => Err(NotDone::Failed(e.to_string())),
-                },
+                Err(e) => Err(NotDone::of_read(e)),
             }
         })
     }
@@ -266,8 +265,8 @@ impl Handler for NodeHandler {
                 Some(l) => {
                     return match network::call(l, &Request::Join { id, member }, JOIN_FORWARD_TIMEOUT).await {
                         Ok(Reply::Joined(answer)) => answer,
-                        Ok(_) => Err(NotDone::Failed("the leader answered something else".into())),
-                        Err(e) => Err(NotDone::Failed(format!("the leader is not reachable from here: {e}"))),
+                        Ok(_) => Err(NotDone::Failed(Declined::WrongReply(l))),
+                        Err(error) => Err(NotDone::Failed(Declined::LeaderUnreachable { leader: l, error })),
                     };
                 }
                 None => return Err(NotDone::NotLeader(None)),
@@ -275,10 +274,7 @@ impl Handler for NodeHandler {
             tracing::info!(target: "warden::cluster", node = id, name = %member.name, "a node joins as a learner");
             match raft.add_learner(id, member, false).await {
                 Ok(_) => Ok(()),
-                Err(e) => match e.forward_to_leader() {
-                    Some(f) => Err(NotDone::NotLeader(f.leader_id)),
-                    None => Err(NotDone::Failed(e.to_string())),
-                },
+                Err(e) => Err(NotDone::of_write(e)),
             }
         })
     }
@@ -337,9 +333,11 @@ impl Node {
                 }
                 tracing::info!(target: "warden::cluster", node = me, %name, "founded a new group");
             } else {
-                join(&transport, &config.join, me, &member)
-                    .await
-                    .map_err(|cause| ClusterError::Join { name: name.clone(), cause })?;
+                join(&transport, &config.join, me, &member).await.map_err(|last| ClusterError::Join {
+                    name: name.clone(),
+                    within: JOIN_TIMEOUT,
+                    last: Box::new(last),
+                })?;
                 tracing::info!(target: "warden::cluster", node = me, %name, "joined the group as a learner");
             }
         } else if fresh {
@@ -589,8 +587,32 @@ pub struct Membership {
     pub term: u64,
 }
 
-/// Asks members (reached through `seeds`) to add this node, until the leader has.
-async fn join(transport: &Transport, seeds: &[SocketAddr], me: NodeId, member: &Member) -> Result<(), String> {
+/// What the last attempt to join the group got (carried by [`ClusterError::Join`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinAttempt {
+    /// No member answered through the seeds.
+    #[error("no member reachable through the seeds")]
+    NoMemberReachable,
+    /// The member asked does not lead and knows no leader (an election).
+    #[error("node {0} is not the leader and knows none")]
+    NoLeader(NodeId),
+    /// The leader declined to add this node.
+    #[error("the leader declined: {0}")]
+    Declined(Declined),
+    /// The leader's Raft failed while adding this node.
+    #[error("the leader's Raft failed: {0}")]
+    RaftFailed(Box<Fatal<NodeId>>),
+    /// A member answered with a reply of another kind.
+    #[error("a member answered with a reply of another kind")]
+    WrongReply,
+    /// The call to a member got no answer.
+    #[error(transparent)]
+    Call(CallError),
+}
+
+/// Asks members (reached through `seeds`) to add this node, until the leader has; the last
+/// attempt's outcome if that does not happen within [`JOIN_TIMEOUT`].
+async fn join(transport: &Transport, seeds: &[SocketAddr], me: NodeId, member: &Member) -> Result<(), JoinAttempt> {
     for seed in seeds {
         transport.add_seed(*seed);
         let _ = transport.connect(*seed).await;
@@ -598,15 +620,15 @@ async fn join(transport: &Transport, seeds: &[SocketAddr], me: NodeId, member: &
     let deadline = Instant::now() + JOIN_TIMEOUT;
     let request = Request::Join { id: me, member: member.clone() };
     let mut target: Option<NodeId> = None;
-    let mut last = String::from("no member reachable through the seeds");
+    let mut last = JoinAttempt::NoMemberReachable;
     let mut attempt = 0;
     while Instant::now() < deadline {
         let asked = target.take();
         let answer = match asked {
-            Some(t) => network::call(t, &request, Duration::from_secs(5)).await,
+            Some(t) => network::call(t, &request, JOIN_CALL_TIMEOUT).await,
             None => {
                 attempt += 1;
-                network::call_any(&request, Duration::from_secs(5), attempt).await
+                network::call_any(&request, JOIN_CALL_TIMEOUT, attempt).await
             }
         };
         let ask = asked.unwrap_or(0);
@@ -614,23 +636,28 @@ async fn join(transport: &Transport, seeds: &[SocketAddr], me: NodeId, member: &
             Ok(Reply::Joined(Ok(()))) => return Ok(()),
             Ok(Reply::Joined(Err(NotDone::NotLeader(leader)))) => {
                 target = leader;
-                last = format!("node {ask} is not the leader");
                 if leader.is_none() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    last = JoinAttempt::NoLeader(ask);
+                    tokio::time::sleep(JOIN_RETRY).await;
                 }
             }
-            Ok(Reply::Joined(Err(NotDone::Failed(e)))) => {
-                last = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(Reply::Joined(Err(NotDone::Failed(declined)))) => {
+                last = JoinAttempt::Declined(declined);
+                tokio::time::sleep(JOIN_RETRY * 2).await;
             }
-            Ok(_) => last = "an answer of the wrong kind".into(),
+            // Perhaps added: asking again answers `Ok` if it was.
+            Ok(Reply::Joined(Err(NotDone::Unknown(fatal)))) => {
+                last = JoinAttempt::RaftFailed(fatal);
+                tokio::time::sleep(JOIN_RETRY * 2).await;
+            }
+            Ok(_) => last = JoinAttempt::WrongReply,
             Err(e) => {
-                last = e.to_string();
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                last = JoinAttempt::Call(e);
+                tokio::time::sleep(JOIN_RETRY).await;
             }
         }
     }
-    Err(format!("not added within {JOIN_TIMEOUT:?}: {last}"))
+    Err(last)
 }
 
 /// Keeps a session with every member.

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ledger::NodeId;
-use crate::raft::network::{self, NotDone, Reply, Request};
+use crate::raft::network::{self, CallError, Declined, NotDone, Reply, Request};
 use crate::raft::state_machine::Shared;
 use crate::raft::Raft;
 use crate::singleton::Gate;
+use openraft::error::Fatal;
 
 /// The longest a linearizable read waits for its confirmation.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
@@ -45,12 +46,15 @@ pub enum ReadError {
     /// The node asked was no longer the leader.
     #[error("the leader moved")]
     LeaderMoved,
-    /// The leader could not confirm that it still leads (openraft's reason).
+    /// The leader could not confirm that it still leads.
     #[error("the leader could not confirm it leads: {0}")]
-    NotConfirmed(String),
-    /// The leader did not answer (the RPC's reason).
+    NotConfirmed(Declined),
+    /// The leader's Raft failed (stopped, panicked, a storage error).
+    #[error("the leader's Raft failed: {0}")]
+    RaftFailed(Box<Fatal<NodeId>>),
+    /// The leader did not answer.
     #[error("the leader did not answer: {0}")]
-    Unreachable(String),
+    Unreachable(CallError),
     /// The leader answered something other than a read index.
     #[error("the leader answered something other than a read index")]
     WrongAnswer,
@@ -60,6 +64,16 @@ pub enum ReadError {
     /// This node did not apply the confirmed index within [`READ_TIMEOUT`].
     #[error("this node did not apply entry {0} within {READ_TIMEOUT:?}")]
     NotApplied(u64),
+}
+
+impl From<NotDone> for ReadError {
+    fn from(not_done: NotDone) -> ReadError {
+        match not_done {
+            NotDone::NotLeader(_) => ReadError::LeaderMoved,
+            NotDone::Failed(declined) => ReadError::NotConfirmed(declined),
+            NotDone::Unknown(fatal) => ReadError::RaftFailed(fatal),
+        }
+    }
 }
 
 /// A node's way to confirm reads.
@@ -83,15 +97,14 @@ impl ReadBarrier {
         if leader == self.me {
             return match self.raft.ensure_linearizable().await {
                 Ok(id) => Ok(id.map_or(0, |l| l.index)),
-                Err(e) => Err(ReadError::NotConfirmed(e.to_string())),
+                Err(e) => Err(ReadError::from(NotDone::of_read(e))),
             };
         }
         match network::call(leader, &Request::ReadIndex, READ_TIMEOUT).await {
             Ok(Reply::ReadIndex(Ok(index))) => Ok(index),
-            Ok(Reply::ReadIndex(Err(NotDone::NotLeader(_)))) => Err(ReadError::LeaderMoved),
-            Ok(Reply::ReadIndex(Err(NotDone::Failed(e) | NotDone::Unknown(e)))) => Err(ReadError::NotConfirmed(e)),
+            Ok(Reply::ReadIndex(Err(not_done))) => Err(ReadError::from(not_done)),
             Ok(_) => Err(ReadError::WrongAnswer),
-            Err(e) => Err(ReadError::Unreachable(e.to_string())),
+            Err(e) => Err(ReadError::Unreachable(e)),
         }
     }
 

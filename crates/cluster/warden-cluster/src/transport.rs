@@ -284,12 +284,14 @@ pub enum ClusterError {
         refused: crate::node::EntryRefused,
     },
     /// The node could not join the group.
-    #[error("node {name}: cannot join the group: {cause}")]
+    #[error("node {name}: not added to the group within {within:?}: {last}")]
     Join {
         /// The node's name.
         name: String,
-        /// Why.
-        cause: String,
+        /// How long it tried ([`crate::node::JOIN_TIMEOUT`]).
+        within: Duration,
+        /// What its last attempt got.
+        last: Box<crate::node::JoinAttempt>,
     },
     /// The node could not leave the group in an orderly way.
     #[error("node {name}: cannot leave the group: {cause}")]

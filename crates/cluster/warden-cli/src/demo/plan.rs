@@ -66,6 +66,42 @@ impl fmt::Display for NodeRef {
     }
 }
 
+/// The actor a panic or a hang aims at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActorTarget {
+    /// A singleton, by name (`acct-3`, `auditor`, `results`).
+    Singleton(String),
+    /// The pool worker on this node (`worker@n2` in a plan).
+    Worker(String),
+}
+
+impl ActorTarget {
+    /// A plan's word for an actor: `worker@NODE` or a singleton's name.
+    pub fn parse(s: &str) -> ActorTarget {
+        match s.strip_prefix("worker@") {
+            Some(node) => ActorTarget::Worker(node.to_string()),
+            None => ActorTarget::Singleton(s.to_string()),
+        }
+    }
+
+    /// The singleton's name, if it is one.
+    pub fn singleton(&self) -> Option<&str> {
+        match self {
+            ActorTarget::Singleton(name) => Some(name),
+            ActorTarget::Worker(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ActorTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActorTarget::Singleton(name) => f.write_str(name),
+            ActorTarget::Worker(node) => write!(f, "worker@{node}"),
+        }
+    }
+}
+
 /// Which packets a partition drops.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cut {
@@ -88,9 +124,9 @@ impl fmt::Display for Cut {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// A panic in an actor's handler.
-    Panic(String),
+    Panic(ActorTarget),
     /// A handler that never returns.
-    Hang(String),
+    Hang(ActorTarget),
     /// SIGKILL of a node.
     Kill(NodeRef),
     /// A killed node started again.
@@ -135,7 +171,7 @@ impl Action {
     /// The target, in the plan's words.
     pub fn target(&self) -> String {
         match self {
-            Action::Panic(a) | Action::Hang(a) => a.clone(),
+            Action::Panic(a) | Action::Hang(a) => a.to_string(),
             Action::Kill(n) | Action::Restart(n) | Action::Wipe(n) | Action::Leave(n) => n.to_string(),
             Action::Stop(n, _) | Action::SlowDisk(n, _) | Action::StopAt(n, _, _) => n.to_string(),
             Action::Partition(c) => c.to_string(),
@@ -237,11 +273,14 @@ pub fn parse_list(text: &str, targets: &Targets) -> Result<Vec<Fault>, PlanError
         };
         let (action, fields) = match parts[1] {
             "panic" | "hang" => {
-                let target = arg(2).map(str::to_string).unwrap_or_else(|| targets.actors[0].clone());
-                let ok = targets.actors.contains(&target)
-                    || target.strip_prefix("worker@").is_some_and(|n| names.contains(n));
+                let word = arg(2).map(str::to_string).unwrap_or_else(|| targets.actors[0].clone());
+                let target = ActorTarget::parse(&word);
+                let ok = match &target {
+                    ActorTarget::Worker(node) => names.contains(node),
+                    ActorTarget::Singleton(_) => targets.actors.contains(&word),
+                };
                 if !ok {
-                    return Err(err(format!("no actor {target:?} to hit (this demo has {})", targets.actors.join(", "))));
+                    return Err(err(format!("no actor {word:?} to hit (this demo has {})", targets.actors.join(", "))));
                 }
                 (if parts[1] == "panic" { Action::Panic(target) } else { Action::Hang(target) }, 3)
             }
@@ -450,7 +489,7 @@ pub fn chaos(seed: u64, duration: Duration, targets: &Targets) -> Vec<Fault> {
         let mut busy = Duration::ZERO;
         match kind {
             "panic" | "hang" => {
-                let actor = rng.pick(&targets.actors).clone();
+                let actor = ActorTarget::parse(rng.pick::<String>(&targets.actors));
                 faults.push(Fault {
                     at: t,
                     action: if kind == "panic" { Action::Panic(actor) } else { Action::Hang(actor) },

@@ -13,7 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, Fatal, InstallSnapshotError, NetworkError,
+    QuorumNotEnough, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -80,11 +83,54 @@ pub enum Request {
 pub enum NotDone {
     /// The node asked is not the leader; the leader it knows, if any.
     NotLeader(Option<NodeId>),
-    /// The leader failed it before it reached the log (a membership change in progress...).
-    Failed(String),
-    /// The leader's Raft failed (stopped, a storage error) after perhaps appending it: it may
-    /// still be committed.
-    Unknown(String),
+    /// The leader declined it before it reached the log.
+    Failed(Declined),
+    /// The leader's Raft failed (stopped, panicked, a storage error) after perhaps appending
+    /// it: it may still be committed.
+    Unknown(Box<Fatal<NodeId>>),
+}
+
+/// Why the leader declined a request; nothing of it reached the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Declined {
+    /// openraft refused a membership change: one is already in progress, it would leave no
+    /// voter, or it names a learner the group does not have.
+    #[error(transparent)]
+    Membership(ChangeMembershipError<NodeId>),
+    /// The leader could not confirm that it still leads: too few voters answered.
+    #[error(transparent)]
+    NoQuorum(QuorumNotEnough<NodeId>),
+    /// The member asked passes join requests on to the leader, which did not answer it.
+    #[error("the leader, node {leader}, did not answer the member that passed the request on: {error}")]
+    LeaderUnreachable {
+        /// The leader the member knows.
+        leader: NodeId,
+        /// What the call got.
+        error: CallError,
+    },
+    /// The leader answered a request of another kind.
+    #[error("node {0} answered with a reply of another kind")]
+    WrongReply(NodeId),
+}
+
+impl NotDone {
+    /// The answer for a failed `client_write` or `add_learner`.
+    pub fn of_write(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> NotDone {
+        match e {
+            RaftError::Fatal(f) => NotDone::Unknown(Box::new(f)),
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => NotDone::NotLeader(f.leader_id),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => NotDone::Failed(Declined::Membership(c)),
+        }
+    }
+
+    /// The answer for a failed `ensure_linearizable`.
+    pub fn of_read(e: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> NotDone {
+        match e {
+            RaftError::Fatal(f) => NotDone::Unknown(Box::new(f)),
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => NotDone::NotLeader(f.leader_id),
+            RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => NotDone::Failed(Declined::NoQuorum(q)),
+        }
+    }
 }
 
 /// An answer.
@@ -187,7 +233,7 @@ async fn serve(raft: Raft, handler: Arc<dyn Handler>, request: Request) -> Reply
 }
 
 /// Why a call to another node did not get an answer.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CallError {
     /// Its RPC actor is not known here (not connected, or down).
     #[error("node {0} is not reachable")]
@@ -323,6 +369,47 @@ impl RaftNetwork<TypeConfig> for Connection {
             Ok(Reply::Snapshot(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
             Ok(_) => Err(self.failure(unexpected(self.target))),
             Err(e) => Err(self.failure(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::error::{ForwardToLeader, LearnerNotFound};
+
+    use super::*;
+
+    fn round_trip(reply: &Reply) -> Reply {
+        rmp_serde::from_slice(&encode(reply)).expect("a reply decodes")
+    }
+
+    #[test]
+    fn a_declined_join_crosses_as_its_type_and_names_the_leader() {
+        let declined = Declined::LeaderUnreachable { leader: 3, error: CallError::Timeout(3, Duration::from_secs(5)) };
+        match round_trip(&Reply::Joined(Err(NotDone::Failed(declined.clone())))) {
+            Reply::Joined(Err(NotDone::Failed(d))) => {
+                assert_eq!(d, declined);
+                assert!(d.to_string().contains("node 3"), "{d}");
+            }
+            other => panic!("decoded as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn raft_errors_map_to_typed_answers() {
+        let forward: RaftError<NodeId, ClientWriteError<NodeId, Member>> =
+            RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::new(2, Member::default())));
+        assert_eq!(NotDone::of_write(forward), NotDone::NotLeader(Some(2)));
+        let membership = ChangeMembershipError::LearnerNotFound(LearnerNotFound { node_id: 9 });
+        let refused: RaftError<NodeId, ClientWriteError<NodeId, Member>> =
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(membership.clone()));
+        assert_eq!(NotDone::of_write(refused), NotDone::Failed(Declined::Membership(membership)));
+        let stopped: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>> = RaftError::Fatal(Fatal::Stopped);
+        let answer = NotDone::of_read(stopped);
+        assert_eq!(answer, NotDone::Unknown(Box::new(Fatal::Stopped)));
+        match round_trip(&Reply::ReadIndex(Err(answer))) {
+            Reply::ReadIndex(Err(NotDone::Unknown(f))) => assert_eq!(*f, Fatal::Stopped),
+            other => panic!("decoded as {other:?}"),
         }
     }
 }

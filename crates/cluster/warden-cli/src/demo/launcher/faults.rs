@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use super::process::signal;
 use super::world::{Open, Proc};
 use super::Launcher;
-use crate::demo::plan::{Action, Cut, Fault, NodeRef};
+use crate::demo::plan::{Action, ActorTarget, Cut, Fault, NodeRef};
 use crate::demo::protocol::{Answer, Op};
 use crate::demo::report::FaultRecord;
 
@@ -49,7 +49,7 @@ fn record(l: &Launcher, f: &Fault, target: String) -> FaultRecord {
     }
 }
 
-fn open(l: &Launcher, f: &Fault, mut rec: FaultRecord, node: Option<String>, actor: Option<String>) -> Open {
+fn open(l: &Launcher, f: &Fault, mut rec: FaultRecord, node: Option<String>, actor: Option<ActorTarget>) -> Open {
     let displaced = node.as_ref().map(|n| l.world().hosted_by(n)).unwrap_or_default();
     if let Some(n) = &node {
         let w = l.world();
@@ -141,11 +141,12 @@ pub async fn inject(l: &Launcher, f: &Fault, base: &Path) {
     match &f.action {
         Action::Panic(actor) | Action::Hang(actor) => {
             let panic = matches!(f.action, Action::Panic(_));
-            let (node, target) = match actor.strip_prefix("worker@") {
-                Some(n) => (Some(n.to_string()), "worker".to_string()),
-                None => (None, actor.clone()),
+            // The node protocol names a pool worker `worker` (on the node asked).
+            let (node, target) = match actor {
+                ActorTarget::Worker(n) => (Some(n.clone()), "worker".to_string()),
+                ActorTarget::Singleton(name) => (None, name.clone()),
             };
-            let rec = record(l, f, actor.clone());
+            let rec = record(l, f, actor.to_string());
             let deadline = tokio::time::Instant::now() + ACTOR_FAULT_RETRY;
             loop {
                 // A pool worker's node, or the node hosting the singleton (it refuses otherwise).

@@ -12,7 +12,7 @@ use warden_observe::web::{FaultKind, FaultRequest, Observer, ObserverConfig};
 
 use super::world::Proc;
 use super::{faults, Launcher};
-use crate::demo::plan::{Action, Fault, NodeRef};
+use crate::demo::plan::{Action, ActorTarget, Fault, NodeRef};
 use crate::demo::protocol::{Answer, Op};
 
 /// How often the page is refreshed.
@@ -87,8 +87,8 @@ async fn clicked(l: &Arc<Launcher>, req: &FaultRequest) -> Result<String, String
     let targets = l.demo.targets(&names, l.settings.accounts, l.net.partitions());
     let node = NodeRef::Named(req.target.clone());
     let action = match req.kind {
-        FaultKind::Panic => Action::Panic(req.target.clone()),
-        FaultKind::Hang => Action::Hang(req.target.clone()),
+        FaultKind::Panic => Action::Panic(ActorTarget::parse(&req.target)),
+        FaultKind::Hang => Action::Hang(ActorTarget::parse(&req.target)),
         FaultKind::Kill => Action::Kill(node),
         FaultKind::Stop => Action::Stop(node, Duration::from_secs(3)),
     };

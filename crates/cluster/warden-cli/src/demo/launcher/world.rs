@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::demo::plan::{Action, Cut};
+use crate::demo::plan::{Action, ActorTarget, Cut};
 use crate::demo::protocol::{ClusterEvent, NodeEvent, Report};
 use crate::demo::report::FaultRecord;
 
@@ -64,7 +64,7 @@ pub struct Open {
     /// The node it hit, if one.
     pub node: Option<String>,
     /// The actor it hit, if one.
-    pub actor: Option<String>,
+    pub actor: Option<ActorTarget>,
     /// When it was injected (ms).
     pub injected: u64,
     /// Singletons it displaced, still to come back.
@@ -132,9 +132,9 @@ impl World {
             if !matches!(f.action, Action::Panic(_) | Action::Hang(_)) {
                 continue;
             }
-            let Some(actor) = f.actor.clone() else { continue };
-            let worker_here = actor.strip_prefix("worker@") == Some(node);
-            if worker_here || hosted.contains(&actor) {
+            let Some(actor) = &f.actor else { continue };
+            let worker_here = matches!(actor, ActorTarget::Worker(on) if on == node);
+            if worker_here || actor.singleton().is_some_and(|s| hosted.contains(s)) {
                 Self::detect(f, now);
                 f.rec.note = format!("overtaken by the {kind} of {node} before it showed");
                 if worker_here {
@@ -214,7 +214,7 @@ impl World {
                         Action::Hang(_) => kind == "hung",
                         _ => false,
                     };
-                    if hit && aims_at(f.actor.as_deref(), node, actor) && f.rec.detected_at_ms.is_none() {
+                    if hit && aims_at(f.actor.as_ref(), node, actor) && f.rec.detected_at_ms.is_none() {
                         f.rec.detected_at_ms = Some(now);
                         f.rec.note = format!("crash report from {node}: {kind}");
                         break;
@@ -223,7 +223,7 @@ impl World {
             }
             Report::Restarted { node, actor } => {
                 for f in self.faults.iter_mut() {
-                    if aims_at(f.actor.as_deref(), node, actor)
+                    if aims_at(f.actor.as_ref(), node, actor)
                         && f.rec.detected_at_ms.is_some()
                         && f.rec.recovered_at_ms.is_none()
                     {
@@ -298,7 +298,7 @@ impl World {
                     if f.displaced.remove(name) {
                         f.rec.moved.push(format!("{name} -> {node}"));
                     }
-                    if f.actor.as_deref() == Some(name.as_str())
+                    if f.actor.as_ref().and_then(ActorTarget::singleton) == Some(name.as_str())
                         && f.rec.detected_at_ms.is_some()
                         && f.rec.recovered_at_ms.is_none()
                     {
@@ -315,7 +315,7 @@ impl World {
                 // fault is recovered when the singleton starts again (above).
                 for f in self.faults.iter_mut().filter(|f| f.rec.detected_at_ms.is_none()) {
                     if matches!(f.action, Action::Panic(_) | Action::Hang(_))
-                        && f.actor.as_deref() == Some(name.as_str())
+                        && f.actor.as_ref().and_then(ActorTarget::singleton) == Some(name.as_str())
                     {
                         Self::detect(f, now);
                         f.rec.note = format!("the instance on {node} was stopped (moved) before the fault showed");
@@ -383,14 +383,14 @@ impl World {
     }
 }
 
-/// Whether a fault aimed at `target` (a singleton, or `worker@NODE`) concerns `actor` on `node`
-/// (a pool's replicas are `r0`, `r1`, ...).
-fn aims_at(target: Option<&str>, node: &str, actor: &str) -> bool {
+/// Whether a fault aimed at `target` concerns `actor` on `node` (a pool's replicas are `r0`,
+/// `r1`, ...).
+fn aims_at(target: Option<&ActorTarget>, node: &str, actor: &str) -> bool {
     match target {
-        Some(t) => match t.strip_prefix("worker@") {
-            Some(on) => on == node && actor.starts_with('r') && actor[1..].bytes().all(|b| b.is_ascii_digit()),
-            None => t == actor,
-        },
+        Some(ActorTarget::Worker(on)) => {
+            on == node && actor.starts_with('r') && actor[1..].bytes().all(|b| b.is_ascii_digit())
+        }
+        Some(ActorTarget::Singleton(name)) => name == actor,
         None => false,
     }
 }

@@ -43,7 +43,7 @@ fn every_kind_parses() {
             "stop_at"
         ]
     );
-    assert_eq!(plan[1].action, Action::Hang("acct-0".into()), "the first actor by default");
+    assert_eq!(plan[1].action, Action::Hang(ActorTarget::Singleton("acct-0".into())), "the first actor by default");
     assert_eq!(plan[3].action, Action::Restart(NodeRef::Killed));
     assert_eq!(plan[4].action, Action::Stop(NodeRef::Hosting("auditor".into()), Duration::from_millis(2500)));
     assert_eq!(plan[5].action, Action::Partition(Cut::Sides(vec!["n1".into()], vec!["n2".into()])));
@@ -130,4 +130,17 @@ fn durations_parse() {
     assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
     assert_eq!(parse_duration("-1s"), None);
     assert_eq!(parse_duration("x"), None);
+}
+
+#[test]
+fn actor_targets_are_typed_and_print_in_the_plans_words() {
+    assert_eq!(ActorTarget::parse("worker@n2"), ActorTarget::Worker("n2".into()));
+    assert_eq!(ActorTarget::parse("acct-3"), ActorTarget::Singleton("acct-3".into()));
+    for word in ["worker@n2", "acct-3", "results"] {
+        assert_eq!(ActorTarget::parse(word).to_string(), word);
+    }
+    let plan = parse_list("1s:panic:worker@n2", &targets(true)).expect("a worker on a node of the run");
+    assert_eq!(plan[0].action, Action::Panic(ActorTarget::Worker("n2".into())));
+    let e = parse_list("1s:panic:worker@n9", &targets(true)).expect_err("no node n9");
+    assert!(e.to_string().contains("worker@n9"), "{e}");
 }

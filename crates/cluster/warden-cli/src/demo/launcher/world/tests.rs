@@ -82,8 +82,8 @@ fn a_suspicion_no_fault_explains_is_counted_and_one_across_a_cut_is_not() {
 #[test]
 fn a_pool_workers_fault_is_followed_by_its_replicas_crash_and_restart() {
     let mut w = world(&["n1", "n2", "n3"]);
-    let mut f = open(Action::Panic("worker@n2".into()), None, &[]);
-    f.actor = Some("worker@n2".into());
+    let mut f = open(Action::Panic(ActorTarget::Worker("n2".into())), None, &[]);
+    f.actor = Some(ActorTarget::Worker("n2".into()));
     w.faults.push(f);
     let crash = |node: &str| Report::Crash {
         node: node.into(),
@@ -119,8 +119,8 @@ fn a_wiped_node_is_detected_when_it_comes_back_under_a_new_id_and_recovered_when
 fn a_hang_overtaken_by_a_handoff_is_closed_by_the_stop_and_the_start_elsewhere() {
     let mut w = world(&["n1", "n2", "n3"]);
     started(&mut w, "n1", "register", 4, 10);
-    let mut hang = open(Action::Hang("register".into()), None, &[]);
-    hang.actor = Some("register".into());
+    let mut hang = open(Action::Hang(ActorTarget::Singleton("register".into())), None, &[]);
+    hang.actor = Some(ActorTarget::Singleton("register".into()));
     hang.needs_success = false;
     w.faults.push(hang);
     // The instance is handed off before its deadline: no hung report will come.
@@ -141,8 +141,8 @@ fn a_fault_armed_on_a_node_that_is_then_killed_counts_as_overtaken() {
     let mut w = world(&["n1", "n2", "n3"]);
     started(&mut w, "n2", "results", 3, 5);
     for actor in ["worker@n2", "results", "worker@n3"] {
-        let mut f = open(Action::Panic(actor.into()), None, &[]);
-        f.actor = Some(actor.into());
+        let mut f = open(Action::Panic(ActorTarget::parse(actor)), None, &[]);
+        f.actor = Some(ActorTarget::parse(actor));
         f.needs_success = false;
         w.faults.push(f);
     }
