@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ledger::{Command, NodeId, Outcome};
-use crate::raft::network::{self, CallError, NotDone, Reply, Request};
+use crate::raft::network::{self, CallError, Declined, NotDone, Reply, Request};
 use crate::raft::{Answers, Batch, Raft};
+use openraft::error::Fatal;
 
 /// The most commands in one batch.
 pub const MAX_BATCH_COMMANDS: usize = 4096;
@@ -49,10 +50,71 @@ pub struct Committed {
 pub enum ProposeError {
     /// Certainly not committed.
     #[error("not committed: {0}")]
-    NotSent(String),
+    NotSent(NotSent),
     /// Perhaps committed: sent to the leader, no answer in time.
     #[error("perhaps committed: {0}")]
-    Unknown(String),
+    Unknown(Uncertain),
+}
+
+/// Why a submission certainly did not reach the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotSent {
+    /// Its lane held as many submissions as it may ([`QUEUE_CAPACITY`] or [`URGENT_CAPACITY`]).
+    #[error("the proposer's queue is full ({capacity} submissions)")]
+    QueueFull {
+        /// The lane's bound.
+        capacity: usize,
+    },
+    /// The proposer stopped (its node is stopping).
+    #[error("the proposer stopped")]
+    Stopped,
+    /// No leader took it within [`PROPOSE_TIMEOUT`].
+    #[error("no leader answered within {within:?} ({last})")]
+    NoLeader {
+        /// [`PROPOSE_TIMEOUT`].
+        within: Duration,
+        /// Why the last try did not get through.
+        last: NoLeaderYet,
+    },
+    /// The leader declined it before appending.
+    #[error("the leader declined it: {0}")]
+    Declined(Declined),
+}
+
+/// Why one try to reach the leader did not get through (the batch was not appended).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoLeaderYet {
+    /// This node knows no leader (an election).
+    #[error("no leader known")]
+    NoneKnown,
+    /// The node asked does not lead; the leader it names, if any.
+    #[error("node {asked} is not the leader (it names {names:?})")]
+    NotLeader {
+        /// The node asked (this node, when it had stopped leading).
+        asked: NodeId,
+        /// The leader it names.
+        names: Option<NodeId>,
+    },
+    /// The leader could not be called (not connected, or busy).
+    #[error(transparent)]
+    Call(CallError),
+}
+
+/// Why a submission that may have reached the log has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Uncertain {
+    /// The leader's Raft failed (stopped, panicked, a storage error) after perhaps appending.
+    #[error("the leader's Raft failed: {0}")]
+    RaftFailed(Box<Fatal<NodeId>>),
+    /// This node leads and its commit did not come within [`PROPOSE_TIMEOUT`].
+    #[error("no commit within {0:?}")]
+    NoCommit(Duration),
+    /// The leader answered with a reply of another kind.
+    #[error("node {0} answered with a reply of another kind")]
+    WrongReply(NodeId),
+    /// The call to the leader timed out or broke after the batch was sent.
+    #[error(transparent)]
+    Call(CallError),
 }
 
 struct Pending {
@@ -135,14 +197,18 @@ impl Proposer {
         commands: Vec<Command>,
     ) -> Result<oneshot::Receiver<Result<Committed, ProposeError>>, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        lane.try_send(Pending { commands, reply })
-            .map_err(|e| ProposeError::NotSent(format!("the proposer cannot take it: {e}")))?;
+        lane.try_send(Pending { commands, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                ProposeError::NotSent(NotSent::QueueFull { capacity: lane.max_capacity() })
+            }
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
         Ok(rx)
     }
 }
 
 fn stopped() -> ProposeError {
-    ProposeError::NotSent("the proposer stopped".into())
+    ProposeError::NotSent(NotSent::Stopped)
 }
 
 /// `first` and what already waits behind it, up to [`MAX_BATCH_COMMANDS`] commands or
@@ -201,16 +267,17 @@ async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), P
     let deadline = Instant::now() + PROPOSE_TIMEOUT;
     let mut hint: Option<NodeId> = None;
     // Why the last try did not get through, for the error.
-    let mut last = String::from("no leader known");
+    let mut last = NoLeaderYet::NoneKnown;
+    let not_sent = |e: NotSent| ProposeError::NotSent(e);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(ProposeError::NotSent(format!("no leader answered within {PROPOSE_TIMEOUT:?} ({last})")));
+            return Err(not_sent(NotSent::NoLeader { within: PROPOSE_TIMEOUT, last }));
         }
         let leader = match hint.take().or_else(|| raft.metrics().borrow().current_leader) {
             Some(l) => l,
             None => {
-                last = "no leader known".into();
+                last = NoLeaderYet::NoneKnown;
                 tokio::time::sleep(LEADER_RETRY.min(left)).await;
                 continue;
             }
@@ -219,46 +286,42 @@ async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), P
             match tokio::time::timeout(left, raft.client_write(batch.clone())).await {
                 Ok(Ok(resp)) => return Ok((resp.log_id.index, resp.data)),
                 // Raft itself failed (stopped, storage): the entry may have been replicated.
-                Ok(Err(e @ openraft::error::RaftError::Fatal(_))) => {
-                    return Err(ProposeError::Unknown(format!("the leader's Raft failed: {e}")))
-                }
-                Ok(Err(e)) => match e.forward_to_leader() {
+                Ok(Err(e)) => match NotDone::of_write(e) {
+                    NotDone::Unknown(fatal) => return Err(ProposeError::Unknown(Uncertain::RaftFailed(fatal))),
                     // Not appended: it is safe to send it elsewhere.
-                    Some(f) => {
-                        last = format!("this node stopped leading (it names {:?})", f.leader_id);
-                        hint = f.leader_id.filter(|l| *l != me);
+                    NotDone::NotLeader(names) => {
+                        last = NoLeaderYet::NotLeader { asked: me, names };
+                        hint = names.filter(|l| *l != me);
                         if hint.is_none() {
                             tokio::time::sleep(LEADER_RETRY.min(left)).await;
                         }
                     }
-                    None => return Err(ProposeError::NotSent(format!("the leader refused it: {e}"))),
+                    NotDone::Failed(declined) => return Err(not_sent(NotSent::Declined(declined))),
                 },
-                Err(_) => return Err(ProposeError::Unknown(format!("no commit within {PROPOSE_TIMEOUT:?}"))),
+                Err(_) => return Err(ProposeError::Unknown(Uncertain::NoCommit(PROPOSE_TIMEOUT))),
             }
             continue;
         }
         match network::call(leader, &Request::Propose(batch.clone()), left).await {
             Ok(Reply::Proposed(Ok(done))) => return Ok(done),
-            Ok(Reply::Proposed(Err(NotDone::NotLeader(l)))) => {
-                last = format!("node {leader} is not the leader (it names {l:?})");
-                hint = l.filter(|l| *l != leader);
+            Ok(Reply::Proposed(Err(NotDone::NotLeader(names)))) => {
+                last = NoLeaderYet::NotLeader { asked: leader, names };
+                hint = names.filter(|l| *l != leader);
                 if hint.is_none() {
                     tokio::time::sleep(LEADER_RETRY.min(left)).await;
                 }
             }
-            Ok(Reply::Proposed(Err(NotDone::Failed(e)))) => {
-                return Err(ProposeError::NotSent(format!("the leader refused it: {e}")))
+            Ok(Reply::Proposed(Err(NotDone::Failed(declined)))) => return Err(not_sent(NotSent::Declined(declined))),
+            Ok(Reply::Proposed(Err(NotDone::Unknown(fatal)))) => {
+                return Err(ProposeError::Unknown(Uncertain::RaftFailed(fatal)))
             }
-            Ok(Reply::Proposed(Err(NotDone::Unknown(e)))) => {
-                return Err(ProposeError::Unknown(format!("the leader's Raft failed: {e}")))
-            }
-            Ok(_) => return Err(ProposeError::Unknown("the leader answered something else".into())),
+            Ok(_) => return Err(ProposeError::Unknown(Uncertain::WrongReply(leader))),
             Err(e @ (CallError::Unreachable(_) | CallError::Busy(_))) => {
-                last = e.to_string();
+                last = NoLeaderYet::Call(e);
                 tokio::time::sleep(LEADER_RETRY.min(left)).await;
             }
             Err(e @ CallError::Timeout(..)) | Err(e @ CallError::Failed(..)) => {
-                return Err(ProposeError::Unknown(e.to_string()))
+                return Err(ProposeError::Unknown(Uncertain::Call(e)))
             }
         }
     }
@@ -331,7 +394,7 @@ mod tests {
             waiting.push(answer);
         }
         match proposer.submit(Vec::new()).await {
-            Err(ProposeError::NotSent(why)) => assert!(why.contains("cannot take it"), "{why}"),
+            Err(ProposeError::NotSent(NotSent::QueueFull { capacity })) => assert_eq!(capacity, QUEUE_CAPACITY),
             other => panic!("expected NotSent at once, got {other:?}"),
         }
         // The urgent lane has a bound of its own, and is not blocked by the full ordinary one.
@@ -341,7 +404,7 @@ mod tests {
             waiting.push(answer);
         }
         match proposer.submit_urgent(Vec::new()).await {
-            Err(ProposeError::NotSent(why)) => assert!(why.contains("cannot take it"), "{why}"),
+            Err(ProposeError::NotSent(NotSent::QueueFull { capacity })) => assert_eq!(capacity, URGENT_CAPACITY),
             other => panic!("expected NotSent at once, got {other:?}"),
         }
     }

@@ -125,12 +125,12 @@ impl Store for ReplicatedStore {
                 }
                 Err(ProposeError::NotSent(cause)) => {
                     for slot in slots {
-                        results[slot] = Some(Err(StoreError::Commit { ops: n, cause: cause.clone() }));
+                        results[slot] = Some(Err(StoreError::Commit { ops: n, cause: cause.to_string() }));
                     }
                 }
                 Err(ProposeError::Unknown(cause)) => {
                     for slot in slots {
-                        results[slot] = Some(Err(StoreError::Uncertain { ops: n, cause: cause.clone() }));
+                        results[slot] = Some(Err(StoreError::Uncertain { ops: n, cause: cause.to_string() }));
                     }
                 }
             }
@@ -147,7 +147,7 @@ impl Store for ReplicatedStore {
                 ProposeError::NotSent(cause) => {
                     StoreError::Commit { ops: 1, cause: format!("opening {key:?}: {cause}") }
                 }
-                ProposeError::Unknown(cause) => uncertain(cause),
+                ProposeError::Unknown(cause) => uncertain(cause.to_string()),
             })?;
         match committed.outcomes.first().and_then(|o| o.first()) {
             Some(Outcome::Opened { token, epoch }) => {
