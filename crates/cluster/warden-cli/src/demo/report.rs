@@ -1,6 +1,10 @@
 //! The machine-readable report of a demo run, and the figures it is made of.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+
+use super::bank::{AuditorStatus, Transfer};
 
 /// p50 / p99 / max of a set of measurements in ms (all zero when empty), from an HDR
 /// histogram of microseconds with 3 significant digits (hdrhistogram): a percentile is the
@@ -125,12 +129,128 @@ pub struct Report {
     /// The checker's verdict over the stores and the history.
     pub checker: Option<super::checker::Verdict>,
     /// Demo-specific figures (money counted, jobs, the auditor's state, ...).
-    pub details: serde_json::Value,
+    pub details: Details,
+}
+
+/// Demo-specific figures of a run, beside the common ones.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Details {
+    /// Why the final check could not read the demo's state, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The bank's books (bank demo).
+    #[serde(flatten)]
+    pub bank: Option<BankDetails>,
+    /// The pipeline's jobs (pipeline demo).
+    #[serde(flatten)]
+    pub pipeline: Option<PipelineDetails>,
+    /// How many times the final census was taken until it showed every singleton once (or
+    /// its wait ran out).
+    pub singleton_censuses: u32,
+    /// The key singleton's probe.
+    pub key_singleton: KeySingletonDetails,
+    /// From a node fault until the singletons it displaced ran elsewhere, ms.
+    pub singleton_failover_ms: Spread,
+    /// Whether the last census found every singleton on exactly one node.
+    pub singletons_exactly_once: bool,
+    /// The singletons the last census did not find on exactly one node, and where it found them.
+    pub singleton_hosts: BTreeMap<String, Vec<String>>,
+    /// Crash reports the nodes printed.
+    pub crashes_reported: u64,
+    /// The launcher's log of the run (its last `LOG_LINES` lines).
+    pub log: Vec<String>,
+}
+
+/// The bank's books at the end of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BankDetails {
+    /// Accounts read.
+    pub accounts: usize,
+    /// The money the bank started with.
+    pub expected_total: i64,
+    /// The money the auditor counted.
+    pub counted_total: i64,
+    /// Debits whose credit had not landed when counted.
+    pub credits_in_flight: i64,
+    /// Transfers acknowledged to the workload.
+    pub transfers_acknowledged: usize,
+    /// The auditor's state, if it answered.
+    pub auditor: Option<AuditorStatus>,
+    /// Acknowledged transfers whose debit or credit is missing (the first 20).
+    pub lost_transfers: Vec<LostTransfer>,
+}
+
+/// An acknowledged transfer missing from the books.
+#[derive(Debug, Clone, Serialize)]
+pub struct LostTransfer {
+    /// The transfer.
+    pub transfer: Transfer,
+    /// Whether its source account holds the debit.
+    pub debited: bool,
+    /// Whether its destination account holds the credit.
+    pub credited: bool,
+}
+
+/// The pipeline's jobs at the end of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineDetails {
+    /// Jobs handed to the cluster.
+    pub jobs_accepted: usize,
+    /// Jobs the results singleton recorded.
+    pub jobs_completed: u64,
+    /// Jobs reported failed.
+    pub jobs_failed: u64,
+    /// Jobs with no outcome known.
+    pub jobs_without_outcome: u64,
+    /// Duplicate completions the results singleton suppressed.
+    pub duplicates_suppressed: u64,
+    /// Job ids recorded that the workload never submitted.
+    pub recorded_but_never_submitted: usize,
+}
+
+/// What the key singleton's probe saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KeySingletonDetails {
+    /// Its name.
+    pub name: String,
+    /// Probes it answered.
+    pub probes_answered: u64,
+    /// The highest counter it answered.
+    pub highest_counter: u64,
+    /// How many times its counter went back (state lost in a move).
+    pub counter_went_back: u64,
+    /// The nodes it answered from.
+    pub answered_from: Vec<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn details_print_each_demos_figures_at_the_top_of_details() {
+        let bank = Details {
+            bank: Some(BankDetails {
+                accounts: 3,
+                expected_total: 300,
+                counted_total: 300,
+                credits_in_flight: 0,
+                transfers_acknowledged: 7,
+                auditor: None,
+                lost_transfers: Vec::new(),
+            }),
+            ..Details::default()
+        };
+        let v = serde_json::to_value(&bank).expect("details serialise");
+        assert_eq!(v["counted_total"], 300, "{v}");
+        assert_eq!(v["auditor"], serde_json::Value::Null, "{v}");
+        assert!(v.get("error").is_none() && v.get("jobs_completed").is_none(), "{v}");
+        assert_eq!(v["key_singleton"]["counter_went_back"], 0, "{v}");
+        let failed = Details { error: Some("unread".into()), ..Details::default() };
+        let v = serde_json::to_value(&failed).expect("details serialise");
+        assert_eq!(v["error"], "unread", "{v}");
+        assert!(v.get("counted_total").is_none(), "{v}");
+    }
 
     #[test]
     fn spread_takes_percentiles_within_a_tenth_of_a_percent() {

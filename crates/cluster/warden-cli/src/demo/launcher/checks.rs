@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use super::world::Proc;
 use super::{faults, good_windows, Launcher};
 use crate::demo::bank::{Book, INITIAL_BALANCE};
@@ -17,7 +15,7 @@ use crate::demo::checker;
 use crate::demo::pipeline::JobOutcome;
 use crate::demo::plan::{Action, Fault};
 use crate::demo::protocol::{Answer, Op, Status};
-use crate::demo::report::{Report, Spread};
+use crate::demo::report::{BankDetails, KeySingletonDetails, LostTransfer, PipelineDetails, Report, Spread};
 use crate::demo::{Demo, RunSettings};
 
 /// How long the cluster may take to place every singleton (at the start, and again at the end).
@@ -173,7 +171,7 @@ pub async fn finish(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    report.details["singleton_censuses"] = json!(censuses);
+    report.details.singleton_censuses = censuses;
     if !singletons_ok {
         report.invariant_ok = false;
         report.invariant.push_str(" Every singleton runs on exactly one node.");
@@ -183,21 +181,21 @@ pub async fn finish(
         report.invariant_ok = false;
         report.invariant.push_str(" The key singleton keeps its state when it moves.");
     }
-    report.details["key_singleton"] = json!({
-        "name": settings.demo.key_singleton(),
-        "probes_answered": h.probe_samples,
-        "highest_counter": h.probe_max,
-        "counter_went_back": h.probe_regressions,
-        "answered_from": h.probe_hosts,
-    });
+    report.details.key_singleton = KeySingletonDetails {
+        name: settings.demo.key_singleton().to_string(),
+        probes_answered: h.probe_samples,
+        highest_counter: h.probe_max,
+        counter_went_back: h.probe_regressions,
+        answered_from: h.probe_hosts.clone(),
+    };
     drop(h);
     let w = l.world();
     let back: Vec<f64> = w.faults.iter().filter_map(|f| f.rec.singleton_back_ms.map(|v| v as f64)).collect();
-    report.details["singleton_failover_ms"] = json!(Spread::of(&back));
-    report.details["singletons_exactly_once"] = json!(singletons_ok);
-    report.details["singleton_hosts"] = json!(hosted.iter().filter(|(_, h)| h.len() != 1).collect::<BTreeMap<_, _>>());
-    report.details["crashes_reported"] = json!(w.crashes);
-    report.details["log"] = json!(w.log);
+    report.details.singleton_failover_ms = Spread::of(&back);
+    report.details.singletons_exactly_once = singletons_ok;
+    report.details.singleton_hosts = hosted.into_iter().filter(|(_, h)| h.len() != 1).collect();
+    report.details.crashes_reported = w.crashes;
+    report.details.log = w.log.iter().cloned().collect();
     report.faults = w.faults.iter().map(|f| f.rec.clone()).collect();
     report.false_suspicions = w.false_suspicions;
     drop(w);
@@ -246,7 +244,7 @@ async fn check_bank(l: &Arc<Launcher>, settings: &RunSettings, report: &mut Repo
     }
     let Some((audit, books)) = last else {
         report.invariant_ok = false;
-        report.details = json!({"error": "the accounts could not be read at the end"});
+        report.details.error = Some("the accounts could not be read at the end".into());
         return;
     };
     let by_name: HashMap<&str, &Book> = books.iter().map(|b| (b.name.as_str(), b)).collect();
@@ -257,7 +255,7 @@ async fn check_bank(l: &Arc<Launcher>, settings: &RunSettings, report: &mut Repo
             let debited = by_name.get(t.from.as_str()).is_some_and(|b| b.debited.contains(&t.id));
             let credited = by_name.get(t.to.as_str()).is_some_and(|b| b.credited.contains(&t.id));
             if !(debited && credited) {
-                missing.push(json!({"transfer": t, "debited": debited, "credited": credited}));
+                missing.push(LostTransfer { transfer: t.clone(), debited, credited });
             }
         }
         report.lost_acknowledged_ops = missing.len() as u64;
@@ -269,20 +267,20 @@ async fn check_bank(l: &Arc<Launcher>, settings: &RunSettings, report: &mut Repo
     };
     let auditor = match l.up_nodes().first() {
         Some(node) => match l.request(node, Op::Status, Duration::from_secs(5)).await {
-            Some(Answer::Status(Status::Bank(s))) => json!(s),
-            _ => json!(null),
+            Some(Answer::Status(Status::Bank(s))) => Some(s),
+            _ => None,
         },
-        None => json!(null),
+        None => None,
     };
     *l.served_books.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = books.clone();
-    report.details = json!({
-        "accounts": books.len(),
-        "expected_total": expected_total,
-        "counted_total": audit.total,
-        "credits_in_flight": audit.in_flight,
-        "transfers_acknowledged": transfers,
-        "auditor": auditor,
-        "lost_transfers": missing.iter().take(20).collect::<Vec<_>>(),
+    report.details.bank = Some(BankDetails {
+        accounts: books.len(),
+        expected_total,
+        counted_total: audit.total,
+        credits_in_flight: audit.in_flight,
+        transfers_acknowledged: transfers,
+        auditor,
+        lost_transfers: missing.into_iter().take(20).collect(),
     });
 }
 
@@ -302,7 +300,7 @@ async fn check_pipeline(l: &Arc<Launcher>, report: &mut Report) {
     }
     let Some((completed, duplicates)) = summary else {
         report.invariant_ok = false;
-        report.details = json!({"error": "the results singleton could not be read at the end"});
+        report.details.error = Some("the results singleton could not be read at the end".into());
         return;
     };
     let completed: HashSet<u64> = completed.into_iter().collect();
@@ -319,13 +317,13 @@ async fn check_pipeline(l: &Arc<Launcher>, report: &mut Report) {
     let strangers = completed.iter().filter(|id| !h.jobs.contains_key(id)).count();
     report.lost_acknowledged_ops = lost + unknown;
     report.invariant_ok = lost == 0 && unknown == 0 && strangers == 0;
-    report.details = json!({
-        "jobs_accepted": h.jobs.len(),
-        "jobs_completed": done,
-        "jobs_failed": failed,
-        "jobs_without_outcome": unknown,
-        "duplicates_suppressed": duplicates,
-        "recorded_but_never_submitted": strangers,
+    report.details.pipeline = Some(PipelineDetails {
+        jobs_accepted: h.jobs.len(),
+        jobs_completed: done,
+        jobs_failed: failed,
+        jobs_without_outcome: unknown,
+        duplicates_suppressed: duplicates,
+        recorded_but_never_submitted: strangers,
     });
 }
 
