@@ -192,11 +192,26 @@ impl Locator {
         if owner == self.me {
             return self.directory.get(name).map(|cell| SingletonRef::local(name, ActorRef::from(cell)));
         }
-        ractor::pg::get_members(&ROUTER_GROUP.to_string())
-            .into_iter()
-            .find(|cell| !cell.get_id().is_local() && self.view.node_of(cell).as_deref() == Some(owner_name.as_str()))
-            .map(|router| SingletonRef::remote(name, ActorRef::from(router)))
+        let routers: Vec<ractor::ActorCell> =
+            ractor::pg::get_members(&ROUTER_GROUP.to_string()).into_iter().filter(|c| !c.get_id().is_local()).collect();
+        let seen: Vec<(u64, Option<String>)> =
+            routers.iter().map(|c| (c.get_id().node(), self.view.node_of(c))).collect();
+        let pick = newest_router(&seen, &owner_name)?;
+        Some(SingletonRef::remote(name, ActorRef::from(routers[pick].clone())))
     }
+}
+
+/// Which of the routers seen (each as its session's id and its peer's name) serves node
+/// `owner`: the one in the newest session to a node of that name. A node restarted under its
+/// name is reached through a new session (session ids only grow on this node), and the old
+/// session's router can linger in the process group until that session is seen closed; a call
+/// sent to it would be lost.
+fn newest_router(seen: &[(u64, Option<String>)], owner: &str) -> Option<usize> {
+    seen.iter()
+        .enumerate()
+        .filter(|(_, (_, name))| name.as_deref() == Some(owner))
+        .max_by_key(|(_, (session, _))| *session)
+        .map(|(i, _)| i)
 }
 
 impl std::fmt::Debug for SingletonContext {
@@ -302,5 +317,20 @@ impl<A: Actor> Actor for Gated<A> {
     async fn post_stop(&self, me: ActorRef<A::Msg>, st: &mut A::State) -> Result<(), ActorProcessingErr> {
         self.gate.directory.remove(&self.gate.name, me.get_id());
         self.inner.post_stop(me, st).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_router;
+
+    #[test]
+    fn a_call_goes_to_the_newest_session_of_the_owners_name() {
+        let seen =
+            vec![(4, Some("n2".to_string())), (9, Some("n3".to_string())), (7, Some("n2".to_string())), (8, None)];
+        assert_eq!(newest_router(&seen, "n2"), Some(2), "session 7 replaced session 4 to n2");
+        assert_eq!(newest_router(&seen, "n3"), Some(1));
+        assert_eq!(newest_router(&seen, "n5"), None, "no router of that node");
+        assert_eq!(newest_router(&[], "n2"), None);
     }
 }

@@ -361,7 +361,8 @@ struct Shared {
     seeds: Mutex<Vec<(SocketAddr, Option<String>)>>,
     /// Sessions still in their handshake: when they opened, and their actor.
     handshaking: Mutex<HashMap<u64, Handshake>>,
-    /// The node name behind each ractor_cluster node id seen (to place remote actors).
+    /// The node name behind each live ractor_cluster session (to place remote actors); an
+    /// entry goes when its session ends.
     node_ids: Mutex<HashMap<u64, String>>,
     events: broadcast::Sender<NodeEvent>,
 }
@@ -509,6 +510,8 @@ impl NodeEventSubscription for Sessions {
         }
         let authenticated =
             self.shared.authenticated.lock().unwrap_or_else(PoisonError::into_inner).remove(&ses.node_id);
+        // The session's actors are gone with it: its name entry goes too (one per live session).
+        self.shared.node_ids.lock().unwrap_or_else(PoisonError::into_inner).remove(&ses.node_id);
         match ses.peer_name {
             Some(name) if authenticated => self.shared.closed(node_name(&name.name)),
             // ractor_cluster alone only shows "opened, then disconnected": a session that never
