@@ -168,6 +168,21 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    // The floor of the figure above, same run: no supervisor, the actor heals itself in its
+    // handler (see `restart::in_place_floor`). Kept under the "ractor" column, which it is.
+    if wanted("restart_floor") || wanted("restart_one_for_one") {
+        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            let s = rt.block_on(restart::in_place_floor(plan.restart_iterations))?;
+            p50s.push(s.percentile_us(0.5));
+            p99s.push(s.percentile_us(0.99));
+        }
+        spreads.insert("restart_floor_p50_us/ractor".into(), spread(&p50s));
+        spreads.insert("restart_floor_p99_us/ractor".into(), spread(&p99s));
+        figures.entry("restart_floor_p50_us").or_default().insert("ractor", median(p50s));
+        figures.entry("restart_floor_p99_us").or_default().insert("ractor", median(p99s));
+    }
+
     if wanted("one_for_all_1000") {
         for subject in [Subject::Warden, Subject::RactorSupervisor, Subject::Kameo] {
             let mut ms = Vec::new();
@@ -217,6 +232,16 @@ fn main() -> anyhow::Result<()> {
             spreads.insert(format!("spawn_child_us/{}", name(subject)), spread(&us));
             figures.entry("spawn_child_us").or_default().insert(name(subject), median(us));
         }
+    }
+
+    // The floor of the figure above, same run: a call to an actor that spawns and answers.
+    if wanted("spawn_floor") || wanted("spawn_child") {
+        let mut us = Vec::new();
+        for _ in 0..plan.reps {
+            us.push(rt.block_on(spawn::spawn_floor_us(plan.spawn_n))?);
+        }
+        spreads.insert("spawn_floor_us/ractor".into(), spread(&us));
+        figures.entry("spawn_floor_us").or_default().insert("ractor", median(us));
     }
 
     if wanted("memory_per_child") {

@@ -129,6 +129,53 @@ pub async fn one_for_one_ractor(iterations: usize) -> anyhow::Result<Samples> {
     Ok(s)
 }
 
+/// The floor under any in-place restart, with no supervisor at all: a bare ractor actor that
+/// catches its own handler's panic (as ractor does around every handler) and takes a new
+/// generation on the spot. What remains is the poison's delivery, the panic and its unwinding,
+/// and the driver's poll; a supervised in-place restart adds the child's report to its
+/// supervisor and the directive back.
+struct SelfHealing;
+
+impl Actor for SelfHealing {
+    type Msg = GenMsg;
+    type State = u64;
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<GenMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
+        Ok(crate::subjects::next_generation())
+    }
+    async fn handle(&self, _: ActorRef<GenMsg>, msg: GenMsg, generation: &mut u64) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GenMsg::Gen(r) => {
+                let _ = r.send(*generation);
+            }
+            GenMsg::Poison => {
+                if std::panic::catch_unwind(|| panic!("poison")).is_err() {
+                    *generation = crate::subjects::next_generation();
+                }
+            }
+            GenMsg::Ping | GenMsg::Stuck => {}
+        }
+        Ok(())
+    }
+}
+
+/// The same driver loop against [`SelfHealing`]: the measured floor of the restart figure.
+pub async fn in_place_floor(iterations: usize) -> anyhow::Result<Samples> {
+    let (actor, _) = Actor::spawn(None, SelfHealing, ()).await?;
+    let mut s = Samples::new();
+    for i in 0..iterations + 50 {
+        let g0 = ractor_gen(&actor).await.ok_or_else(|| anyhow::anyhow!("floor actor silent"))?;
+        let t = Instant::now();
+        let _ = actor.cast(GenMsg::Poison);
+        until_higher(g0, || ractor_gen(&actor)).await;
+        if i >= 50 {
+            s.record(t.elapsed());
+        }
+    }
+    actor.stop(None);
+    Ok(s)
+}
+
 /// A permanent ractor-supervisor child running `actor`, registered under `name` (that crate
 /// requires registered names).
 pub fn rs_spec<A: Actor<Arguments = ()> + Clone>(name: String, actor: A) -> ractor_supervisor::ChildSpec {

@@ -74,6 +74,60 @@ pub async fn spawn_us(subject: Subject, n: usize) -> anyhow::Result<f64> {
     Ok(s.percentile_us(0.5))
 }
 
+/// The floor under a synchronous `start_child`: a bare ractor actor that spawns a linked idle
+/// child when called and answers its reference, with no spec, record or supervision. Any
+/// start-and-register through a supervisor's mailbox pays this call round trip plus the spawn.
+struct CallSpawner;
+
+impl Actor for CallSpawner {
+    type Msg = ractor::RpcReplyPort<ractor::ActorRef<()>>;
+    type State = Vec<ractor::ActorRef<()>>;
+    type Arguments = ();
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        _: (),
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok(Vec::new())
+    }
+    async fn handle(
+        &self,
+        me: ractor::ActorRef<Self::Msg>,
+        reply: Self::Msg,
+        children: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let (child, _) = Actor::spawn_linked(None, Idle, (), me.get_cell()).await?;
+        children.push(child.clone());
+        let _ = reply.send(child);
+        Ok(())
+    }
+    async fn post_stop(
+        &self,
+        _: ractor::ActorRef<Self::Msg>,
+        children: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        for c in children.drain(..) {
+            c.stop(None);
+        }
+        Ok(())
+    }
+}
+
+/// Median time of one spawn through [`CallSpawner`], in microseconds.
+pub async fn spawn_floor_us(n: usize) -> anyhow::Result<f64> {
+    let (spawner, _) = Actor::spawn(None, CallSpawner, ()).await?;
+    let mut s = Samples::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        match spawner.call(|port| port, None).await? {
+            ractor::rpc::CallResult::Success(_) => s.record(t.elapsed()),
+            _ => anyhow::bail!("the floor's spawner did not answer"),
+        }
+    }
+    spawner.stop(None);
+    Ok(s.percentile_us(0.5))
+}
+
 async fn rs_dynamic_supervisor(
     name: &str,
 ) -> anyhow::Result<ractor::ActorRef<ractor_supervisor::DynamicSupervisorMsg>> {

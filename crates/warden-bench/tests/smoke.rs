@@ -21,7 +21,10 @@ fn every_figure_is_measured_for_warden_and_its_peers() {
     let all = ["kameo", "ractor", "ractor_supervisor", "warden"];
     assert_eq!(peers_of("restart_one_for_one_p50_us"), all);
     assert_eq!(peers_of("restart_one_for_one_p99_us"), all);
+    assert_eq!(peers_of("restart_floor_p50_us"), ["ractor"]);
+    assert_eq!(peers_of("restart_floor_p99_us"), ["ractor"]);
     assert_eq!(peers_of("spawn_child_us"), all);
+    assert_eq!(peers_of("spawn_floor_us"), ["ractor"]);
     assert_eq!(peers_of("memory_per_child_bytes"), all);
     assert_eq!(peers_of("one_for_all_1000_ms"), ["kameo", "ractor_supervisor", "warden"]);
     assert_eq!(peers_of("supervised_cast_ratio"), ["warden"]);
