@@ -181,6 +181,16 @@ fn main() -> anyhow::Result<()> {
         spreads.insert("restart_floor_p99_us/ractor".into(), spread(&p99s));
         figures.entry("restart_floor_p50_us").or_default().insert("ractor", median(p50s));
         figures.entry("restart_floor_p99_us").or_default().insert("ractor", median(p99s));
+        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            let s = rt.block_on(restart::in_place_floor_with_round_trip(plan.restart_iterations))?;
+            p50s.push(s.percentile_us(0.5));
+            p99s.push(s.percentile_us(0.99));
+        }
+        spreads.insert("restart_floor_round_trip_p50_us/ractor".into(), spread(&p50s));
+        spreads.insert("restart_floor_round_trip_p99_us/ractor".into(), spread(&p99s));
+        figures.entry("restart_floor_round_trip_p50_us").or_default().insert("ractor", median(p50s));
+        figures.entry("restart_floor_round_trip_p99_us").or_default().insert("ractor", median(p99s));
     }
 
     if wanted("one_for_all_1000") {

@@ -159,21 +159,81 @@ impl Actor for SelfHealing {
     }
 }
 
-/// The same driver loop against [`SelfHealing`]: the measured floor of the restart figure.
-pub async fn in_place_floor(iterations: usize) -> anyhow::Result<Samples> {
-    let (actor, _) = Actor::spawn(None, SelfHealing, ()).await?;
+/// Answers every call at once: the second actor of [`AskFirst`].
+struct Echo;
+
+impl Actor for Echo {
+    type Msg = ractor::RpcReplyPort<()>;
+    type State = ();
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+    async fn handle(&self, _: ActorRef<Self::Msg>, reply: Self::Msg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        let _ = reply.send(());
+        Ok(())
+    }
+}
+
+/// [`SelfHealing`] with one round trip to a second actor between the panic and the new
+/// generation: the least a supervisor's directive can cost (the child reports, the
+/// supervisor answers), with no decision taken.
+struct AskFirst(ActorRef<ractor::RpcReplyPort<()>>);
+
+impl Actor for AskFirst {
+    type Msg = GenMsg;
+    type State = u64;
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<GenMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
+        Ok(crate::subjects::next_generation())
+    }
+    async fn handle(&self, _: ActorRef<GenMsg>, msg: GenMsg, generation: &mut u64) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GenMsg::Gen(r) => {
+                let _ = r.send(*generation);
+            }
+            GenMsg::Poison => {
+                if std::panic::catch_unwind(|| panic!("poison")).is_err() {
+                    self.0.call(|port| port, None).await?;
+                    *generation = crate::subjects::next_generation();
+                }
+            }
+            GenMsg::Ping | GenMsg::Stuck => {}
+        }
+        Ok(())
+    }
+}
+
+/// The same driver loop against [`AskFirst`].
+pub async fn in_place_floor_with_round_trip(iterations: usize) -> anyhow::Result<Samples> {
+    let (echo, _) = Actor::spawn(None, Echo, ()).await?;
+    let (actor, _) = Actor::spawn(None, AskFirst(echo.clone()), ()).await?;
+    let s = poll_restarts(&actor, iterations).await;
+    actor.stop(None);
+    echo.stop(None);
+    s
+}
+
+async fn poll_restarts(actor: &ActorRef<GenMsg>, iterations: usize) -> anyhow::Result<Samples> {
     let mut s = Samples::new();
     for i in 0..iterations + 50 {
-        let g0 = ractor_gen(&actor).await.ok_or_else(|| anyhow::anyhow!("floor actor silent"))?;
+        let g0 = ractor_gen(actor).await.ok_or_else(|| anyhow::anyhow!("floor actor silent"))?;
         let t = Instant::now();
         let _ = actor.cast(GenMsg::Poison);
-        until_higher(g0, || ractor_gen(&actor)).await;
+        until_higher(g0, || ractor_gen(actor)).await;
         if i >= 50 {
             s.record(t.elapsed());
         }
     }
-    actor.stop(None);
     Ok(s)
+}
+
+/// The same driver loop against [`SelfHealing`]: the measured floor of the restart figure.
+pub async fn in_place_floor(iterations: usize) -> anyhow::Result<Samples> {
+    let (actor, _) = Actor::spawn(None, SelfHealing, ()).await?;
+    let s = poll_restarts(&actor, iterations).await;
+    actor.stop(None);
+    s
 }
 
 /// A permanent ractor-supervisor child running `actor`, registered under `name` (that crate

@@ -23,6 +23,8 @@ fn every_figure_is_measured_for_warden_and_its_peers() {
     assert_eq!(peers_of("restart_one_for_one_p99_us"), all);
     assert_eq!(peers_of("restart_floor_p50_us"), ["ractor"]);
     assert_eq!(peers_of("restart_floor_p99_us"), ["ractor"]);
+    assert_eq!(peers_of("restart_floor_round_trip_p50_us"), ["ractor"]);
+    assert_eq!(peers_of("restart_floor_round_trip_p99_us"), ["ractor"]);
     assert_eq!(peers_of("spawn_child_us"), all);
     assert_eq!(peers_of("spawn_floor_us"), ["ractor"]);
     assert_eq!(peers_of("memory_per_child_bytes"), all);

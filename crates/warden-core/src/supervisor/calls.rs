@@ -132,7 +132,8 @@ impl SupervisorState {
         let phase = idx.map(|i| self.children[i].phase());
         let path = || idx.map(|i| self.children[i].path.clone()).unwrap_or_else(|| self.path.clone());
         match plan_stopped_only(self.strategy, phase) {
-            Ok(()) => Ok(idx.unwrap_or_default()),
+            // The plan only answers `Ok` for a child that exists.
+            Ok(()) => idx.ok_or_else(|| self.not_found(id)),
             Err(CallRefusal::NotSupported) => {
                 Err(SupervisorError::NotSupported { supervisor: self.path.clone(), operation })
             }
