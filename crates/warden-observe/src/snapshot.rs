@@ -526,6 +526,51 @@ mod tests {
         assert!(text.contains(r#""state":"suspected""#), "states are snake_case words: {text}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_view_lists_only_the_newest_reports_it_is_allowed() {
+        use std::time::{Duration, Instant};
+        use warden_core::{ChildSpec, Supervisor, SupervisorSpec};
+        #[derive(Clone)]
+        struct Crashy;
+        impl ractor::Actor for Crashy {
+            type Msg = u32;
+            type State = ();
+            type Arguments = ();
+            async fn pre_start(&self, _: ractor::ActorRef<u32>, _: ()) -> Result<(), ractor::ActorProcessingErr> {
+                Ok(())
+            }
+            async fn handle(
+                &self,
+                _: ractor::ActorRef<u32>,
+                n: u32,
+                _: &mut (),
+            ) -> Result<(), ractor::ActorProcessingErr> {
+                Err(format!("crash number {n}").into())
+            }
+        }
+        const CRASHES: u32 = 8;
+        const ALLOWED: usize = 5;
+        let spec = ChildSpec::worker("crashy", Crashy, ());
+        let child = spec.handle();
+        let tree = SupervisorSpec::one_for_one().intensity(100, Duration::from_secs(60)).child(spec);
+        let sup = Supervisor::start("observe-snapshot-bound", tree).await.expect("the tree starts");
+        for n in 0..CRASHES {
+            child.cast(n).expect("the child takes the message");
+            let by = Instant::now() + Duration::from_secs(30);
+            while sup.crash_reports().len() <= n as usize {
+                assert!(Instant::now() < by, "crash {n} not reported within 30 s");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let (view, reports) = supervisor_view("app", &sup, ALLOWED).await;
+        assert_eq!(reports.len(), ALLOWED, "only the newest {ALLOWED} of {CRASHES} reports");
+        for (report, n) in reports.iter().zip(CRASHES - ALLOWED as u32..) {
+            assert!(report.reason.contains(&format!("crash number {n}")), "oldest first: {}", report.reason);
+        }
+        assert_eq!(view.children[0].restarts, u64::from(CRASHES), "the view still counts every restart");
+        sup.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_running_supervisor_is_described_with_its_children_and_reports() {
         use warden_core::{ChildSpec, Supervisor, SupervisorSpec};

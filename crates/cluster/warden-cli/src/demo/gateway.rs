@@ -226,7 +226,7 @@ impl Gateway {
             applied: node.applied(),
         };
         let hosted_all = node.hosted();
-        let hosted = &hosted_all[..hosted_all.len().min(MAX_OBSERVED_SINGLETONS)];
+        let (hosted, with_checkpoints) = observed(&hosted_all);
         let mut supervisors = Vec::new();
         let mut crash_reports = Vec::new();
         let mut sups: Vec<(String, warden_core::SupervisorRef)> =
@@ -241,7 +241,7 @@ impl Gateway {
         }
         let mut checkpoints = Vec::new();
         let now_ms = unix_ms();
-        for key in hosted.iter().take(OBSERVED_CHECKPOINTS).filter_map(|n| self.demo.checkpoint_key(n)) {
+        for key in with_checkpoints.iter().filter_map(|n| self.demo.checkpoint_key(n)) {
             let Ok(kept) = node.checkpoints().list(&key).await else { continue };
             let last_seq = node.checkpoints().last_seq(&key).await.unwrap_or(0);
             let newest = kept.last();
@@ -264,5 +264,28 @@ impl Gateway {
             crash_reports,
             checkpoints,
         }
+    }
+}
+
+/// Which of a node's hosted singletons its observer view describes: the first
+/// [`MAX_OBSERVED_SINGLETONS`] get their trees, the first [`OBSERVED_CHECKPOINTS`] their
+/// checkpoints; the view counts the rest (`hosted_total`).
+fn observed(hosted: &[String]) -> (&[String], &[String]) {
+    (&hosted[..hosted.len().min(MAX_OBSERVED_SINGLETONS)], &hosted[..hosted.len().min(OBSERVED_CHECKPOINTS)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_describes_at_most_its_bounds_of_singletons() {
+        let many: Vec<String> = (0..MAX_OBSERVED_SINGLETONS + 50).map(|i| format!("acct-{i}")).collect();
+        let (trees, checkpoints) = observed(&many);
+        assert_eq!(trees.len(), MAX_OBSERVED_SINGLETONS);
+        assert_eq!(checkpoints.len(), OBSERVED_CHECKPOINTS);
+        assert_eq!(trees[0], "acct-0", "the first ones, in the node's order");
+        let few: Vec<String> = vec!["auditor".into()];
+        assert_eq!(observed(&few), (&few[..], &few[..]));
     }
 }

@@ -226,13 +226,14 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
                     out.send(&Report::Reply { id: req.id, answer: super::protocol::Answer::Done });
                     break;
                 }
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
                 let (gateway, out) = (gateway.clone(), out.clone());
-                tokio::spawn(async move {
+                let served = spawn_bounded(&slots, async move {
                     let answer = gateway.serve(req.op).await;
                     out.send(&Report::Reply { id: req.id, answer });
-                    drop(permit);
                 });
+                if !served.await {
+                    break;
+                }
             }
             _ = term.recv() => break,
         }
@@ -249,9 +250,66 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves one request on a task of its own once one of `slots` is free; the caller (the
+/// reader) waits until then, so at most that many requests are served at once. `false` if the
+/// slots are closed.
+async fn spawn_bounded(slots: &Arc<Semaphore>, serve: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+    let Ok(permit) = slots.clone().acquire_owned().await else { return false };
+    tokio::spawn(async move {
+        serve.await;
+        drop(permit);
+    });
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_requests_than_the_slots_are_served_at_once_and_the_rest_follow() {
+        use std::sync::atomic::AtomicUsize;
+        const SLOTS: usize = 4;
+        const REQUESTS: usize = SLOTS + 3;
+        let slots = Arc::new(Semaphore::new(SLOTS));
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let (running, most, done) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let reader = {
+            let (slots, running, most, done) = (slots.clone(), running.clone(), most.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut taken = 0;
+                for _ in 0..REQUESTS {
+                    let (mut gate, running, most, done) = (gate.clone(), running.clone(), most.clone(), done.clone());
+                    let served = spawn_bounded(&slots, async move {
+                        most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                        let _ = gate.wait_for(|open| *open).await;
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    });
+                    assert!(served.await);
+                    taken += 1;
+                }
+                taken
+            })
+        };
+        // The reader takes SLOTS requests, then waits for a slot.
+        let by = Instant::now() + Duration::from_secs(30);
+        while running.load(Ordering::SeqCst) < SLOTS {
+            assert!(Instant::now() < by, "the first {SLOTS} requests did not start");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(running.load(Ordering::SeqCst), SLOTS, "no more than the slots run at once");
+        assert!(!reader.is_finished(), "the reader waits for a slot");
+        open.send_replace(true);
+        assert_eq!(reader.await.expect("the reader ends"), REQUESTS, "none is refused");
+        while done.load(Ordering::SeqCst) < REQUESTS {
+            assert!(Instant::now() < by, "not every request was served");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(most.load(Ordering::SeqCst), SLOTS);
+    }
 
     #[tokio::test]
     async fn a_request_line_past_max_line_is_refused_and_the_next_one_read() {
