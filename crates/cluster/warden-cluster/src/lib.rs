@@ -53,7 +53,7 @@ pub mod transport;
 
 pub use events::{ClusterEvent, Phase};
 pub use ledger::NodeId;
-pub use node::{entry, Entry, EntryRefused, JoinAttempt, Membership, Node, NodeConfig};
+pub use node::{entry, Entry, EntryRefused, JoinAttempt, LeaveFailure, Membership, Node, NodeConfig};
 pub use reads::{NotServing, ReadError};
 pub use route::SingletonRef;
 pub use singleton::{SingletonContext, SingletonSpec};

@@ -39,7 +39,7 @@ use warden_checkpoint::{CheckpointConfig, Checkpoints};
 use crate::events::{ClusterEvent, Events};
 use crate::host::{Host, HostParts};
 use crate::ledger::{Command, NodeId, Outcome, Refusal};
-use crate::proposer::Proposer;
+use crate::proposer::{ProposeError, Proposer};
 use crate::raft::log_store::{DiskStall, Identity, LogStore, RaftDb};
 use crate::raft::network::{self, CallError, Declined, Handler, Network, NotDone, Reply, Request, RpcActor, RpcMsg};
 use crate::raft::state_machine::{Shared, StateMachine};
@@ -505,7 +505,7 @@ impl Node {
     /// nodes (final snapshots first), is taken out of the membership, then stops. Errors if
     /// that does not happen within [`LEAVE_TIMEOUT`] (the node is then stopped anyway).
     pub async fn leave(&self) -> Result<(), ClusterError> {
-        let fail = |cause: String| ClusterError::Leave { name: self.name.clone(), cause };
+        let fail = |cause: LeaveFailure| ClusterError::Leave { name: self.name.clone(), cause: Box::new(cause) };
         let deadline = Instant::now() + LEAVE_TIMEOUT;
         // The leader removes a drained node from the membership once it owns nothing, then
         // commits `Forget`; the node itself may never apply those entries (the leader stops
@@ -526,7 +526,7 @@ impl Node {
                         return Ok(());
                     }
                     Ok(_) => drained = true,
-                    Err(e) if Instant::now() > deadline => return Err(fail(e.to_string())),
+                    Err(e) if Instant::now() > deadline => return Err(fail(LeaveFailure::Drain(e))),
                     // Not committed, or perhaps committed (then the group may be handing off
                     // already): ask again, and ask the members below.
                     Err(_) => {}
@@ -546,10 +546,10 @@ impl Node {
                     }
                 }
                 if Instant::now() > deadline {
-                    return Err(fail(format!(
-                        "still a member after {LEAVE_TIMEOUT:?} ({} singletons left)",
-                        self.hosted().len()
-                    )));
+                    return Err(fail(LeaveFailure::StillMember {
+                        within: LEAVE_TIMEOUT,
+                        singletons_left: self.hosted().len(),
+                    }));
                 }
                 tokio::time::sleep(LEAVE_POLL).await;
             }
@@ -572,6 +572,23 @@ impl Node {
         self.router.stop(None);
         self.transport.stop();
     }
+}
+
+/// Why an orderly leave did not finish (carried by [`ClusterError::Leave`]); the node is
+/// stopped either way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaveFailure {
+    /// The drain could not be committed before [`LEAVE_TIMEOUT`] ran out.
+    #[error("the drain was not committed: {0}")]
+    Drain(ProposeError),
+    /// The group had not taken the node out within [`LEAVE_TIMEOUT`].
+    #[error("still a member after {within:?} ({singletons_left} singletons left here)")]
+    StillMember {
+        /// [`LEAVE_TIMEOUT`].
+        within: Duration,
+        /// The singletons this node still hosted.
+        singletons_left: usize,
+    },
 }
 
 /// Raft's membership as a node sees it.

@@ -299,7 +299,7 @@ pub enum ClusterError {
         /// The node's name.
         name: String,
         /// Why.
-        cause: String,
+        cause: Box<crate::node::LeaveFailure>,
     },
 }
 
