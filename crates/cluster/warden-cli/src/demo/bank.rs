@@ -371,20 +371,40 @@ pub fn audit_every(accounts: usize) -> Duration {
     Duration::from_millis(1000.max(accounts as u64 / 2))
 }
 
+/// How many accounts an audit inspects at once: a bound on its fan-out (at 10,000 accounts an
+/// unbounded one put 10,000 calls, most of them through other nodes' routers, in flight at
+/// once from one node). The rest wait for a free slot.
+pub const AUDIT_CONCURRENCY: usize = 256;
+
 /// Counts the money of all accounts; `None` if one did not answer.
 pub async fn audit(locator: &warden_cluster::singleton::Locator, accounts: usize) -> Option<(Audit, Vec<Book>)> {
-    let mut calls = tokio::task::JoinSet::new();
+    let mut refs = Vec::with_capacity(accounts);
     for i in 0..accounts {
-        let acct = locator.find::<AccountMsg>(&account_name(i))?;
-        calls.spawn(async move { acct.call(AccountMsg::Inspect, Some(Duration::from_secs(2))).await });
+        refs.push(locator.find::<AccountMsg>(&account_name(i))?);
     }
-    let mut books = Vec::new();
-    while let Some(done) = calls.join_next().await {
-        let bytes = done.ok()?.ok()?.success()?;
-        books.push(wire::decode::<Book>(&bytes).ok()?);
-    }
+    let mut books = all_bounded(refs, AUDIT_CONCURRENCY, |acct| async move {
+        let bytes = acct.call(AccountMsg::Inspect, Some(Duration::from_secs(2))).await.ok()?.success()?;
+        wire::decode::<Book>(&bytes).ok()
+    })
+    .await?;
     books.sort_by(|a, b| a.name.cmp(&b.name));
     Some((count(&books), books))
+}
+
+/// Runs `each` over `items`, at most `limit` at once; every answer (in completion order), or
+/// `None` as soon as one answers `None` (the others are dropped).
+async fn all_bounded<I, T, F, Fut>(items: Vec<I>, limit: usize, each: F) -> Option<Vec<T>>
+where
+    F: FnMut(I) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    use futures::stream::{self, StreamExt};
+    let mut answers = stream::iter(items).map(each).buffer_unordered(limit.max(1));
+    let mut out = Vec::new();
+    while let Some(answer) = answers.next().await {
+        out.push(answer?);
+    }
+    Some(out)
 }
 
 /// The money in `books`: balances plus credits owed and not yet received.
@@ -582,4 +602,35 @@ pub fn singletons(accounts: usize) -> Vec<SingletonSpec> {
         .deadline(HANDLER_DEADLINE),
     );
     specs
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_audit_has_at_most_its_bound_in_flight_and_stops_at_the_first_silent_account() {
+        const LIMIT: usize = 8;
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let inspect = |fail_at: Option<usize>| {
+            let (running, most) = (running.clone(), most.clone());
+            move |i: usize| {
+                let (running, most) = (running.clone(), most.clone());
+                async move {
+                    most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    (Some(i) != fail_at).then_some(i)
+                }
+            }
+        };
+        let mut all = all_bounded((0..100).collect(), LIMIT, inspect(None)).await.expect("every one answers");
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert_eq!(most.load(Ordering::SeqCst), LIMIT, "the bound is reached and never passed");
+        assert_eq!(all_bounded((0..100).collect(), LIMIT, inspect(Some(3))).await, None);
+    }
 }
