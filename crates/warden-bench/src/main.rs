@@ -171,26 +171,21 @@ fn main() -> anyhow::Result<()> {
     // The floor of the figure above, same run: no supervisor, the actor heals itself in its
     // handler (see `restart::in_place_floor`). Kept under the "ractor" column, which it is.
     if wanted("restart_floor") || wanted("restart_one_for_one") {
-        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
-        for _ in 0..plan.reps {
-            let s = rt.block_on(restart::in_place_floor(plan.restart_iterations))?;
-            p50s.push(s.percentile_us(0.5));
-            p99s.push(s.percentile_us(0.99));
+        for (p50_fig, p99_fig, round_trip) in [
+            ("restart_floor_p50_us", "restart_floor_p99_us", false),
+            ("restart_floor_round_trip_p50_us", "restart_floor_round_trip_p99_us", true),
+        ] {
+            let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+            for _ in 0..plan.reps {
+                let s = rt.block_on(restart::in_place_floor(plan.restart_iterations, round_trip))?;
+                p50s.push(s.percentile_us(0.5));
+                p99s.push(s.percentile_us(0.99));
+            }
+            spreads.insert(format!("{p50_fig}/ractor"), spread(&p50s));
+            spreads.insert(format!("{p99_fig}/ractor"), spread(&p99s));
+            figures.entry(p50_fig).or_default().insert("ractor", median(p50s));
+            figures.entry(p99_fig).or_default().insert("ractor", median(p99s));
         }
-        spreads.insert("restart_floor_p50_us/ractor".into(), spread(&p50s));
-        spreads.insert("restart_floor_p99_us/ractor".into(), spread(&p99s));
-        figures.entry("restart_floor_p50_us").or_default().insert("ractor", median(p50s));
-        figures.entry("restart_floor_p99_us").or_default().insert("ractor", median(p99s));
-        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
-        for _ in 0..plan.reps {
-            let s = rt.block_on(restart::in_place_floor_with_round_trip(plan.restart_iterations))?;
-            p50s.push(s.percentile_us(0.5));
-            p99s.push(s.percentile_us(0.99));
-        }
-        spreads.insert("restart_floor_round_trip_p50_us/ractor".into(), spread(&p50s));
-        spreads.insert("restart_floor_round_trip_p99_us/ractor".into(), spread(&p99s));
-        figures.entry("restart_floor_round_trip_p50_us").or_default().insert("ractor", median(p50s));
-        figures.entry("restart_floor_round_trip_p99_us").or_default().insert("ractor", median(p99s));
     }
 
     if wanted("one_for_all_1000") {

@@ -132,9 +132,11 @@ pub async fn one_for_one_ractor(iterations: usize) -> anyhow::Result<Samples> {
 /// The floor under any in-place restart, with no supervisor at all: a bare ractor actor that
 /// catches its own handler's panic (as ractor does around every handler) and takes a new
 /// generation on the spot. What remains is the poison's delivery, the panic and its unwinding,
-/// and the driver's poll; a supervised in-place restart adds the child's report to its
-/// supervisor and the directive back.
-struct SelfHealing;
+/// and the driver's poll. With `ask`, it first makes one round trip to that second actor: the
+/// least a supervisor's report and directive can add, with no decision taken.
+struct SelfHealing {
+    ask: Option<ActorRef<ractor::RpcReplyPort<()>>>,
+}
 
 impl Actor for SelfHealing {
     type Msg = GenMsg;
@@ -150,6 +152,9 @@ impl Actor for SelfHealing {
             }
             GenMsg::Poison => {
                 if std::panic::catch_unwind(|| panic!("poison")).is_err() {
+                    if let Some(ask) = &self.ask {
+                        ask.call(|port| port, None).await?;
+                    }
                     *generation = crate::subjects::next_generation();
                 }
             }
@@ -159,7 +164,7 @@ impl Actor for SelfHealing {
     }
 }
 
-/// Answers every call at once: the second actor of [`AskFirst`].
+/// Answers every call at once: the second actor of [`SelfHealing`]'s round trip.
 struct Echo;
 
 impl Actor for Echo {
@@ -175,42 +180,19 @@ impl Actor for Echo {
     }
 }
 
-/// [`SelfHealing`] with one round trip to a second actor between the panic and the new
-/// generation: the least a supervisor's directive can cost (the child reports, the
-/// supervisor answers), with no decision taken.
-struct AskFirst(ActorRef<ractor::RpcReplyPort<()>>);
-
-impl Actor for AskFirst {
-    type Msg = GenMsg;
-    type State = u64;
-    type Arguments = ();
-    async fn pre_start(&self, _: ActorRef<GenMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
-        Ok(crate::subjects::next_generation())
-    }
-    async fn handle(&self, _: ActorRef<GenMsg>, msg: GenMsg, generation: &mut u64) -> Result<(), ActorProcessingErr> {
-        match msg {
-            GenMsg::Gen(r) => {
-                let _ = r.send(*generation);
-            }
-            GenMsg::Poison => {
-                if std::panic::catch_unwind(|| panic!("poison")).is_err() {
-                    self.0.call(|port| port, None).await?;
-                    *generation = crate::subjects::next_generation();
-                }
-            }
-            GenMsg::Ping | GenMsg::Stuck => {}
-        }
-        Ok(())
-    }
-}
-
-/// The same driver loop against [`AskFirst`].
-pub async fn in_place_floor_with_round_trip(iterations: usize) -> anyhow::Result<Samples> {
-    let (echo, _) = Actor::spawn(None, Echo, ()).await?;
-    let (actor, _) = Actor::spawn(None, AskFirst(echo.clone()), ()).await?;
+/// The restart figure's driver loop against [`SelfHealing`], with or without the round trip:
+/// the measured floors of the restart figure.
+pub async fn in_place_floor(iterations: usize, round_trip: bool) -> anyhow::Result<Samples> {
+    let echo = match round_trip {
+        true => Some(Actor::spawn(None, Echo, ()).await?.0),
+        false => None,
+    };
+    let (actor, _) = Actor::spawn(None, SelfHealing { ask: echo.clone() }, ()).await?;
     let s = poll_restarts(&actor, iterations).await;
     actor.stop(None);
-    echo.stop(None);
+    if let Some(echo) = echo {
+        echo.stop(None);
+    }
     s
 }
 
@@ -226,14 +208,6 @@ async fn poll_restarts(actor: &ActorRef<GenMsg>, iterations: usize) -> anyhow::R
         }
     }
     Ok(s)
-}
-
-/// The same driver loop against [`SelfHealing`]: the measured floor of the restart figure.
-pub async fn in_place_floor(iterations: usize) -> anyhow::Result<Samples> {
-    let (actor, _) = Actor::spawn(None, SelfHealing, ()).await?;
-    let s = poll_restarts(&actor, iterations).await;
-    actor.stop(None);
-    s
 }
 
 /// A permanent ractor-supervisor child running `actor`, registered under `name` (that crate

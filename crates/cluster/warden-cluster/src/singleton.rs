@@ -192,12 +192,12 @@ impl Locator {
         if owner == self.me {
             return self.directory.get(name).map(|cell| SingletonRef::local(name, ActorRef::from(cell)));
         }
-        let routers: Vec<ractor::ActorCell> =
-            ractor::pg::get_members(&ROUTER_GROUP.to_string()).into_iter().filter(|c| !c.get_id().is_local()).collect();
-        let seen: Vec<(u64, Option<String>)> =
-            routers.iter().map(|c| (c.get_id().node(), self.view.node_of(c))).collect();
-        let pick = newest_router(&seen, &owner_name)?;
-        Some(SingletonRef::remote(name, ActorRef::from(routers[pick].clone())))
+        let routers = ractor::pg::get_members(&ROUTER_GROUP.to_string())
+            .into_iter()
+            .filter(|c| !c.get_id().is_local())
+            .map(|c| (c.get_id().node(), self.view.node_of(&c), c));
+        let router = newest_router(routers, &owner_name)?;
+        Some(SingletonRef::remote(name, ActorRef::from(router)))
     }
 }
 
@@ -206,12 +206,11 @@ impl Locator {
 /// name is reached through a new session (session ids only grow on this node), and the old
 /// session's router can linger in the process group until that session is seen closed; a call
 /// sent to it would be lost.
-fn newest_router(seen: &[(u64, Option<String>)], owner: &str) -> Option<usize> {
-    seen.iter()
-        .enumerate()
-        .filter(|(_, (_, name))| name.as_deref() == Some(owner))
-        .max_by_key(|(_, (session, _))| *session)
-        .map(|(i, _)| i)
+fn newest_router<T>(seen: impl IntoIterator<Item = (u64, Option<String>, T)>, owner: &str) -> Option<T> {
+    seen.into_iter()
+        .filter(|(_, name, _)| name.as_deref() == Some(owner))
+        .max_by_key(|(session, _, _)| *session)
+        .map(|(_, _, router)| router)
 }
 
 impl std::fmt::Debug for SingletonContext {
@@ -326,11 +325,11 @@ mod tests {
 
     #[test]
     fn a_call_goes_to_the_newest_session_of_the_owners_name() {
-        let seen =
-            vec![(4, Some("n2".to_string())), (9, Some("n3".to_string())), (7, Some("n2".to_string())), (8, None)];
-        assert_eq!(newest_router(&seen, "n2"), Some(2), "session 7 replaced session 4 to n2");
-        assert_eq!(newest_router(&seen, "n3"), Some(1));
-        assert_eq!(newest_router(&seen, "n5"), None, "no router of that node");
-        assert_eq!(newest_router(&[], "n2"), None);
+        let n = |name: &str| Some(name.to_string());
+        let seen = || vec![(4, n("n2"), 'a'), (9, n("n3"), 'b'), (7, n("n2"), 'c'), (8, None, 'd')];
+        assert_eq!(newest_router(seen(), "n2"), Some('c'), "session 7 replaced session 4 to n2");
+        assert_eq!(newest_router(seen(), "n3"), Some('b'));
+        assert_eq!(newest_router(seen(), "n5"), None, "no router of that node");
+        assert_eq!(newest_router(Vec::<(u64, Option<String>, char)>::new(), "n2"), None);
     }
 }
