@@ -92,6 +92,10 @@ pub struct NodeConfig {
     /// and hand most of them off again as the others join. It applies only until something
     /// was placed once: a group that later loses nodes goes on with the ones it has.
     pub min_members: usize,
+    /// How long a node with no past tries to be added to the group through
+    /// [`NodeConfig::join`] before [`Node::start`] fails with [`ClusterError::Join`]
+    /// ([`JOIN_TIMEOUT`] unless set).
+    pub join_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -106,7 +110,14 @@ impl NodeConfig {
             cluster_name: "warden".into(),
             checkpoints: CheckpointConfig::default(),
             min_members: 1,
+            join_timeout: JOIN_TIMEOUT,
         }
+    }
+
+    /// Gives up joining after `within` (see [`NodeConfig::join_timeout`]).
+    pub fn join_timeout(mut self, within: Duration) -> Self {
+        self.join_timeout = within;
+        self
     }
 
     /// The group's first placement waits for `n` live nodes (see [`NodeConfig::min_members`]).
@@ -333,9 +344,10 @@ impl Node {
                 }
                 tracing::info!(target: "warden::cluster", node = me, %name, "founded a new group");
             } else {
-                join(&transport, &config.join, me, &member).await.map_err(|last| ClusterError::Join {
+                let within = config.join_timeout;
+                join(&transport, &config.join, within, me, &member).await.map_err(|last| ClusterError::Join {
                     name: name.clone(),
-                    within: JOIN_TIMEOUT,
+                    within,
                     last: Box::new(last),
                 })?;
                 tracing::info!(target: "warden::cluster", node = me, %name, "joined the group as a learner");
@@ -628,13 +640,20 @@ pub enum JoinAttempt {
 }
 
 /// Asks members (reached through `seeds`) to add this node, until the leader has; the last
-/// attempt's outcome if that does not happen within [`JOIN_TIMEOUT`].
-async fn join(transport: &Transport, seeds: &[SocketAddr], me: NodeId, member: &Member) -> Result<(), JoinAttempt> {
+/// attempt's outcome if that does not happen `within`. A call under way when the time is up
+/// is not cut short: the start fails at most [`JOIN_CALL_TIMEOUT`] later.
+async fn join(
+    transport: &Transport,
+    seeds: &[SocketAddr],
+    within: Duration,
+    me: NodeId,
+    member: &Member,
+) -> Result<(), JoinAttempt> {
     for seed in seeds {
         transport.add_seed(*seed);
         let _ = transport.connect(*seed).await;
     }
-    let deadline = Instant::now() + JOIN_TIMEOUT;
+    let deadline = Instant::now() + within;
     let request = Request::Join { id: me, member: member.clone() };
     let mut target: Option<NodeId> = None;
     let mut last = JoinAttempt::NoMemberReachable;

@@ -433,4 +433,51 @@ mod tests {
             new.stop(None);
         });
     }
+
+    /// Stands in for a node session that holds a routed call's reply port and never answers
+    /// (what a real session does for a call its peer's router dropped): it keeps every message.
+    struct Silent;
+
+    impl Actor for Silent {
+        type Msg = Routed;
+        type State = Vec<Routed>;
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<Routed>, _: ()) -> Result<Vec<Routed>, ActorProcessingErr> {
+            Ok(Vec::new())
+        }
+        async fn handle(
+            &self,
+            _: ActorRef<Routed>,
+            msg: Routed,
+            kept: &mut Vec<Routed>,
+        ) -> Result<(), ActorProcessingErr> {
+            kept.push(msg);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_remote_call_without_a_timeout_ends_at_max_remote_call_wait() {
+        // Paused time: the 60 s pass at once, and the measured wait is exact.
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
+        rt.block_on(async {
+            let (silent, _) = Actor::spawn(None, Silent, ()).await.expect("starts");
+            let remote: SingletonRef<EchoMsg> = SingletonRef::remote("echo", silent.clone());
+            let started = tokio::time::Instant::now();
+            let outcome =
+                tokio::time::timeout(MAX_REMOTE_CALL_WAIT * 2, remote.call(|port| EchoMsg::Double(1, port), None))
+                    .await
+                    .expect("the call ended by itself");
+            assert!(matches!(outcome, Ok(CallResult::Timeout)), "{:?}", outcome.map(|r| r.is_success()));
+            assert_eq!(started.elapsed(), MAX_REMOTE_CALL_WAIT, "ended at the bound, neither sooner nor later");
+            // A caller's own timeout wins.
+            let started = tokio::time::Instant::now();
+            let short = Duration::from_secs(3);
+            let outcome = remote.call(|port| EchoMsg::Double(1, port), Some(short)).await;
+            assert!(matches!(outcome, Ok(CallResult::Timeout)));
+            assert_eq!(started.elapsed(), short);
+            silent.stop(None);
+        });
+    }
 }

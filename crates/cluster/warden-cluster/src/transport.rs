@@ -288,7 +288,8 @@ pub enum ClusterError {
     Join {
         /// The node's name.
         name: String,
-        /// How long it tried ([`crate::node::JOIN_TIMEOUT`]).
+        /// How long it tried ([`crate::NodeConfig::join_timeout`], [`crate::node::JOIN_TIMEOUT`]
+        /// unless set).
         within: Duration,
         /// What its last attempt got.
         last: Box<crate::node::JoinAttempt>,

@@ -1,5 +1,6 @@
 //! Remote monitoring against a real node process: a watched actor on another node reports its
-//! exit while its node lives, and another reports its node's death. A binary of its own: nodes
+//! exit while its node lives, and another reports its node's death; the watches and the
+//! names of sessions are bounded. A binary of its own: nodes
 //! in one process share the process-wide heartbeat group, so these tests do not share a process
 //! with other node tests.
 //!
@@ -60,13 +61,24 @@ async fn a_watched_remote_actor_reports_its_exit_and_its_nodes_death() {
     assert!(matches!(&exited, RemoteDown::Exited { node, .. } if node == "host"), "{exited:?}");
     // Its heartbeat receiver goes with its node.
     let receiver = remote_member(HEARTBEAT_GROUP).await;
-    let gone = watcher.watch(receiver).await.unwrap();
+    let gone = watcher.watch(receiver.clone()).await.unwrap();
+    assert_eq!(
+        watcher.view().node_of(&receiver).as_deref(),
+        Some("host"),
+        "the session's name is known while it lives"
+    );
     kill(Pid::from_raw(peer.0.id() as i32), Signal::SIGKILL).unwrap();
     let why = tokio::time::timeout(DEADLINE, gone).await.expect("in time").unwrap();
     assert!(
         matches!(&why, RemoteDown::NodeDown { node, .. } | RemoteDown::Exited { node, .. } if node == "host"),
         "{why:?}"
     );
+    // The session-name registry is bounded by the live sessions: the dead one's entry goes.
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while watcher.view().node_of(&receiver).is_some() {
+        assert!(tokio::time::Instant::now() < until, "an ended session's name is never forgotten");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Local actors are not for watching.
     let local =
         ractor::pg::get_members(&HEARTBEAT_GROUP.to_string()).into_iter().find(|c| c.get_id().is_local()).unwrap();
