@@ -32,6 +32,9 @@ pub const HANDLER_DEADLINE: Duration = Duration::from_secs(2);
 pub const CREDIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often an account retries its deliveries.
 pub const DELIVERY_RETRY: Duration = Duration::from_millis(200);
+/// A warning every this many failed attempts at one credit in a row (10 s at one attempt per
+/// [`DELIVERY_RETRY`]).
+pub const FAILURES_BEFORE_WARNING: u32 = 50;
 /// A snapshot of an account every this many events (bounds its journal replay).
 pub const ACCOUNT_SNAPSHOT_EVERY: u64 = 200;
 
@@ -115,8 +118,8 @@ pub enum AccountMsg {
     Inspect(RpcReplyPort<Vec<u8>>),
     /// The credit of this transfer id was confirmed.
     Delivered(u64),
-    /// Delivering this transfer id failed; try again later.
-    DeliveryFailed(u64),
+    /// Delivering this transfer id failed, and why; try again later.
+    DeliveryFailed(u64, String),
     /// Time to retry deliveries.
     Tick,
     /// A fault: panic in the handler.
@@ -141,6 +144,12 @@ pub struct Book {
     /// A delivery is under way (not saved).
     #[serde(skip)]
     pub delivering: bool,
+    /// When the delivery under way started (not saved).
+    #[serde(skip)]
+    pub delivering_since: Option<std::time::Instant>,
+    /// Failed attempts at the oldest credit since the last confirmed one (not saved).
+    #[serde(skip)]
+    pub failed_deliveries: u32,
 }
 
 /// A change of an account.
@@ -188,19 +197,31 @@ impl Account {
         }
         let Some(t) = book.outbox.first().cloned() else { return };
         book.delivering = true;
+        book.delivering_since = Some(std::time::Instant::now());
         let (myself, locator) = (myself.clone(), self.ctx.locator().clone());
         tokio::spawn(async move {
-            let confirmed = match locator.find::<AccountMsg>(&t.to) {
+            let failed = match locator.find::<AccountMsg>(&t.to) {
                 Some(dest) => {
                     let call = dest.call(|port| AccountMsg::Credit(wire::encode(&t), port), Some(CREDIT_TIMEOUT)).await;
-                    matches!(
-                        call.ok().and_then(|r| r.success().and_then(|b| wire::decode::<AccountReply>(&b).ok())),
-                        Some(AccountReply::Ok(_))
-                    )
+                    match call {
+                        Ok(ractor::rpc::CallResult::Success(bytes)) => match wire::decode::<AccountReply>(&bytes) {
+                            Ok(AccountReply::Ok(_)) => None,
+                            Ok(other) => Some(format!("{other:?}")),
+                            Err(e) => Some(format!("an answer that does not decode: {e}")),
+                        },
+                        Ok(ractor::rpc::CallResult::Timeout) => {
+                            Some(format!("no answer within {CREDIT_TIMEOUT:?} (local: {})", dest.is_local()))
+                        }
+                        Ok(ractor::rpc::CallResult::SenderError) => Some("the reply port closed".into()),
+                        Err(e) => Some(format!("not sent: {e}")),
+                    }
                 }
-                None => false, // the destination is moving: next tick
+                None => Some("not located (moving)".into()), // next tick
             };
-            let _ = myself.cast(if confirmed { AccountMsg::Delivered(t.id) } else { AccountMsg::DeliveryFailed(t.id) });
+            let _ = myself.cast(match failed {
+                None => AccountMsg::Delivered(t.id),
+                Some(why) => AccountMsg::DeliveryFailed(t.id, why),
+            });
         });
     }
 
@@ -283,10 +304,30 @@ impl Actor for Account {
                     self.persist(book, AccountEvent::Delivered(id)).await?;
                 }
                 book.delivering = false;
+                book.failed_deliveries = 0;
                 self.deliver(&myself, book);
             }
-            AccountMsg::DeliveryFailed(_) => book.delivering = false,
-            AccountMsg::Tick => self.deliver(&myself, book),
+            AccountMsg::DeliveryFailed(id, why) => {
+                book.delivering = false;
+                book.failed_deliveries += 1;
+                if book.failed_deliveries.is_multiple_of(FAILURES_BEFORE_WARNING) {
+                    tracing::warn!(
+                        target: "warden::demo::bank",
+                        account = %self.name,
+                        transfer = id,
+                        failures = book.failed_deliveries,
+                        %why,
+                        "a credit keeps failing"
+                    );
+                }
+            }
+            AccountMsg::Tick => {
+                let silent = book.delivering_since.filter(|_| book.delivering).map(|t| t.elapsed());
+                if silent.is_some_and(|d| d > CREDIT_TIMEOUT * 3) {
+                    tracing::warn!(target: "warden::demo::bank", account = %self.name, ?silent, "a delivery never reported back");
+                }
+                self.deliver(&myself, book)
+            }
             AccountMsg::Panic => panic!("injected fault: panic in account {}", self.name),
             AccountMsg::Hang => std::future::pending::<()>().await,
         }
@@ -300,7 +341,7 @@ impl Checkpoint for Account {
         book.clone()
     }
     fn restore(&self, book: &mut Book, saved: Book) {
-        *book = Book { delivering: false, ..saved };
+        *book = Book { delivering: false, delivering_since: None, failed_deliveries: 0, ..saved };
     }
 }
 
