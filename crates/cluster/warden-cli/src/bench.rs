@@ -9,7 +9,8 @@
 //! node hosting the auditor singleton and the Raft leader are killed in turn gives
 //! `singleton_failover_p50_ms` / `_p99_ms` (kill until the auditor answers from another node
 //! with its state) and `failover_leader_killed_*` / `failover_follower_killed_*` (kill until
-//! every singleton of the killed node answers elsewhere, by whether it led).
+//! every singleton of the killed node answers elsewhere, by whether it led). First of all,
+//! [`commits`] measures acknowledged durable writes across a 3-node group.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ use tokio::sync::broadcast::Receiver;
 use warden_cluster::{NodeEvent, Transport, TransportConfig};
 
 use crate::demo::report::Spread;
+
+pub mod commits;
 
 struct Peer(Child);
 
@@ -150,7 +153,24 @@ async fn singleton_failovers(n: usize) -> anyhow::Result<Failovers> {
     Ok(Failovers { auditor_back, leader_killed, follower_killed, invariant_ok: report.invariant_ok })
 }
 
-pub async fn run(reps: usize, quiet: Duration, failovers: usize) -> anyhow::Result<()> {
+/// What to measure: the counts and durations `warden bench-cluster` was given.
+pub struct BenchSettings {
+    /// Kills and freezes measured, each.
+    pub reps: usize,
+    /// How long three idle nodes are watched for false suspicions.
+    pub quiet: Duration,
+    /// Failovers measured in the bank demo (0: none).
+    pub failovers: usize,
+    /// Writers of the replicated-commit run.
+    pub commit_writers: usize,
+    /// How long the replicated-commit run writes (zero: no such run).
+    pub commit_for: Duration,
+}
+
+pub async fn run(settings: BenchSettings) -> anyhow::Result<()> {
+    let BenchSettings { reps, quiet, failovers, commit_writers, commit_for } = settings;
+    // First, while this process is no node yet (one node per process).
+    let commits = if commit_for.is_zero() { None } else { Some(commits::measure(commit_writers, commit_for).await?) };
     let watcher = Transport::start(TransportConfig::new("bench-watcher", "bench")).await?;
     let mut events = watcher.subscribe();
     let (mut killed, mut frozen) = (Vec::new(), Vec::new());
@@ -192,6 +212,13 @@ pub async fn run(reps: usize, quiet: Duration, failovers: usize) -> anyhow::Resu
         "node_down_frozen_p99_ms": {"warden": frozen.p99},
         "false_suspicions": {"warden": false_suspicions},
     });
+    if let Some(c) = commits {
+        out["replicated_commit_per_s"] = serde_json::json!({"warden": c.per_s.round()});
+        out["replicated_commit_p50_ms"] = serde_json::json!({"warden": c.latency_ms.p50});
+        out["replicated_commit_p99_ms"] = serde_json::json!({"warden": c.latency_ms.p99});
+        out["replicated_commit_writers"] = serde_json::json!({"warden": c.writers});
+        out["replicated_commit_hosting_nodes"] = serde_json::json!({"warden": c.hosting_nodes});
+    }
     if let Some(f) = failover {
         let back = Spread::of(&f.auditor_back);
         out["singleton_failover_p50_ms"] = serde_json::json!({"warden": back.p50});
@@ -207,7 +234,8 @@ pub async fn run(reps: usize, quiet: Duration, failovers: usize) -> anyhow::Resu
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     eprintln!(
-        "bench-cluster: {reps} kills and {reps} freezes, {} s quiet run, {failovers} singleton failovers",
+        "bench-cluster: {commit_writers} writers for {} s, {reps} kills and {reps} freezes, {} s quiet run, {failovers} singleton failovers",
+        commit_for.as_secs(),
         quiet.as_secs()
     );
     Ok(())

@@ -11,8 +11,9 @@
 //! `warden node ... --observe [ADDR]` and `warden demo ... --observe [ADDR]` also serve the
 //! observer web page (docs/observer.md).
 //!
-//! `warden bench-cluster [--reps N] [--quiet-s S] [--failovers F]` measures node failure
-//! detection and singleton failover against real node processes and prints JSON.
+//! `warden bench-cluster [--reps N] [--quiet-s S] [--failovers F] [--commit-writers W]
+//! [--commit-s S]` measures replicated durable commits, node failure detection and singleton
+//! failover against real node processes and prints JSON.
 //!
 //! `warden demo <bank|pipeline> [--nodes N] [--duration D] [--faults PLAN] [--seed S]
 //! [--report FILE] [--data-dir DIR]` runs a bundled demo cluster: N node processes (this binary
@@ -65,8 +66,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         min_members: usize,
     },
-    /// Measures node failure detection and singleton failover against real node processes on
-    /// loopback and prints the figures as JSON: `node_down_killed_p99_ms`,
+    /// Measures replicated durable commits, node failure detection and singleton failover
+    /// against real node processes on loopback and prints the figures as JSON:
+    /// `replicated_commit_per_s`, `replicated_commit_p99_ms`, `node_down_killed_p99_ms`,
     /// `node_down_frozen_p99_ms`, `false_suspicions`, `singleton_failover_p99_ms`, `failover_leader_killed_p99_ms`, `failover_follower_killed_p99_ms` (each `{"warden": value}`, the shape of warden-bench's output).
     BenchCluster {
         /// Kills and freezes measured, each.
@@ -79,6 +81,24 @@ enum Command {
         /// of the Raft leader, in turn (each restarted 4 s later); 0 skips them.
         #[arg(long, default_value_t = 20)]
         failovers: usize,
+        /// Writers (event-sourced singletons) in the replicated-commit run, spread over 3 nodes.
+        #[arg(long, default_value_t = 256)]
+        commit_writers: usize,
+        /// Seconds the replicated-commit run writes 1 KiB events; 0 skips it.
+        #[arg(long, default_value_t = 5)]
+        commit_s: u64,
+    },
+    /// One node of the replicated-commit benchmark (started by `warden bench-cluster`).
+    #[command(hide = true)]
+    BenchNode {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        join: SocketAddr,
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        #[arg(long)]
+        writers: usize,
     },
     /// Runs one cluster node and prints what it sees (its peers, the group) as JSON lines.
     Node {
@@ -235,8 +255,18 @@ async fn main() -> anyhow::Result<()> {
             };
             demo::node::run(settings).await?;
         }
-        Command::BenchCluster { reps, quiet_s, failovers } => {
-            bench::run(reps.max(1), Duration::from_secs(quiet_s), failovers).await?
+        Command::BenchCluster { reps, quiet_s, failovers, commit_writers, commit_s } => {
+            bench::run(bench::BenchSettings {
+                reps: reps.max(1),
+                quiet: Duration::from_secs(quiet_s),
+                failovers,
+                commit_writers,
+                commit_for: Duration::from_secs(commit_s),
+            })
+            .await?
+        }
+        Command::BenchNode { name, join, data_dir, writers } => {
+            bench::commits::node(name, join, data_dir, writers).await?
         }
         Command::Node {
             name,

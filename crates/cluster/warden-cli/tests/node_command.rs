@@ -170,18 +170,29 @@ fn tls_flags_are_checked_and_bad_files_named() {
 }
 
 #[test]
-fn bench_cluster_measures_detection_with_real_node_processes() {
+fn bench_cluster_measures_commits_detection_and_failover_with_real_node_processes() {
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["bench-cluster", "--reps", "1", "--quiet-s", "1", "--failovers", "1"])
+        .args(["bench-cluster", "--reps", "1", "--quiet-s", "1", "--failovers", "1", "--commit-writers", "6"])
+        .args(["--commit-s", "1"])
         .output()
         .expect("run warden bench-cluster");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    for fig in ["node_down_killed_p99_ms", "node_down_frozen_p99_ms", "singleton_failover_p99_ms"] {
+    for fig in [
+        "node_down_killed_p99_ms",
+        "node_down_frozen_p99_ms",
+        "singleton_failover_p99_ms",
+        "replicated_commit_per_s",
+        "replicated_commit_p50_ms",
+        "replicated_commit_p99_ms",
+    ] {
         let v = json[fig]["warden"].as_f64().unwrap_or_else(|| panic!("{fig} missing: {json}"));
         assert!(v.is_finite() && v > 0.0, "{fig}: {v}");
     }
     assert_eq!(json["false_suspicions"]["warden"].as_u64(), Some(0), "{json}");
+    assert_eq!(json["replicated_commit_writers"]["warden"].as_u64(), Some(6), "{json}");
+    // The writers spread over the group's nodes (all three run their specs).
+    assert!(json["replicated_commit_hosting_nodes"]["warden"].as_u64().unwrap_or(0) >= 2, "{json}");
 }
 
 /// One HTTP request through a real client (hyper's, on a runtime of its own: this test is

@@ -43,6 +43,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+mod byte_form;
+
 #[cfg(test)]
 mod tests;
 
@@ -149,6 +151,7 @@ pub enum WriteKind {
         /// Its sequence number.
         seq: u64,
         /// The envelope.
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
         /// How many snapshots to keep.
         retain: u32,
@@ -160,6 +163,7 @@ pub enum WriteKind {
         /// Its sequence number.
         seq: u64,
         /// The envelope.
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// Removes one snapshot.
@@ -346,6 +350,7 @@ pub struct SingletonRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSnapshot {
     /// The envelope.
+    #[serde(with = "byte_form::shared")]
     pub bytes: Arc<Vec<u8>>,
     /// When it was taken, ms since the Unix epoch.
     pub created_unix_ms: u64,
@@ -363,6 +368,7 @@ pub struct KeyRecord {
     /// Snapshots by sequence number.
     pub snapshots: BTreeMap<u64, StoredSnapshot>,
     /// Journal entries by sequence number.
+    #[serde(with = "byte_form::journal")]
     pub journal: BTreeMap<u64, Arc<Vec<u8>>>,
     /// The (token, node) pairs that wrote the key, for the checker: one per grant of the key
     /// that wrote, the newest [`MAX_WRITERS_PER_KEY`] (tokens only grow: the lowest go first).
