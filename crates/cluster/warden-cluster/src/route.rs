@@ -14,8 +14,14 @@
 //! proxies on a node is a small constant per peer, whatever the number of singletons.
 //!
 //! A message for a name the node does not run (it moved, is restarting or has not started
-//! yet) is dropped at the router. For a call, the router cannot give a typed answer, and
-//! ractor_cluster sends nothing back for a dropped reply port: the caller's call ends at its
+//! yet) is dropped at the router. A call can end the same way: the instance stops (a crash, a
+//! fence) with the call in its mailbox or its handler. ractor_cluster sends nothing back for a
+//! dropped reply port, and the router cannot forge a typed answer, so a caller would wait its
+//! whole timeout. Instead each remote call carries its origin (the calling node's name and a
+//! call id the caller keeps in its [`PendingCalls`]); the owner's router watches the reply port
+//! it hands on, and when the call is dropped it tells the caller's router, which ends the call
+//! at once with [`CallResult::SenderError`], as a local call to a stopped actor ends. Only a
+//! lost notice (the caller's node unreachable, its registry full) leaves the call to its
 //! timeout (a remote call without one waits at most [`MAX_REMOTE_CALL_WAIT`]). A caller on the
 //! owner's own node gets `None` from the lookup instead, or an at once failing call.
 
@@ -40,6 +46,91 @@ const ROUTED_VARIANT: &str = "warden.routed";
 /// The longest a call to another node's instance waits when its caller gave no timeout: a
 /// call the owner's router dropped would otherwise wait until the session ends.
 pub const MAX_REMOTE_CALL_WAIT: Duration = Duration::from_secs(60);
+
+/// The most remote calls a node tracks for "dropped" notices at once. A call past the bound is
+/// still sent; it only ends at its timeout if it is dropped.
+pub const MAX_PENDING_REMOTE_CALLS: usize = 65_536;
+
+/// The `variant` of a notice that a call was dropped.
+const DROPPED_VARIANT: &str = "warden.dropped";
+
+/// The remote calls this node waits on, by call id: each one's way to be ended early when
+/// the owner's router reports it dropped. Bounded by [`MAX_PENDING_REMOTE_CALLS`]; an entry goes
+/// when its call ends, however it ends.
+#[derive(Clone)]
+pub struct PendingCalls {
+    inner: Arc<Mutex<Pending>>,
+}
+
+impl Default for PendingCalls {
+    /// Call ids start at a random number, so a late notice for a call of an earlier process
+    /// under the same node name is unlikely to name a call of this one (it would only end that
+    /// call early, as dropped).
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        let start = std::collections::hash_map::RandomState::new().hash_one(std::process::id()) >> 1;
+        PendingCalls { inner: Arc::new(Mutex::new(Pending { next: start, waiting: HashMap::new() })) }
+    }
+}
+
+struct Pending {
+    next: u64,
+    waiting: HashMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for PendingCalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCalls").field("waiting", &self.len()).finish()
+    }
+}
+
+impl PendingCalls {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new call's id and the signal that it was dropped; `None` when
+    /// [`MAX_PENDING_REMOTE_CALLS`] are tracked already.
+    fn register(&self) -> Option<(u64, tokio::sync::oneshot::Receiver<()>)> {
+        let mut p = self.lock();
+        if p.waiting.len() >= MAX_PENDING_REMOTE_CALLS {
+            return None;
+        }
+        p.next = p.next.wrapping_add(1);
+        let id = p.next;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        p.waiting.insert(id, tx);
+        Some((id, rx))
+    }
+
+    fn forget(&self, id: u64) {
+        self.lock().waiting.remove(&id);
+    }
+
+    /// Ends call `id` early, if it still waits.
+    fn dropped(&self, id: u64) {
+        if let Some(tx) = self.lock().waiting.remove(&id) {
+            let _ = tx.send(());
+        }
+    }
+
+    /// How many calls are tracked.
+    pub fn len(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a remote call came from: the calling node and its id for the call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Origin {
+    node: String,
+    call: u64,
+}
 
 /// The instances this node runs, by singleton name: at most one entry per singleton spec the
 /// node was started with (an instance replaces its predecessor's entry when it starts, and
@@ -116,6 +207,9 @@ struct Header {
     variant: String,
     /// The message's own metadata.
     metadata: Option<Vec<u8>>,
+    /// For a call, where it came from (older nodes sent none).
+    #[serde(default)]
+    origin: Option<Origin>,
 }
 
 /// A serialised message for the singleton `name`, on its way to the router of the node that
@@ -124,6 +218,7 @@ struct Header {
 pub struct Routed {
     name: String,
     msg: SerializedMessage,
+    origin: Option<Origin>,
 }
 
 impl Routed {
@@ -132,13 +227,19 @@ impl Routed {
     pub fn new(name: &str, msg: SerializedMessage) -> Result<Routed, BoxedDowncastErr> {
         match msg {
             SerializedMessage::CallReply(..) => Err(BoxedDowncastErr),
-            msg => Ok(Routed { name: name.to_string(), msg }),
+            msg => Ok(Routed { name: name.to_string(), msg, origin: None }),
         }
     }
 
-    fn header(name: String, variant: String, metadata: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    /// The notice, for the caller's router, that call `call` of that node was dropped.
+    fn dropped(call: u64) -> Routed {
+        let msg = SerializedMessage::Cast { variant: DROPPED_VARIANT.into(), args: Vec::new(), metadata: None };
+        Routed { name: String::new(), msg, origin: Some(Origin { node: String::new(), call }) }
+    }
+
+    fn header(name: String, variant: String, metadata: Option<Vec<u8>>, origin: Option<Origin>) -> Option<Vec<u8>> {
         // Encoding a struct of strings and bytes cannot fail; `None` decodes as an error there.
-        rmp_serde::to_vec(&Header { name, variant, metadata }).ok()
+        rmp_serde::to_vec(&Header { name, variant, metadata, origin }).ok()
     }
 }
 
@@ -152,14 +253,16 @@ impl Message for Routed {
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
         let variant = ROUTED_VARIANT.to_string();
         match self.msg {
-            SerializedMessage::Cast { variant: inner, args, metadata } => {
-                Ok(SerializedMessage::Cast { variant, args, metadata: Routed::header(self.name, inner, metadata) })
-            }
+            SerializedMessage::Cast { variant: inner, args, metadata } => Ok(SerializedMessage::Cast {
+                variant,
+                args,
+                metadata: Routed::header(self.name, inner, metadata, self.origin),
+            }),
             SerializedMessage::Call { variant: inner, args, reply, metadata } => Ok(SerializedMessage::Call {
                 variant,
                 args,
                 reply,
-                metadata: Routed::header(self.name, inner, metadata),
+                metadata: Routed::header(self.name, inner, metadata, self.origin),
             }),
             SerializedMessage::CallReply(..) => Err(BoxedDowncastErr),
         }
@@ -176,33 +279,63 @@ impl Message for Routed {
                 Ok(Routed {
                     name: h.name,
                     msg: SerializedMessage::Cast { variant: h.variant, args, metadata: h.metadata },
+                    origin: h.origin,
                 })
             }
             SerializedMessage::Call { variant, args, reply, metadata } if variant == ROUTED_VARIANT => {
                 let h = decode(metadata)?;
                 let msg = SerializedMessage::Call { variant: h.variant, args, reply, metadata: h.metadata };
-                Ok(Routed { name: h.name, msg })
+                Ok(Routed { name: h.name, msg, origin: h.origin })
             }
             _ => Err(BoxedDowncastErr),
         }
     }
 }
 
-/// A node's router: hands each [`Routed`] message to the local instance it names. Its work per
-/// message is a map lookup and a send, so its mailbox drains as fast as the node sessions
-/// fill it.
+/// How a router finds the router of another node, by the node's name (for "dropped" notices).
+pub type RouterOf = Arc<dyn Fn(&str) -> Option<ActorRef<Routed>> + Send + Sync>;
+
+/// What a [`Router`] works with.
+#[derive(Clone)]
+pub struct RouterParts {
+    /// The instances this node runs.
+    pub directory: Directory,
+    /// The calls this node waits on (ended early by notices from other routers).
+    pub pending: PendingCalls,
+    /// Finds another node's router.
+    pub router_of: RouterOf,
+}
+
+/// A node's router: hands each [`Routed`] message to the local instance it names, and tells
+/// a remote caller when its call was dropped (see the module documentation). Its work per
+/// message is a map lookup and a send (and, for a call, a task that watches the reply port),
+/// so its mailbox drains as fast as the node sessions fill it.
 pub struct Router;
+
+impl Router {
+    /// Tells the caller's router that its call was dropped here.
+    fn notify(parts: &RouterParts, origin: &Origin) {
+        match (parts.router_of)(&origin.node) {
+            Some(router) => {
+                let _ = router.cast(Routed::dropped(origin.call));
+            }
+            None => {
+                tracing::debug!(target: "warden::cluster", node = %origin.node, "a dropped call's caller is not reachable")
+            }
+        }
+    }
+}
 
 impl Actor for Router {
     type Msg = Routed;
-    type State = Directory;
-    type Arguments = Directory;
+    type State = RouterParts;
+    type Arguments = RouterParts;
 
-    async fn pre_start(&self, _: ActorRef<Routed>, directory: Directory) -> Result<Directory, ActorProcessingErr> {
-        Ok(directory)
+    async fn pre_start(&self, _: ActorRef<Routed>, parts: RouterParts) -> Result<RouterParts, ActorProcessingErr> {
+        Ok(parts)
     }
 
-    async fn post_start(&self, me: ActorRef<Routed>, _: &mut Directory) -> Result<(), ActorProcessingErr> {
+    async fn post_start(&self, me: ActorRef<Routed>, _: &mut RouterParts) -> Result<(), ActorProcessingErr> {
         ractor::pg::join(ROUTER_GROUP.to_string(), vec![me.get_cell()]);
         Ok(())
     }
@@ -211,19 +344,45 @@ impl Actor for Router {
         &self,
         _: ActorRef<Routed>,
         routed: Routed,
-        directory: &mut Directory,
+        parts: &mut RouterParts,
     ) -> Result<(), ActorProcessingErr> {
-        match directory.get(&routed.name) {
-            // A stopped instance refuses it. Either way a call's reply port is dropped here; a
-            // caller on another node then waits its timeout (nothing crosses back).
-            Some(cell) => {
-                if cell.send_serialized(routed.msg).is_err() {
-                    tracing::debug!(target: "warden::cluster", name = %routed.name, "routed message for a stopped instance dropped");
-                }
+        let Routed { name, msg, origin } = routed;
+        if matches!(&msg, SerializedMessage::Cast { variant, .. } if variant == DROPPED_VARIANT) {
+            if let Some(o) = origin {
+                parts.pending.dropped(o.call);
             }
-            None => {
-                tracing::debug!(target: "warden::cluster", name = %routed.name, "routed message for an instance not here dropped")
+            return Ok(());
+        }
+        let Some(cell) = parts.directory.get(&name) else {
+            tracing::debug!(target: "warden::cluster", %name, "routed message for an instance not here dropped");
+            if let (Some(o), SerializedMessage::Call { .. }) = (&origin, &msg) {
+                Router::notify(parts, o);
             }
+            return Ok(());
+        };
+        let msg = match (msg, origin) {
+            // Hand the instance a port of our own, and watch it: a reply goes on to the
+            // caller, a drop is reported to the caller's router.
+            (SerializedMessage::Call { variant, args, reply, metadata }, Some(origin)) => {
+                let wait = reply.get_timeout().unwrap_or(MAX_REMOTE_CALL_WAIT);
+                let (tx, rx) = ractor::concurrency::oneshot();
+                let parts = parts.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(wait, rx).await {
+                        Ok(Ok(answer)) => {
+                            let _ = reply.send(answer);
+                        }
+                        Ok(Err(_)) => Router::notify(&parts, &origin),
+                        Err(_) => {} // the caller's own timeout ends it
+                    }
+                });
+                SerializedMessage::Call { variant, args, reply: (tx, wait).into(), metadata }
+            }
+            (msg, _) => msg,
+        };
+        // A stopped instance refuses it (the port it held is dropped, and reported).
+        if cell.send_serialized(msg).is_err() {
+            tracing::debug!(target: "warden::cluster", %name, "routed message for a stopped instance dropped");
         }
         Ok(())
     }
@@ -231,7 +390,14 @@ impl Actor for Router {
 
 enum To<M: Message> {
     Local(ActorRef<M>),
-    Remote(ActorRef<Routed>),
+    Remote(ActorRef<Routed>, Option<Caller>),
+}
+
+/// A remote caller's side of "dropped" notices: its node's name and its pending calls.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub(crate) node: String,
+    pub(crate) pending: PendingCalls,
 }
 
 /// The running instance of a singleton, on this node or another: cast to it and call it as
@@ -247,7 +413,7 @@ impl<M: Message> Clone for SingletonRef<M> {
     fn clone(&self) -> Self {
         let to = match &self.to {
             To::Local(a) => To::Local(a.clone()),
-            To::Remote(r) => To::Remote(r.clone()),
+            To::Remote(r, c) => To::Remote(r.clone(), c.clone()),
         };
         SingletonRef { name: self.name.clone(), to }
     }
@@ -264,8 +430,8 @@ impl<M: Message> SingletonRef<M> {
         SingletonRef { name: name.to_string(), to: To::Local(actor) }
     }
 
-    pub(crate) fn remote(name: &str, router: ActorRef<Routed>) -> Self {
-        SingletonRef { name: name.to_string(), to: To::Remote(router) }
+    pub(crate) fn remote(name: &str, router: ActorRef<Routed>, caller: Option<Caller>) -> Self {
+        SingletonRef { name: name.to_string(), to: To::Remote(router, caller) }
     }
 
     /// The singleton's name.
@@ -283,38 +449,61 @@ impl<M: Message> SingletonRef<M> {
     pub fn cast(&self, msg: M) -> Result<(), MessagingErr<M>> {
         match &self.to {
             To::Local(actor) => actor.cast(msg),
-            To::Remote(router) => self.send_remote(router, msg),
+            To::Remote(router, _) => self.send_remote(router, msg, None),
         }
     }
 
     /// Serialises `msg` and sends it, addressed to this singleton, to the owner's router.
-    fn send_remote(&self, router: &ActorRef<Routed>, msg: M) -> Result<(), MessagingErr<M>> {
+    fn send_remote(&self, router: &ActorRef<Routed>, msg: M, origin: Option<Origin>) -> Result<(), MessagingErr<M>> {
         let serialized = msg.serialize().map_err(|_| MessagingErr::InvalidActorType)?;
-        let routed = Routed::new(&self.name, serialized).map_err(|_| MessagingErr::InvalidActorType)?;
+        let mut routed = Routed::new(&self.name, serialized).map_err(|_| MessagingErr::InvalidActorType)?;
+        routed.origin = origin;
         router.cast(routed).map_err(|_| MessagingErr::ChannelClosed)
     }
 
     /// Calls the instance: `build` makes the message around the reply port, and the answer
     /// is awaited for at most `timeout` (none: until the port closes, or, to another node,
-    /// at most [`MAX_REMOTE_CALL_WAIT`]). A call to another node that its router dropped (the
-    /// instance is not there) ends only at the timeout, with [`CallResult::Timeout`].
+    /// at most [`MAX_REMOTE_CALL_WAIT`]). A call to another node that was dropped there (the
+    /// instance is not there, or stopped before it answered) ends with
+    /// [`CallResult::SenderError`] as soon as that node's notice arrives, as a local call to a
+    /// stopped actor does; without a notice it ends at the timeout, with
+    /// [`CallResult::Timeout`].
     pub async fn call<R, F>(&self, build: F, timeout: Option<Duration>) -> Result<CallResult<R>, MessagingErr<M>>
     where
         R: Send + 'static,
         F: FnOnce(RpcReplyPort<R>) -> M,
     {
-        let router = match &self.to {
+        let (router, caller) = match &self.to {
             To::Local(actor) => return actor.call(build, timeout).await,
-            To::Remote(router) => router,
+            To::Remote(router, caller) => (router, caller),
         };
         let wait = timeout.unwrap_or(MAX_REMOTE_CALL_WAIT);
         let (tx, rx) = ractor::concurrency::oneshot();
         let port: RpcReplyPort<R> = (tx, wait).into();
-        self.send_remote(router, build(port))?;
-        Ok(match tokio::time::timeout(wait, rx).await {
-            Ok(answer) => answer.map_or(CallResult::SenderError, CallResult::Success),
-            Err(_) => CallResult::Timeout,
-        })
+        let tracked = caller.as_ref().and_then(|c| c.pending.register().map(|(call, dropped)| (c, call, dropped)));
+        let origin = tracked.as_ref().map(|(c, call, _)| Origin { node: c.node.clone(), call: *call });
+        let sent = self.send_remote(router, build(port), origin);
+        let outcome = match (sent, tracked) {
+            (Err(e), Some((c, call, _))) => {
+                c.pending.forget(call);
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+            (Ok(()), Some((c, call, dropped))) => {
+                let outcome = tokio::select! {
+                    answer = rx => answer.map_or(CallResult::SenderError, CallResult::Success),
+                    _ = dropped => CallResult::SenderError,
+                    _ = tokio::time::sleep(wait) => CallResult::Timeout,
+                };
+                c.pending.forget(call);
+                outcome
+            }
+            (Ok(()), None) => match tokio::time::timeout(wait, rx).await {
+                Ok(answer) => answer.map_or(CallResult::SenderError, CallResult::Success),
+                Err(_) => CallResult::Timeout,
+            },
+        };
+        Ok(outcome)
     }
 }
 
@@ -356,6 +545,11 @@ mod tests {
 
     static NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+    /// A router's parts; `back` stands in for the caller's router, found by any name.
+    fn parts(directory: Directory, pending: PendingCalls, back: Option<ActorRef<Routed>>) -> RouterParts {
+        RouterParts { directory, pending, router_of: Arc::new(move |_: &str| back.clone()) }
+    }
+
     /// What a node session does with a routed message: serialise it, and on the other side
     /// deserialise it into the router's mailbox.
     fn across(routed: Routed) -> Routed {
@@ -367,7 +561,9 @@ mod tests {
         let (echo, _) = Actor::spawn(None, Echo, ()).await.expect("echo starts");
         let directory = Directory::default();
         directory.insert("echo", echo.get_cell(), &Arc::default());
-        let (router, _) = Actor::spawn(None, Router, directory.clone()).await.expect("router starts");
+        let (router, _) = Actor::spawn(None, Router, parts(directory.clone(), PendingCalls::default(), None))
+            .await
+            .expect("router starts");
 
         // The caller's half, then the wire, then the router.
         let note = EchoMsg::Note("hello".into()).serialize().expect("a cast serialises");
@@ -463,7 +659,7 @@ mod tests {
             tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
         rt.block_on(async {
             let (silent, _) = Actor::spawn(None, Silent, ()).await.expect("starts");
-            let remote: SingletonRef<EchoMsg> = SingletonRef::remote("echo", silent.clone());
+            let remote: SingletonRef<EchoMsg> = SingletonRef::remote("echo", silent.clone(), None);
             let started = tokio::time::Instant::now();
             let outcome =
                 tokio::time::timeout(MAX_REMOTE_CALL_WAIT * 2, remote.call(|port| EchoMsg::Double(1, port), None))
@@ -479,5 +675,130 @@ mod tests {
             assert_eq!(started.elapsed(), short);
             silent.stop(None);
         });
+    }
+
+    /// Stands in for a node session towards `to`: each message crosses in its serialised form,
+    /// and a call's reply port is replaced as a session replaces it: an answer is carried
+    /// back, while a dropped port is not (the caller's port stays open, kept here).
+    struct Wire;
+
+    type Kept = Arc<Mutex<Vec<RpcReplyPort<Vec<u8>>>>>;
+
+    impl Actor for Wire {
+        type Msg = Routed;
+        type State = (ActorRef<Routed>, Kept);
+        type Arguments = ActorRef<Routed>;
+        async fn pre_start(
+            &self,
+            _: ActorRef<Routed>,
+            to: ActorRef<Routed>,
+        ) -> Result<(ActorRef<Routed>, Kept), ActorProcessingErr> {
+            Ok((to, Kept::default()))
+        }
+        async fn handle(
+            &self,
+            _: ActorRef<Routed>,
+            msg: Routed,
+            (to, kept): &mut (ActorRef<Routed>, Kept),
+        ) -> Result<(), ActorProcessingErr> {
+            let Routed { name, msg, origin } = across(msg);
+            let msg = match msg {
+                SerializedMessage::Call { variant, args, reply, metadata } => {
+                    let (tx, rx) = ractor::concurrency::oneshot();
+                    let kept = kept.clone();
+                    tokio::spawn(async move {
+                        match rx.await {
+                            Ok(answer) => {
+                                let _ = reply.send(answer);
+                            }
+                            Err(_) => kept.lock().unwrap_or_else(PoisonError::into_inner).push(reply),
+                        }
+                    });
+                    SerializedMessage::Call { variant, args, reply: tx.into(), metadata }
+                }
+                other => other,
+            };
+            let _ = to.cast(Routed { name, msg, origin });
+            Ok(())
+        }
+    }
+
+    /// An instance that drops every call it gets (as one that crashes in its handler).
+    struct Dropper;
+
+    impl Actor for Dropper {
+        type Msg = EchoMsg;
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<EchoMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+        async fn handle(&self, _: ActorRef<EchoMsg>, msg: EchoMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+            drop(msg);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remote_call_dropped_at_the_owner_ends_at_once_and_an_answered_one_still_answers() {
+        // The caller's node: its router (which takes the notices) and its pending calls.
+        let calls = PendingCalls::default();
+        let (caller_router, _) =
+            Actor::spawn(None, Router, parts(Directory::default(), calls.clone(), None)).await.expect("starts");
+        let (back, _) = Actor::spawn(None, Wire, caller_router.clone()).await.expect("starts");
+        // The owner's node: one instance that answers, one that drops what it gets.
+        let owner = Directory::default();
+        let (echo, _) = Actor::spawn(None, Echo, ()).await.expect("starts");
+        let (dropper, _) = Actor::spawn(None, Dropper, ()).await.expect("starts");
+        owner.insert("echo", echo.get_cell(), &Arc::default());
+        owner.insert("dropper", dropper.get_cell(), &Arc::default());
+        let (owner_router, _) = Actor::spawn(None, Router, parts(owner, PendingCalls::default(), Some(back.clone())))
+            .await
+            .expect("starts");
+        let (to_owner, _) = Actor::spawn(None, Wire, owner_router.clone()).await.expect("starts");
+        let caller = || Some(Caller { node: "caller".into(), pending: calls.clone() });
+        // Long timeouts: each call must end well before them.
+        let long = Some(Duration::from_secs(60));
+        let quick = Duration::from_secs(10);
+
+        let echo_ref: SingletonRef<EchoMsg> = SingletonRef::remote("echo", to_owner.clone(), caller());
+        let answered = tokio::time::timeout(quick, echo_ref.call(|p| EchoMsg::Double(21, p), long)).await;
+        assert!(
+            matches!(answered, Ok(Ok(CallResult::Success(42)))),
+            "{:?}",
+            answered.map(|r| r.map(|c| c.is_success()))
+        );
+
+        for name in ["dropper", "not-here"] {
+            let r: SingletonRef<EchoMsg> = SingletonRef::remote(name, to_owner.clone(), caller());
+            let ended = tokio::time::timeout(quick, r.call(|p| EchoMsg::Double(1, p), long))
+                .await
+                .unwrap_or_else(|_| panic!("a call dropped at {name} waited for its timeout"));
+            assert!(matches!(ended, Ok(CallResult::SenderError)), "{name}");
+        }
+        // Every call's entry went when it ended.
+        assert!(calls.is_empty(), "{calls:?}");
+        for a in [caller_router.get_cell(), back.get_cell(), echo.get_cell(), dropper.get_cell()] {
+            a.stop(None);
+        }
+        owner_router.stop(None);
+        to_owner.stop(None);
+    }
+
+    #[test]
+    fn pending_calls_are_bounded_and_a_notice_ends_only_its_own_call() {
+        let calls = PendingCalls::default();
+        let (a, mut a_dropped) = calls.register().expect("room");
+        let (b, mut b_dropped) = calls.register().expect("room");
+        assert_ne!(a, b);
+        calls.dropped(a);
+        assert!(a_dropped.try_recv().is_ok(), "a's notice arrived");
+        assert!(b_dropped.try_recv().is_err(), "b still waits");
+        calls.forget(b);
+        assert!(calls.is_empty());
+        for _ in 0..MAX_PENDING_REMOTE_CALLS {
+            calls.register().expect("room up to the bound");
+        }
+        assert!(calls.register().is_none(), "the bound holds");
     }
 }

@@ -41,7 +41,7 @@ use warden_core::ChildSpec;
 use crate::ledger::NodeId;
 use crate::raft::state_machine::Shared;
 use crate::reads::{NotServing, ReadBarrier};
-use crate::route::{Directory, SingletonRef, ROUTER_GROUP};
+use crate::route::{Caller, Directory, PendingCalls, Routed, SingletonRef, ROUTER_GROUP};
 use crate::transport::NodeView;
 
 /// Makes the worker spec of one instance.
@@ -172,6 +172,8 @@ pub struct Locator {
     pub(crate) shared: Arc<Shared>,
     pub(crate) view: NodeView,
     pub(crate) directory: Directory,
+    /// This node's remote calls, for "dropped" notices (see [`crate::route`]).
+    pub(crate) pending: PendingCalls,
 }
 
 impl std::fmt::Debug for Locator {
@@ -192,13 +194,19 @@ impl Locator {
         if owner == self.me {
             return self.directory.get(name).map(|cell| SingletonRef::local(name, ActorRef::from(cell)));
         }
-        let routers = ractor::pg::get_members(&ROUTER_GROUP.to_string())
-            .into_iter()
-            .filter(|c| !c.get_id().is_local())
-            .map(|c| (c.get_id().node(), self.view.node_of(&c), c));
-        let router = newest_router(routers, &owner_name)?;
-        Some(SingletonRef::remote(name, ActorRef::from(router)))
+        let router = router_of(&self.view, &owner_name)?;
+        let caller = Caller { node: self.view.name().to_string(), pending: self.pending.clone() };
+        Some(SingletonRef::remote(name, router, Some(caller)))
     }
+}
+
+/// The router of the node named `node`, as this node sees it (see [`newest_router`]).
+pub(crate) fn router_of(view: &NodeView, node: &str) -> Option<ActorRef<Routed>> {
+    let routers = ractor::pg::get_members(&ROUTER_GROUP.to_string())
+        .into_iter()
+        .filter(|c| !c.get_id().is_local())
+        .map(|c| (c.get_id().node(), view.node_of(&c), c));
+    newest_router(routers, node).map(ActorRef::from)
 }
 
 /// Which of the routers seen (each as its session's id and its peer's name) serves node
