@@ -175,6 +175,21 @@ pub enum PersistError {
     Store(StoreError),
 }
 
+impl PersistError {
+    /// Whether this incarnation can write no more: the store refused the event or cannot tell
+    /// whether it was committed (or an earlier write ended so). Every later `persist` fails
+    /// until the actor restarts, so a handler that answers the error to its caller must then
+    /// fail itself (return the error) for the supervisor to restart it; an actor that only
+    /// answers would refuse every write from then on.
+    pub fn restart_required(&self) -> bool {
+        match self {
+            PersistError::RestartRequired { .. } => true,
+            PersistError::Store(e) => !e.writer_may_continue(),
+            PersistError::NotDurable | PersistError::WrongEventType { .. } | PersistError::Encode(_) => false,
+        }
+    }
+}
+
 /// What a checkpointed actor does when every stored state it has is damaged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IfDamaged {
@@ -741,5 +756,28 @@ impl<A: Checkpoint> Actor for Checkpointed<A> {
             }
         }
         self.inner.post_stop(myself, &mut st.inner).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refused_or_doubtful_writes_require_a_restart() {
+        let key = || "k".to_string();
+        let restart = [
+            PersistError::RestartRequired { key: key() },
+            PersistError::Store(StoreError::Refused { key: key(), cause: "fenced".into() }),
+            PersistError::Store(StoreError::Uncertain { ops: 1, cause: "no answer".into() }),
+        ];
+        let go_on = [
+            PersistError::Store(StoreError::Commit { ops: 1, cause: "no leader".into() }),
+            PersistError::Store(StoreError::Closed),
+            PersistError::NotDurable,
+            PersistError::Encode("bad".into()),
+        ];
+        assert!(restart.iter().all(PersistError::restart_required));
+        assert!(!go_on.iter().any(PersistError::restart_required));
     }
 }

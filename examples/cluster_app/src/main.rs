@@ -112,11 +112,16 @@ impl Actor for Counter {
         let node = self.ctx.node_name().to_string();
         match msg {
             CounterMsg::Add(n, reply) => {
-                let answer = match self.persist(value, n).await {
-                    Ok(_) => Answer::Value { value: *value, node },
-                    Err(e) => Answer::Refused { why: e.to_string() },
+                let (answer, restart) = match self.persist(value, n).await {
+                    Ok(_) => (Answer::Value { value: *value, node }, None),
+                    Err(e) => (Answer::Refused { why: e.to_string() }, e.restart_required().then_some(e)),
                 };
                 let _ = reply.send(answer);
+                // After a refused or doubtful write this incarnation can write no more: fail
+                // the handler, and the restart reopens the key (deciding that write) first.
+                if let Some(e) = restart {
+                    return Err(e.into());
+                }
             }
             CounterMsg::Get(reply) => {
                 let answer = match self.ctx.linearizable().await {

@@ -225,7 +225,8 @@ impl Account {
         });
     }
 
-    async fn debit(&self, bytes: &[u8], book: &mut Book) -> AccountReply {
+    /// Debits a transfer; `restart` is set when this incarnation can write no more.
+    async fn debit(&self, bytes: &[u8], book: &mut Book, restart: &mut bool) -> AccountReply {
         let t = match wire::decode::<Transfer>(bytes) {
             Ok(t) => t,
             Err(e) => return AccountReply::Refused(format!("bad transfer: {e}")),
@@ -244,11 +245,15 @@ impl Account {
         }
         match self.persist(book, AccountEvent::Debited(t)).await {
             Ok(_) => AccountReply::Ok(self.served()),
-            Err(e) => AccountReply::Refused(e.to_string()),
+            Err(e) => {
+                *restart = e.restart_required();
+                AccountReply::Refused(e.to_string())
+            }
         }
     }
 
-    async fn credit(&self, bytes: &[u8], book: &mut Book) -> AccountReply {
+    /// Credits a transfer; `restart` is set when this incarnation can write no more.
+    async fn credit(&self, bytes: &[u8], book: &mut Book, restart: &mut bool) -> AccountReply {
         let t = match wire::decode::<Transfer>(bytes) {
             Ok(t) => t,
             Err(e) => return AccountReply::Refused(format!("bad transfer: {e}")),
@@ -261,7 +266,10 @@ impl Account {
         }
         match self.persist(book, AccountEvent::Credited(t)).await {
             Ok(_) => AccountReply::Ok(self.served()),
-            Err(e) => AccountReply::Refused(e.to_string()),
+            Err(e) => {
+                *restart = e.restart_required();
+                AccountReply::Refused(e.to_string())
+            }
         }
     }
 }
@@ -284,17 +292,28 @@ impl Actor for Account {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AccountMsg::Debit(bytes, reply) => {
-                let answer = self.debit(&bytes, book).await;
+                let mut restart = false;
+                let answer = self.debit(&bytes, book, &mut restart).await;
                 let refused = matches!(answer, AccountReply::Refused(_));
                 let _ = reply.send(wire::encode(&answer));
                 self.deliver(&myself, book);
                 if refused && !self.ctx.serving() {
                     return Err("the account lost its grant".into());
                 }
+                if restart {
+                    return Err("a refused or doubtful write: restart to reopen the key".into());
+                }
             }
             AccountMsg::Credit(bytes, reply) => {
-                let answer = self.credit(&bytes, book).await;
+                // A credit's answer goes first; then a write that can never succeed again in
+                // this incarnation restarts it (an account that only answered would refuse
+                // every credit from then on, and money would stay in flight).
+                let mut restart = false;
+                let answer = self.credit(&bytes, book, &mut restart).await;
                 let _ = reply.send(wire::encode(&answer));
+                if restart {
+                    return Err("a refused or doubtful write: restart to reopen the key".into());
+                }
             }
             AccountMsg::Inspect(reply) => {
                 let _ = reply.send(wire::encode(&*book));
@@ -572,11 +591,14 @@ impl Actor for Register {
         let served = Served { node: self.ctx.node_name().to_string(), token: self.ctx.token() };
         match msg {
             RegisterMsg::Write(v, reply) => {
-                let answer = match self.persist(value, v).await {
-                    Ok(_) => RegisterReply::Written(served),
-                    Err(e) => RegisterReply::Refused(e.to_string()),
+                let (answer, restart) = match self.persist(value, v).await {
+                    Ok(_) => (RegisterReply::Written(served), None),
+                    Err(e) => (RegisterReply::Refused(e.to_string()), e.restart_required().then_some(e)),
                 };
                 let _ = reply.send(wire::encode(&answer));
+                if let Some(e) = restart {
+                    return Err(e.into()); // restart to reopen the key
+                }
             }
             RegisterMsg::Read(reply) => {
                 let answer = match self.ctx.linearizable().await {

@@ -178,12 +178,17 @@ impl Actor for Results {
             ResultsMsg::Complete(id, reply) => {
                 let duplicate = st.completed.contains(&id);
                 let event = if duplicate { ResultsEvent::Duplicate(id) } else { ResultsEvent::Completed(id) };
-                let answer = match self.persist(st, event).await {
-                    Ok(_) if duplicate => ResultsReply::Duplicate(served),
-                    Ok(_) => ResultsReply::New(served),
-                    Err(e) => ResultsReply::Refused(e.to_string()),
+                let (answer, restart) = match self.persist(st, event).await {
+                    Ok(_) if duplicate => (ResultsReply::Duplicate(served), None),
+                    Ok(_) => (ResultsReply::New(served), None),
+                    Err(e) => (ResultsReply::Refused(e.to_string()), e.restart_required().then_some(e)),
                 };
                 let _ = reply.send(wire::encode(&answer));
+                // A refused or doubtful write leaves this incarnation unable to write: restart
+                // it (which reopens the key) instead of refusing every job from then on.
+                if let Some(e) = restart {
+                    return Err(e.into());
+                }
             }
             ResultsMsg::Summary(reply) => {
                 let _ = reply.send(wire::encode(&*st));

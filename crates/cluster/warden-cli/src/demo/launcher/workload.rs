@@ -161,7 +161,8 @@ async fn client(l: Arc<Launcher>, mut rng: Xoshiro256PlusPlus, stop: Arc<AtomicB
                             history(&l).jobs.insert(id, Some(outcome));
                             break;
                         }
-                        _ => {
+                        other => {
+                            tracing::debug!(target: "warden::demo", job = id, %node, answer = ?other, "a job is not done yet");
                             l.failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
