@@ -125,6 +125,18 @@ impl PendingCalls {
     }
 }
 
+/// A tracked call's entry in its node's [`PendingCalls`], forgotten when this is dropped.
+struct Tracked<'a> {
+    pending: &'a PendingCalls,
+    call: u64,
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.pending.forget(self.call);
+    }
+}
+
 /// Where a remote call came from: the calling node and its id for the call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Origin {
@@ -480,25 +492,20 @@ impl<M: Message> SingletonRef<M> {
         let wait = timeout.unwrap_or(MAX_REMOTE_CALL_WAIT);
         let (tx, rx) = ractor::concurrency::oneshot();
         let port: RpcReplyPort<R> = (tx, wait).into();
-        let tracked = caller.as_ref().and_then(|c| c.pending.register().map(|(call, dropped)| (c, call, dropped)));
-        let origin = tracked.as_ref().map(|(c, call, _)| Origin { node: c.node.clone(), call: *call });
-        let sent = self.send_remote(router, build(port), origin);
-        let outcome = match (sent, tracked) {
-            (Err(e), Some((c, call, _))) => {
-                c.pending.forget(call);
-                return Err(e);
-            }
-            (Err(e), None) => return Err(e),
-            (Ok(()), Some((c, call, dropped))) => {
-                let outcome = tokio::select! {
-                    answer = rx => answer.map_or(CallResult::SenderError, CallResult::Success),
-                    _ = dropped => CallResult::SenderError,
-                    _ = tokio::time::sleep(wait) => CallResult::Timeout,
-                };
-                c.pending.forget(call);
-                outcome
-            }
-            (Ok(()), None) => match tokio::time::timeout(wait, rx).await {
+        // The entry goes when the call ends, or when its future is dropped (a caller's own
+        // timeout around this call, a cancelled task).
+        let tracked = caller.as_ref().and_then(|c| {
+            c.pending.register().map(|(call, dropped)| (Tracked { pending: &c.pending, call }, c, dropped))
+        });
+        let origin = tracked.as_ref().map(|(t, c, _)| Origin { node: c.node.clone(), call: t.call });
+        self.send_remote(router, build(port), origin)?;
+        let outcome = match tracked {
+            Some((_entry, _, dropped)) => tokio::select! {
+                answer = rx => answer.map_or(CallResult::SenderError, CallResult::Success),
+                _ = dropped => CallResult::SenderError,
+                _ = tokio::time::sleep(wait) => CallResult::Timeout,
+            },
+            None => match tokio::time::timeout(wait, rx).await {
                 Ok(answer) => answer.map_or(CallResult::SenderError, CallResult::Success),
                 Err(_) => CallResult::Timeout,
             },
@@ -776,6 +783,13 @@ mod tests {
                 .unwrap_or_else(|_| panic!("a call dropped at {name} waited for its timeout"));
             assert!(matches!(ended, Ok(CallResult::SenderError)), "{name}");
         }
+        // A call given up by its caller (its future dropped) forgets its entry too.
+        // (To a router that never answers nor sends a notice.)
+        let (silent, _) = Actor::spawn(None, Silent, ()).await.expect("starts");
+        let r: SingletonRef<EchoMsg> = SingletonRef::remote("echo", silent.clone(), caller());
+        let given_up = tokio::time::timeout(Duration::from_millis(50), r.call(|p| EchoMsg::Double(1, p), long)).await;
+        assert!(given_up.is_err(), "nobody answers there");
+        silent.stop(None);
         // Every call's entry went when it ended.
         assert!(calls.is_empty(), "{calls:?}");
         for a in [caller_router.get_cell(), back.get_cell(), echo.get_cell(), dropper.get_cell()] {

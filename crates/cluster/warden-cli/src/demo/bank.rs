@@ -344,6 +344,7 @@ impl Actor for Account {
                 let silent = book.delivering_since.filter(|_| book.delivering).map(|t| t.elapsed());
                 if silent.is_some_and(|d| d > CREDIT_TIMEOUT * 3) {
                     tracing::warn!(target: "warden::demo::bank", account = %self.name, ?silent, "a delivery never reported back");
+                    book.delivering_since = Some(std::time::Instant::now()); // at most one warning per interval
                 }
                 self.deliver(&myself, book)
             }
