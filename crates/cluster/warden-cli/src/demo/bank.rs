@@ -141,12 +141,9 @@ pub struct Book {
     pub debited: BTreeSet<u64>,
     /// Transfer ids credited here.
     pub credited: BTreeSet<u64>,
-    /// A delivery is under way (not saved).
+    /// When the delivery under way started, if one is (not saved).
     #[serde(skip)]
-    pub delivering: bool,
-    /// When the delivery under way started (not saved).
-    #[serde(skip)]
-    pub delivering_since: Option<std::time::Instant>,
+    pub delivering: Option<std::time::Instant>,
     /// Failed attempts at the oldest credit since the last confirmed one (not saved).
     #[serde(skip)]
     pub failed_deliveries: u32,
@@ -192,12 +189,11 @@ impl Account {
     }
 
     fn deliver(&self, myself: &ActorRef<AccountMsg>, book: &mut Book) {
-        if book.delivering {
+        if book.delivering.is_some() {
             return;
         }
         let Some(t) = book.outbox.first().cloned() else { return };
-        book.delivering = true;
-        book.delivering_since = Some(std::time::Instant::now());
+        book.delivering = Some(std::time::Instant::now());
         let (myself, locator) = (myself.clone(), self.ctx.locator().clone());
         tokio::spawn(async move {
             let failed = match locator.find::<AccountMsg>(&t.to) {
@@ -322,12 +318,12 @@ impl Actor for Account {
                 if book.outbox.first().is_some_and(|t| t.id == id) {
                     self.persist(book, AccountEvent::Delivered(id)).await?;
                 }
-                book.delivering = false;
+                book.delivering = None;
                 book.failed_deliveries = 0;
                 self.deliver(&myself, book);
             }
             AccountMsg::DeliveryFailed(id, why) => {
-                book.delivering = false;
+                book.delivering = None;
                 book.failed_deliveries += 1;
                 if book.failed_deliveries.is_multiple_of(FAILURES_BEFORE_WARNING) {
                     tracing::warn!(
@@ -341,10 +337,10 @@ impl Actor for Account {
                 }
             }
             AccountMsg::Tick => {
-                let silent = book.delivering_since.filter(|_| book.delivering).map(|t| t.elapsed());
+                let silent = book.delivering.map(|t| t.elapsed());
                 if silent.is_some_and(|d| d > CREDIT_TIMEOUT * 3) {
                     tracing::warn!(target: "warden::demo::bank", account = %self.name, ?silent, "a delivery never reported back");
-                    book.delivering_since = Some(std::time::Instant::now()); // at most one warning per interval
+                    book.delivering = Some(std::time::Instant::now()); // at most one warning per interval
                 }
                 self.deliver(&myself, book)
             }
@@ -361,7 +357,7 @@ impl Checkpoint for Account {
         book.clone()
     }
     fn restore(&self, book: &mut Book, saved: Book) {
-        *book = Book { delivering: false, delivering_since: None, failed_deliveries: 0, ..saved };
+        *book = Book { delivering: None, failed_deliveries: 0, ..saved };
     }
 }
 
