@@ -46,7 +46,7 @@ use crate::raft::state_machine::{Shared, StateMachine};
 use crate::raft::timing::raft_config;
 use crate::raft::{Answers, Batch, Member, Raft};
 use crate::reads::ReadBarrier;
-use crate::route::{Directory, PendingCalls, Routed, Router, RouterOf, RouterParts, SingletonRef};
+use crate::route::{Directory, PendingCalls, Routed, Router, RouterOf, RouterParts, SingletonRef, Watches};
 use crate::singleton::{Locator, SingletonSpec};
 use crate::store::ReplicatedStore;
 use crate::transport::{ClusterError, Transport, TransportConfig};
@@ -368,7 +368,12 @@ impl Node {
         let pending = PendingCalls::default();
         let view = transport.view();
         let router_of: RouterOf = Arc::new(move |node: &str| crate::singleton::router_of(&view, node));
-        let parts = RouterParts { directory: directory.clone(), pending: pending.clone(), router_of };
+        let parts = RouterParts {
+            directory: directory.clone(),
+            pending: pending.clone(),
+            router_of,
+            watches: Watches::default(),
+        };
         let (router, _) =
             Actor::spawn(None, Router, parts).await.map_err(|e| storage(format!("cannot start the router: {e}")))?;
         let locator = Locator { me, shared: shared.clone(), view: transport.view(), directory, pending };

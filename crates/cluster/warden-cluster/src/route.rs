@@ -26,7 +26,7 @@
 //! owner's own node gets `None` from the lookup instead, or an at once failing call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -50,6 +50,11 @@ pub const MAX_REMOTE_CALL_WAIT: Duration = Duration::from_secs(60);
 /// The most remote calls a node tracks for "dropped" notices at once. A call past the bound is
 /// still sent; it only ends at its timeout if it is dropped.
 pub const MAX_PENDING_REMOTE_CALLS: usize = 65_536;
+
+/// The most calls a node's router watches at once for their callers (see [`Watches`]). A call
+/// past the bound is handed to the instance with its caller's own port: it is still answered,
+/// but should the instance drop it, it ends only at its caller's timeout.
+pub const MAX_WATCHED_CALLS: usize = 65_536;
 
 /// The `variant` of a notice that a call was dropped.
 const DROPPED_VARIANT: &str = "warden.dropped";
@@ -134,6 +139,53 @@ struct Tracked<'a> {
 impl Drop for Tracked<'_> {
     fn drop(&mut self) {
         self.pending.forget(self.call);
+    }
+}
+
+/// The calls from other nodes a router watches (each watch is a task and a oneshot that live
+/// until the call is answered, dropped or timed out), bounded by [`MAX_WATCHED_CALLS`].
+#[derive(Clone, Debug)]
+pub struct Watches {
+    running: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl Default for Watches {
+    fn default() -> Self {
+        Watches::with_limit(MAX_WATCHED_CALLS)
+    }
+}
+
+impl Watches {
+    fn with_limit(limit: usize) -> Self {
+        Watches { running: Arc::default(), limit }
+    }
+
+    /// A new watch, or `None` when the bound is reached.
+    fn start(&self) -> Option<Watch> {
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limit).then_some(n + 1))
+            .ok()
+            .map(|_| Watch(self.running.clone()))
+    }
+
+    /// How many calls are watched.
+    pub fn len(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One watched call's place in its router's [`Watches`], given back when this is dropped.
+struct Watch(Arc<AtomicUsize>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -316,6 +368,8 @@ pub struct RouterParts {
     pub pending: PendingCalls,
     /// Finds another node's router.
     pub router_of: RouterOf,
+    /// The calls from other nodes this router watches for their callers.
+    pub watches: Watches,
 }
 
 /// A node's router: hands each [`Routed`] message to the local instance it names, and tells
@@ -372,14 +426,22 @@ impl Actor for Router {
             }
             return Ok(());
         };
-        let msg = match (msg, origin) {
+        let watch = match (&msg, &origin) {
+            (SerializedMessage::Call { .. }, Some(_)) => parts.watches.start(),
+            _ => None,
+        };
+        if watch.is_none() && origin.is_some() && matches!(msg, SerializedMessage::Call { .. }) {
+            tracing::debug!(target: "warden::cluster", %name, limit = parts.watches.limit, "call not watched: the router watches as many as it may");
+        }
+        let msg = match (msg, origin, watch) {
             // Hand the instance a port of our own, and watch it: a reply goes on to the
             // caller, a drop is reported to the caller's router.
-            (SerializedMessage::Call { variant, args, reply, metadata }, Some(origin)) => {
+            (SerializedMessage::Call { variant, args, reply, metadata }, Some(origin), Some(watch)) => {
                 let wait = reply.get_timeout().unwrap_or(MAX_REMOTE_CALL_WAIT);
                 let (tx, rx) = ractor::concurrency::oneshot();
                 let parts = parts.clone();
                 tokio::spawn(async move {
+                    let _watch = watch;
                     match tokio::time::timeout(wait, rx).await {
                         Ok(Ok(answer)) => {
                             let _ = reply.send(answer);
@@ -390,7 +452,7 @@ impl Actor for Router {
                 });
                 SerializedMessage::Call { variant, args, reply: (tx, wait).into(), metadata }
             }
-            (msg, _) => msg,
+            (msg, _, _) => msg,
         };
         // A stopped instance refuses it (the port it held is dropped, and reported).
         if cell.send_serialized(msg).is_err() {
@@ -554,7 +616,12 @@ mod tests {
 
     /// A router's parts; `back` stands in for the caller's router, found by any name.
     fn parts(directory: Directory, pending: PendingCalls, back: Option<ActorRef<Routed>>) -> RouterParts {
-        RouterParts { directory, pending, router_of: Arc::new(move |_: &str| back.clone()) }
+        RouterParts {
+            directory,
+            pending,
+            router_of: Arc::new(move |_: &str| back.clone()),
+            watches: Watches::default(),
+        }
     }
 
     /// What a node session does with a routed message: serialise it, and on the other side
@@ -793,6 +860,94 @@ mod tests {
         // Every call's entry went when it ended.
         assert!(calls.is_empty(), "{calls:?}");
         for a in [caller_router.get_cell(), back.get_cell(), echo.get_cell(), dropper.get_cell()] {
+            a.stop(None);
+        }
+        owner_router.stop(None);
+        to_owner.stop(None);
+    }
+
+    /// An instance that keeps every call it gets, unanswered, until it stops, and counts them.
+    struct Holder;
+
+    impl Actor for Holder {
+        type Msg = EchoMsg;
+        type State = (Vec<EchoMsg>, Arc<AtomicUsize>);
+        type Arguments = Arc<AtomicUsize>;
+        async fn pre_start(
+            &self,
+            _: ActorRef<EchoMsg>,
+            count: Arc<AtomicUsize>,
+        ) -> Result<(Vec<EchoMsg>, Arc<AtomicUsize>), ActorProcessingErr> {
+            Ok((Vec::new(), count))
+        }
+        async fn handle(
+            &self,
+            _: ActorRef<EchoMsg>,
+            msg: EchoMsg,
+            (kept, count): &mut (Vec<EchoMsg>, Arc<AtomicUsize>),
+        ) -> Result<(), ActorProcessingErr> {
+            kept.push(msg);
+            count.fetch_add(1, Ordering::AcqRel);
+            Ok(())
+        }
+    }
+
+    /// Waits (at most 10 s) until `done` holds.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_router_watches_at_most_its_bound_of_calls_and_a_call_past_it_is_still_delivered() {
+        let calls = PendingCalls::default();
+        let (caller_router, _) =
+            Actor::spawn(None, Router, parts(Directory::default(), calls.clone(), None)).await.expect("starts");
+        let (back, _) = Actor::spawn(None, Wire, caller_router.clone()).await.expect("starts");
+        let owner = Directory::default();
+        let held_calls = Arc::new(AtomicUsize::new(0));
+        let (holder, _) = Actor::spawn(None, Holder, held_calls.clone()).await.expect("starts");
+        let (echo, _) = Actor::spawn(None, Echo, ()).await.expect("starts");
+        owner.insert("holder", holder.get_cell(), &Arc::default());
+        owner.insert("echo", echo.get_cell(), &Arc::default());
+        let watches = Watches::with_limit(1);
+        let mut owner_parts = parts(owner, PendingCalls::default(), Some(back.clone()));
+        owner_parts.watches = watches.clone();
+        let (owner_router, _) = Actor::spawn(None, Router, owner_parts).await.expect("starts");
+        let (to_owner, _) = Actor::spawn(None, Wire, owner_router.clone()).await.expect("starts");
+        let caller = || Some(Caller { node: "caller".into(), pending: calls.clone() });
+        let held: SingletonRef<EchoMsg> = SingletonRef::remote("holder", to_owner.clone(), caller());
+
+        // The first call takes the one watch; the second is past the bound.
+        let first = tokio::spawn({
+            let held = held.clone();
+            async move { held.call(|p| EchoMsg::Double(1, p), Some(Duration::from_secs(60))).await }
+        });
+        until("the first call was never held", || held_calls.load(Ordering::Acquire) == 1).await;
+        assert_eq!(watches.len(), 1, "the first call is watched");
+        // A call past the bound still reaches its instance, and is answered.
+        let echo_ref: SingletonRef<EchoMsg> = SingletonRef::remote("echo", to_owner.clone(), caller());
+        let answered = echo_ref.call(|p| EchoMsg::Double(21, p), Some(Duration::from_secs(10))).await;
+        assert!(matches!(answered, Ok(CallResult::Success(42))), "{:?}", answered.map(|c| c.is_success()));
+        assert_eq!(watches.len(), 1, "the bound held");
+        let second = tokio::spawn({
+            let held = held.clone();
+            async move { held.call(|p| EchoMsg::Double(2, p), Some(Duration::from_secs(2))).await }
+        });
+        until("the second call was never held", || held_calls.load(Ordering::Acquire) == 2).await;
+        assert_eq!(watches.len(), 1, "the second call is not watched");
+        // The holder stops: both calls are dropped. Only the watched one is told at once; the
+        // other ends at its own timeout.
+        holder.stop(None);
+        let first = tokio::time::timeout(Duration::from_secs(10), first).await.expect("ended").expect("joined");
+        assert!(matches!(first, Ok(CallResult::SenderError)), "{:?}", first.map(|c| c.is_success()));
+        let second = tokio::time::timeout(Duration::from_secs(10), second).await.expect("ended").expect("joined");
+        assert!(matches!(second, Ok(CallResult::Timeout)), "{:?}", second.map(|c| c.is_success()));
+        assert!(watches.is_empty(), "a watch goes when its call ends");
+        for a in [caller_router.get_cell(), back.get_cell(), echo.get_cell()] {
             a.stop(None);
         }
         owner_router.stop(None);

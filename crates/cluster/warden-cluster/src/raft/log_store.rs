@@ -91,12 +91,17 @@ pub const CACHE_BYTES: usize = 64 << 20;
 impl RaftDb {
     /// Opens (or creates) `dir/raft.redb`; `None`: a database in memory.
     pub fn open(dir: Option<&Path>) -> Result<RaftDb, OpenError> {
+        RaftDb::open_with_cache(dir, CACHE_BYTES)
+    }
+
+    /// [`RaftDb::open`] with a page cache of `cache_bytes` (on disk only).
+    fn open_with_cache(dir: Option<&Path>, cache_bytes: usize) -> Result<RaftDb, OpenError> {
         let db = match dir {
             Some(dir) => {
                 let path = dir.join(FILE_NAME);
                 let fail = |cause: String| OpenError { path: path.display().to_string(), cause };
                 std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-                redb::Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| fail(e.to_string()))?
+                redb::Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| fail(e.to_string()))?
             }
             None => redb::Database::builder()
                 .create_with_backend(redb::backends::InMemoryBackend::new())
@@ -344,5 +349,46 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page cache stays within its bound while the log grows to many times it (the
+    /// dev-dependency on redb switches on its `cache_metrics`, which count the cache's bytes).
+    #[test]
+    fn the_page_cache_stays_within_its_bound_as_the_log_grows_past_it() {
+        const BOUND: usize = 1 << 20;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = RaftDb::open_with_cache(Some(dir.path()), BOUND).expect("opens");
+        let entry = vec![7u8; 16 << 10];
+        // 8 MiB of entries, in 16 transactions of 32.
+        for batch in 0..16u64 {
+            db.write(|tx| {
+                let mut log = tx.open_table(LOG)?;
+                for i in 0..32 {
+                    log.insert(batch * 32 + i, entry.as_slice())?;
+                }
+                Ok(())
+            })
+            .expect("writes");
+            let used = db.db.cache_stats().used_bytes();
+            assert!(used <= BOUND, "after batch {batch}: {used} bytes cached, bound {BOUND}");
+        }
+        // Reading every entry back goes through the cache too.
+        let tx = db.db.begin_read().expect("reads");
+        let log = tx.open_table(LOG).expect("the log");
+        let mut read = 0;
+        for row in log.range(0u64..).expect("a range") {
+            assert_eq!(row.expect("a row").1.value().len(), entry.len());
+            read += 1;
+        }
+        assert_eq!(read, 16 * 32);
+        let stats = db.db.cache_stats();
+        assert!(stats.used_bytes() <= BOUND, "{} bytes cached, bound {BOUND}", stats.used_bytes());
+        assert!(stats.used_bytes() > 0, "the metrics count (the dev-dependency's cache_metrics feature is on)");
+        assert!(stats.evictions() > 0, "a log 8x the bound evicted pages");
     }
 }
