@@ -11,7 +11,7 @@
 //! | `test [ARGS]` | `cargo test --workspace [ARGS]` in each workspace, in turn; fails if any failed |
 //! | `features` | checks the facade with no default features, with each feature alone, and with all |
 //! | `docs` | `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings` in the library workspaces |
-//! | `package` | `cargo package` of every published crate, in dependency order (see `package.rs`) |
+//! | `package` | `cargo package` of every published crate, in dependency order, and a check of the top two from their packages (see `package.rs`) |
 //! | `build-cost [--reps N]` | the clean-build figures of docs/benchmarks.md (see `build_cost.rs`) |
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,5 @@
-//! `cargo xtask package`: every published crate packages, in dependency order.
+//! `cargo xtask package`: every published crate packages, in dependency order, and the
+//! packages compile.
 //!
 //! `cargo package --workspace` verifies crates that depend on each other within one
 //! workspace, but warden's published crates span two (the cluster's crates live in
@@ -8,12 +9,16 @@
 //! `--config patch.crates-io.<crate>.path=...` pointing at the unpacked copies under
 //! `target/package/`: a crate is always built from what was packaged, never from the tree.
 //!
-//! Only the crates at the top are verified (built from their package): `warden-cli`, whose
-//! build compiles the packaged copies of every library crate it uses, and the facade with all
-//! of its features. The others are packaged without `cargo package`'s own verification and
-//! unpacked here, since each verification is a full build with a feature set of its own: on
-//! CI's 2 cores, verifying all seven took 392 s and 3 GB of disk (2026-12-02), and the
-//! libraries are built from their packages by the two verifications that remain anyway.
+//! Every crate is packaged without `cargo package`'s own verification (a full build of the
+//! package, each with a feature set of its own: on CI's 2 cores, verifying all seven took 392 s
+//! and 3 GB of disk, 2026-12-02, and verifying the two at the top still took about 80 s of a
+//! CI run, 2026-12-04) and unpacked here. Then the crates at the top are compiled from their
+//! unpacked copies with `cargo check --locked` (against the lockfile in the package): the
+//! facade with all of its features, and `warden-cli`, whose dependencies are the packaged
+//! copies of every library crate. A check compiles every source file, expands every
+//! `include_str!` and runs every build script, so it finds what verification exists to find:
+//! a file left out of a package, a dependency missing from its manifest. It reuses the
+//! dependencies' metadata the feature matrix and clippy already built.
 
 use std::path::Path;
 use std::process::Command;
@@ -23,10 +28,10 @@ use crate::cargo;
 /// How one crate's package is checked.
 #[derive(Clone, Copy)]
 enum Check {
-    /// Packaged without verification and unpacked; a later verification builds it.
+    /// Unpacked; a later check compiles it as a dependency.
     Unpack,
-    /// `cargo package`'s own verification (a build of the package), with these features.
-    Verify(&'static str),
+    /// Unpacked, then compiled from its copy (`cargo check`), with these features.
+    Compile(&'static str),
 }
 
 /// The published crates in dependency order, with the workspace each belongs to.
@@ -36,8 +41,8 @@ const ORDER: [(&str, &str, Check); 7] = [
     ("warden-checkpoint", "Cargo.toml", Check::Unpack),
     ("warden-pool", "Cargo.toml", Check::Unpack),
     ("warden-cluster", "crates/cluster/Cargo.toml", Check::Unpack),
-    ("warden", "Cargo.toml", Check::Verify("full,cluster")),
-    ("warden-cli", "crates/cluster/Cargo.toml", Check::Verify("")),
+    ("warden", "Cargo.toml", Check::Compile("full,cluster")),
+    ("warden-cli", "crates/cluster/Cargo.toml", Check::Compile("")),
 ];
 
 /// The version every warden crate carries (the workspaces' `version`).
@@ -61,24 +66,55 @@ pub fn run(root: &Path) -> Result<(), String> {
             args.push("--config".into());
             args.push(patch.clone());
         }
-        match check {
-            Check::Unpack => args.push("--no-verify".into()),
-            Check::Verify("") => {}
-            Check::Verify(features) => args.extend(["--features".into(), features.into()]),
-        }
+        args.push("--no-verify".into());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         cargo(root, &refs, &[])?;
         let packages = root.join("target/package");
         let unpacked = packages.join(format!("{krate}-{VERSION}"));
-        if let Check::Unpack = check {
-            unpack(&packages, krate)?;
-        }
+        unpack(&packages, krate)?;
         if !unpacked.join("Cargo.toml").is_file() {
             return Err(format!("no unpacked copy at {}", unpacked.display()));
+        }
+        if let Check::Compile(features) = check {
+            compile(root, &unpacked, krate, features, &patches)?;
         }
         patches.push(format!("patch.crates-io.{krate}.path={:?}", unpacked.display().to_string()));
     }
     Ok(())
+}
+
+/// `cargo check --locked` of the unpacked `krate`, with `features` and the packages made so far.
+/// The copy is checked from a directory outside the repository: inside it, cargo would take
+/// the repository's workspace for the package's own and refuse a package that is not a member.
+fn compile(root: &Path, unpacked: &Path, krate: &str, features: &str, patches: &[String]) -> Result<(), String> {
+    let outside = std::env::temp_dir().join("warden-package-check");
+    let copy = outside.join(format!("{krate}-{VERSION}"));
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy).map_err(|e| format!("cannot remove the old copy {}: {e}", copy.display()))?;
+    }
+    std::fs::create_dir_all(&outside).map_err(|e| format!("cannot make {}: {e}", outside.display()))?;
+    let status = Command::new("cp")
+        .arg("-R")
+        .arg(unpacked)
+        .arg(&outside)
+        .status()
+        .map_err(|e| format!("could not run cp to copy {}: {e}", unpacked.display()))?;
+    if !status.success() {
+        return Err(format!("cp could not copy {} to {} ({status})", unpacked.display(), outside.display()));
+    }
+    let manifest = copy.join("Cargo.toml").display().to_string();
+    let target = root.join("target").display().to_string();
+    let mut args: Vec<String> =
+        vec!["check".into(), "--locked".into(), "--manifest-path".into(), manifest, "--target-dir".into(), target];
+    if !features.is_empty() {
+        args.extend(["--features".into(), features.into()]);
+    }
+    for patch in patches {
+        args.push("--config".into());
+        args.push(patch.clone());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    cargo(root, &refs, &[])
 }
 
 /// Unpacks `target/package/<krate>-<version>.crate` (a gzipped tarball) where `cargo
