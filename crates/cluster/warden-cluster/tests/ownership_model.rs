@@ -7,8 +7,8 @@
 //! The property: at no moment do two nodes run an instance of the singleton whose gate is open
 //! (its node's published lease holds). The model abstracts Raft as one log that only the
 //! current leader appends to, and only while it reaches a majority; a new leader is elected
-//! only `ELECTION_MIN` after the last entry its predecessor committed (a quorum heard nothing
-//! for that long). A node cut off applies nothing new. A new leader is assumed to know no
+//! only `VOTER_LEASE` after the last entry its predecessor committed (the voter of its quorum
+//! that stored that entry refused votes for that long: openraft's leader lease). A node cut off applies nothing new. A new leader is assumed to know no
 //! renewal times (as after a restart from a snapshot), so only `NEW_LEADER_WAIT` keeps it
 //! from evicting a node whose last renewal it cannot date.
 //!
@@ -44,8 +44,9 @@ struct Rules {
     lease: u8,
     /// Ticks after the leader applied a node's last renewal before it evicts the node.
     evict_after: u8,
-    /// Ticks of silence before another node may be elected.
-    election_min: u8,
+    /// Ticks after the last committed entry before another node may be elected
+    /// (`VOTER_LEASE`).
+    voter_lease: u8,
     /// Ticks a new leader waits before it evicts anyone.
     new_leader_wait: u8,
     /// The host publishes a renewed lease before stopping instances whose grant went.
@@ -53,10 +54,10 @@ struct Rules {
 }
 
 /// The shipped rules, scaled to whole ticks. They keep the two relations docs/cluster.md
-/// derives: `evict_after >= lease` and `election_min + new_leader_wait >= lease` (a tick is
+/// derives: `evict_after >= lease` and `voter_lease + new_leader_wait >= lease` (a tick is
 /// discrete, so equality is enough here; the shipped values add a clock margin).
 const RIGHT: Rules =
-    Rules { lease: 2, evict_after: 2, election_min: 1, new_leader_wait: 1, publish_before_revoke: false };
+    Rules { lease: 2, evict_after: 2, voter_lease: 1, new_leader_wait: 1, publish_before_revoke: false };
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum Cmd {
@@ -90,7 +91,7 @@ struct State {
     leader: u8,
     /// Ticks since the leader was elected (saturates at new_leader_wait).
     led_for: u8,
-    /// Ticks since the last commit (saturates at election_min).
+    /// Ticks since the last commit (saturates at voter_lease).
     quiet_for: u8,
     /// The leader's last plan is applied up to this tail length.
     plan_upto: u8,
@@ -265,7 +266,7 @@ impl Model for Protocol {
         match a {
             Action::Tick => {
                 s.led_for = (s.led_for + 1).min(r.new_leader_wait);
-                s.quiet_for = (s.quiet_for + 1).min(r.election_min);
+                s.quiet_for = (s.quiet_for + 1).min(r.voter_lease);
                 for seen in s.seen.iter_mut() {
                     *seen = (*seen + 1).min(r.evict_after);
                 }
@@ -349,7 +350,7 @@ impl Model for Protocol {
                 s.plan_upto = s.tail.len() as u8;
             }
             Action::Elect(n) => {
-                if !s.reaches_majority(n) || s.quiet_for < r.election_min {
+                if !s.reaches_majority(n) || s.quiet_for < r.voter_lease {
                     return None;
                 }
                 s.leader = n;

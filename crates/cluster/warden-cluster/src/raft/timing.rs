@@ -7,10 +7,13 @@
 //! [`EVICT_AFTER`]; since it applied the last one after the node queued it, the node's lease
 //! ran out before. A leader that has just been elected may not have applied every renewal
 //! its predecessor committed; but it won votes from a majority, one of which stored the last
-//! such renewal and then waited at least [`ELECTION_MIN`] without hearing from the old
-//! leader, so it waits [`NEW_LEADER_WAIT`] = `LEASE - ELECTION_MIN` (plus a margin) before it
-//! evicts anyone. Both rules assume clocks that advance at nearly the same rate; the margins
-//! ([`CLOCK_MARGIN`]) cover rate differences far beyond a real clock's.
+//! such renewal. That one granted its vote at least [`VOTER_LEASE`] after it stored it:
+//! openraft 0.9 refuses every vote request for its leader lease (`election_timeout_max`,
+//! here [`ELECTION_MAX`]) after the last append from a leader, and does not stand itself
+//! before that lease and an election timeout have passed. So the new leader waits
+//! [`NEW_LEADER_WAIT`] = `LEASE - VOTER_LEASE` (plus a margin) before it evicts anyone. Both
+//! rules assume clocks that advance at nearly the same rate; the margins ([`CLOCK_MARGIN`])
+//! cover rate differences far beyond a real clock's.
 
 use std::time::Duration;
 
@@ -23,6 +26,11 @@ pub const HEARTBEAT_MS: u64 = 100;
 pub const ELECTION_MIN: Duration = Duration::from_millis(300);
 /// See [`ELECTION_MIN`].
 pub const ELECTION_MAX: Duration = Duration::from_millis(500);
+/// How long after it last heard a leader a voter refuses to vote: openraft 0.9's leader
+/// lease, which it sets to `election_timeout_max` (`EngineConfig::new`; the refusal is in
+/// `Engine::handle_vote_req`). openraft is pinned to 0.9.25 in the workspace, so this cannot
+/// change under the rule that relies on it.
+pub const VOTER_LEASE: Duration = ELECTION_MAX;
 /// How often a node renews its lease.
 pub const RENEW_EVERY: Duration = Duration::from_millis(100);
 /// How long a node may serve after queueing a renewal that was committed: the bound on how
@@ -34,7 +42,7 @@ pub const CLOCK_MARGIN: Duration = Duration::from_millis(100);
 pub const EVICT_AFTER: Duration = Duration::from_millis(LEASE.as_millis() as u64 + CLOCK_MARGIN.as_millis() as u64);
 /// How long a new leader waits before it evicts anyone (see the module documentation).
 pub const NEW_LEADER_WAIT: Duration =
-    Duration::from_millis(LEASE.as_millis() as u64 - ELECTION_MIN.as_millis() as u64 + CLOCK_MARGIN.as_millis() as u64);
+    Duration::from_millis(LEASE.as_millis() as u64 - VOTER_LEASE.as_millis() as u64 + CLOCK_MARGIN.as_millis() as u64);
 /// Raft log entries between two snapshots of the state machine.
 pub const SNAPSHOT_EVERY_ENTRIES: u64 = 5_000;
 /// Entries already in a snapshot kept for followers that lag a little.
@@ -76,9 +84,12 @@ mod tests {
     #[test]
     fn the_waits_outlast_the_lease() {
         assert!(EVICT_AFTER > LEASE);
-        // A new leader was elected at least ELECTION_MIN after the last renewal a majority
+        // A new leader was elected at least VOTER_LEASE after the last renewal a majority
         // stored; waiting NEW_LEADER_WAIT more outlasts that renewal's lease.
-        assert!(ELECTION_MIN + NEW_LEADER_WAIT > LEASE);
+        assert!(VOTER_LEASE + NEW_LEADER_WAIT > LEASE);
+        // openraft's leader lease is election_timeout_max (0.9.25).
+        assert_eq!(VOTER_LEASE, ELECTION_MAX);
+        assert!(ELECTION_MIN < ELECTION_MAX);
         // A renewal is due well before the lease runs out.
         assert!(RENEW_EVERY * 4 < LEASE);
         assert!(raft_config("t").is_ok());
