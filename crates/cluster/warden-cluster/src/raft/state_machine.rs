@@ -47,14 +47,26 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// Every node of `ledger` dated as renewed `now`: for a ledger that came whole (a snapshot
+/// loaded at start, or one received from the leader), whose renewals this node never applied
+/// one by one. Each of them was committed, so queued by its node, before the snapshot reached
+/// this node: `now` is later than the real time, which can only delay an eviction. Without it
+/// the node, were it to lead, would see renewal counts with no time (or an older time) and
+/// could evict a node whose lease still holds. A leader that restarts resumes leading without
+/// an election, so neither the voters' lease nor `NEW_LEADER_WAIT` guards that case.
+fn dated_now(ledger: &Ledger, now: Instant) -> HashMap<NodeId, Instant> {
+    ledger.nodes.keys().map(|n| (*n, now)).collect()
+}
+
 impl Shared {
     fn new(ledger: Ledger, applied: u64) -> Arc<Shared> {
+        let renewed_at = dated_now(&ledger, Instant::now());
         Arc::new(Shared {
             ledger: RwLock::new(ledger),
             applied: watch::channel(applied).0,
             changes: Mutex::new(BTreeSet::new()),
             changed: Notify::new(),
-            renewed_at: Mutex::new(HashMap::new()),
+            renewed_at: Mutex::new(renewed_at),
         })
     }
 
@@ -260,7 +272,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| storage_error("store a received snapshot", e))?
             .map_err(|e| storage_error("store a received snapshot", e))?;
         let names: BTreeSet<String> = ledger.singletons.keys().cloned().collect();
-        *self.shared.ledger.write().unwrap_or_else(PoisonError::into_inner) = ledger;
+        {
+            // Renewal times change under the ledger's write lock, with the renewal counts.
+            let mut current = self.shared.ledger.write().unwrap_or_else(PoisonError::into_inner);
+            *self.shared.renewed_at.lock().unwrap_or_else(PoisonError::into_inner) = dated_now(&ledger, Instant::now());
+            *current = ledger;
+        }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         if let Some(last) = self.last_applied {
@@ -345,4 +362,55 @@ pub fn rebuild(dir: &std::path::Path) -> Result<(Ledger, u64), RebuildError> {
         applied = entry.log_id.index;
     }
     Ok((ledger, applied))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId as RaftLogId};
+
+    fn renewed(node: NodeId) -> Ledger {
+        let mut ledger = Ledger::default();
+        ledger.apply(&Command::Renew { node, name: format!("n{node}"), addr: "127.0.0.1:1".into() });
+        ledger
+    }
+
+    fn meta(index: u64) -> Meta {
+        SnapshotMeta {
+            last_log_id: Some(RaftLogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("test-{index}"),
+        }
+    }
+
+    /// A node that loads a snapshot, or is sent one, dates every renewal in it no earlier than
+    /// that moment: were it to lead, it must not take a node whose renewals came inside the
+    /// snapshot for one that never renewed (and evict it while its lease holds).
+    #[tokio::test]
+    async fn renewals_inside_a_snapshot_are_dated_when_the_snapshot_arrives() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = RaftDb::open(Some(dir.path())).expect("opens");
+        let data = rmp_serde::to_vec(&renewed(7)).expect("encodes");
+        write_snapshot(&db, &meta(10), &data).expect("stores");
+        drop(db);
+
+        let before_open = Instant::now();
+        let mut sm = StateMachine::open(RaftDb::open(Some(dir.path())).expect("reopens")).expect("loads");
+        let shared = sm.shared();
+        assert!(shared.read(|l| l.nodes.contains_key(&7)), "the snapshot's ledger is loaded");
+        let at = shared.renewed_at(7).expect("the snapshot's renewal is dated");
+        assert!(at >= before_open, "dated when the snapshot was loaded, not earlier");
+
+        // A snapshot from the leader: its nodes are dated on arrival, older dates replaced.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut both = renewed(7);
+        both.apply(&Command::Renew { node: 8, name: "n8".into(), addr: "127.0.0.1:2".into() });
+        let before_install = Instant::now();
+        let data = rmp_serde::to_vec(&both).expect("encodes");
+        sm.install_snapshot(&meta(20), Box::new(Cursor::new(data))).await.expect("installs");
+        for node in [7, 8] {
+            let at = shared.renewed_at(node).expect("dated");
+            assert!(at >= before_install, "node {node} dated on the snapshot's arrival");
+        }
+    }
 }

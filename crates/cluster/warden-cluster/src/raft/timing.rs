@@ -11,7 +11,10 @@
 //! openraft 0.9 refuses every vote request for its leader lease (`election_timeout_max`,
 //! here [`ELECTION_MAX`]) after the last append from a leader, and does not stand itself
 //! before that lease and an election timeout have passed. So the new leader waits
-//! [`NEW_LEADER_WAIT`] = `LEASE - VOTER_LEASE` (plus a margin) before it evicts anyone. Both
+//! [`NEW_LEADER_WAIT`] = `LEASE - VOTER_LEASE` (plus a margin) before it evicts anyone. (A
+//! second guard: renewal times are never earlier than the truth, snapshot renewals included,
+//! and an eviction is void if the node renewed since, which alone keeps evictions after the
+//! lease, also for a leader that restarted and resumed without an election.) Both
 //! rules assume clocks that advance at nearly the same rate; the margins ([`CLOCK_MARGIN`])
 //! cover rate differences far beyond a real clock's.
 
