@@ -183,6 +183,13 @@ pub struct Account {
     ctx: SingletonContext,
 }
 
+/// Whether a delivery under way since `since` is taken for lost at `now`: its report has not
+/// come three credit timeouts after it began (the call itself ends within one). The account
+/// then clears its flag and tries the credit again.
+fn delivery_lost(since: Option<std::time::Instant>, now: std::time::Instant) -> bool {
+    since.is_some_and(|t| now.saturating_duration_since(t) > CREDIT_TIMEOUT * 3)
+}
+
 impl Account {
     fn served(&self) -> Served {
         Served { node: self.ctx.node_name().to_string(), token: self.ctx.token() }
@@ -338,9 +345,11 @@ impl Actor for Account {
             }
             AccountMsg::Tick => {
                 let silent = book.delivering.map(|t| t.elapsed());
-                if silent.is_some_and(|d| d > CREDIT_TIMEOUT * 3) {
-                    tracing::warn!(target: "warden::demo::bank", account = %self.name, ?silent, "a delivery never reported back");
-                    book.delivering = Some(std::time::Instant::now()); // at most one warning per interval
+                if delivery_lost(book.delivering, std::time::Instant::now()) {
+                    // Its report is lost: try again (a credit delivered twice is credited once).
+                    // Re-arming the flag instead would stop this account's deliveries for good.
+                    tracing::warn!(target: "warden::demo::bank", account = %self.name, ?silent, "a delivery never reported back; trying again");
+                    book.delivering = None;
                 }
                 self.deliver(&myself, book)
             }
@@ -670,6 +679,15 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn a_delivery_is_taken_for_lost_only_after_three_credit_timeouts() {
+        let now = std::time::Instant::now();
+        assert!(!delivery_lost(None, now), "nothing under way");
+        assert!(!delivery_lost(Some(now), now));
+        assert!(!delivery_lost(Some(now - CREDIT_TIMEOUT * 2), now), "its call may still be running");
+        assert!(delivery_lost(Some(now - CREDIT_TIMEOUT * 3 - Duration::from_millis(1)), now));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_audit_has_at_most_its_bound_in_flight_and_stops_at_the_first_silent_account() {
