@@ -230,6 +230,8 @@ async fn observe_node(node: &Node, addr: SocketAddr) -> anyhow::Result<warden_ob
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a demo node's log goes to its launcher through a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into()))
         .init();
     match Cli::parse().command {

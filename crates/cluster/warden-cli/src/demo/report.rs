@@ -159,6 +159,9 @@ pub struct Details {
     pub crashes_reported: u64,
     /// The launcher's log of the run (its last `LOG_LINES` lines).
     pub log: Vec<String>,
+    /// The nodes' last warnings and errors (`launcher::process::NODE_WARNINGS` lines), when
+    /// their logs were not shown (`--node-logs`).
+    pub node_warnings: Vec<String>,
 }
 
 /// The bank's books at the end of a run.

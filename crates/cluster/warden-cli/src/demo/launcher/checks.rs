@@ -196,6 +196,7 @@ pub async fn finish(
     report.details.singleton_hosts = hosted.into_iter().filter(|(_, h)| h.len() != 1).collect();
     report.details.crashes_reported = w.crashes;
     report.details.log = w.log.iter().cloned().collect();
+    report.details.node_warnings = l.spawner.warnings.lines();
     report.faults = w.faults.iter().map(|f| f.rec.clone()).collect();
     report.false_suspicions = w.false_suspicions;
     drop(w);

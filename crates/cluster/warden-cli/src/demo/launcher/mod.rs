@@ -288,6 +288,7 @@ pub async fn run(
         min_members: settings.nodes,
         node_logs: settings.node_logs,
         reports: reports_tx,
+        warnings: process::NodeWarnings::default(),
     };
     let l = Arc::new(Launcher {
         demo: settings.demo,

@@ -38,6 +38,39 @@ pub struct Spawner {
     pub node_logs: bool,
     /// Where the reports go: (node name, report).
     pub reports: mpsc::Sender<(String, Report)>,
+    /// The nodes' last warnings and errors, when their logs are not shown.
+    pub warnings: NodeWarnings,
+}
+
+/// The longest line of a node's log kept (bytes); a longer one is skipped, with a warning.
+pub const MAX_LOG_LINE: usize = 8 << 10;
+/// The most warning and error lines of the nodes' logs kept for the report; the oldest goes.
+pub const NODE_WARNINGS: usize = 200;
+
+/// The last [`NODE_WARNINGS`] warning and error lines of every node's log, each prefixed with
+/// its node's name: what the report shows of the nodes' logs when they are not on stderr, so
+/// that a failed run says why (a credit that kept failing, a store error) without a rerun.
+#[derive(Clone, Default, Debug)]
+pub struct NodeWarnings(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+impl NodeWarnings {
+    /// Keeps `line` of `node`'s log if it is an error, or a warning of warden's own (tracing's
+    /// level field, then its target; openraft warns of every ignored stale message).
+    pub fn offer(&self, node: &str, line: &str) {
+        if !(line.contains(" WARN warden") || line.contains(" ERROR ")) {
+            return;
+        }
+        let mut kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() == NODE_WARNINGS {
+            kept.pop_front();
+        }
+        kept.push_back(format!("{node}: {line}"));
+    }
+
+    /// The lines kept, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+    }
 }
 
 /// A running node process.
@@ -83,7 +116,7 @@ impl Spawner {
             .env("WARDEN_COOKIE", &self.cookie)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(if self.node_logs { Stdio::inherit() } else { Stdio::null() })
+            .stderr(if self.node_logs { Stdio::inherit() } else { Stdio::piped() })
             .process_group(0);
         for addr in &p.join {
             cmd.args(["--join", &addr.to_string()]);
@@ -112,6 +145,21 @@ impl Spawner {
         net.attach(p.index, pid).with_context(|| format!("wiring node {}'s network", p.name))?;
         let mut stdin = child.stdin.take().context("the node's stdin")?;
         let stdout = child.stdout.take().context("the node's stdout")?;
+        if let Some(stderr) = child.stderr.take() {
+            let (name, warnings) = (p.name.clone(), self.warnings.clone());
+            tokio::spawn(async move {
+                let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(MAX_LOG_LINE));
+                let mut errored = false;
+                while let Some(line) = next_line(&mut lines, &mut errored).await {
+                    match line {
+                        Ok(l) => warnings.offer(&name, &l),
+                        Err(e) => {
+                            tracing::debug!(target: "warden::demo", node = %name, error = %e, "a log line skipped")
+                        }
+                    }
+                }
+            });
+        }
         let (tx, mut rx) = mpsc::channel::<String>(QUEUE);
         tokio::spawn(async move {
             while let Some(mut line) = rx.recv().await {
@@ -150,4 +198,35 @@ impl Spawner {
 /// Sends `signal` to process `pid`.
 pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_warnings_and_errors_are_kept_and_the_oldest_goes_past_the_bound() {
+        let w = NodeWarnings::default();
+        w.offer("n1", "2026-12-04T01:00:00.000000Z  INFO warden::demo: started");
+        w.offer("n1", "2026-12-04T01:00:00.000000Z  WARN warden::demo::bank: a credit keeps failing");
+        w.offer("n1", "2026-12-04T01:00:00.000000Z  WARN openraft::core::raft_core: a stale message ignored");
+        w.offer("n2", "2026-12-04T01:00:00.000000Z ERROR warden::cluster: the store failed");
+        assert_eq!(
+            w.lines(),
+            vec![
+                "n1: 2026-12-04T01:00:00.000000Z  WARN warden::demo::bank: a credit keeps failing".to_string(),
+                "n2: 2026-12-04T01:00:00.000000Z ERROR warden::cluster: the store failed".to_string(),
+            ]
+        );
+        for i in 0..NODE_WARNINGS {
+            w.offer("n3", &format!("t  WARN warden::x: line {i}"));
+        }
+        let lines = w.lines();
+        assert_eq!(lines.len(), NODE_WARNINGS, "the bound holds");
+        assert_eq!(lines.first().map(String::as_str), Some("n3: t  WARN warden::x: line 0"), "the oldest went first");
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(format!("n3: t  WARN warden::x: line {}", NODE_WARNINGS - 1).as_str())
+        );
+    }
 }
