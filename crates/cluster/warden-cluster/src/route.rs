@@ -21,8 +21,9 @@
 //! call id the caller keeps in its [`PendingCalls`]); the owner's router watches the reply port
 //! it hands on, and when the call is dropped it tells the caller's router, which ends the call
 //! at once with [`CallResult::SenderError`], as a local call to a stopped actor ends. Only a
-//! lost notice (the caller's node unreachable, its registry full) leaves the call to its
-//! timeout (a remote call without one waits at most [`MAX_REMOTE_CALL_WAIT`]). A caller on the
+//! lost notice (the caller's node unreachable, its registry full, or the owner's router
+//! watching [`MAX_WATCHED_CALLS`] calls already) leaves the call to its timeout (a remote call
+//! without one waits at most [`MAX_REMOTE_CALL_WAIT`]). A caller on the
 //! owner's own node gets `None` from the lookup instead, or an at once failing call.
 
 use std::collections::HashMap;
