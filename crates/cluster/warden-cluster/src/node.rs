@@ -96,6 +96,9 @@ pub struct NodeConfig {
     /// [`NodeConfig::join`] before [`Node::start`] fails with [`ClusterError::Join`]
     /// ([`JOIN_TIMEOUT`] unless set).
     pub join_timeout: Duration,
+    /// How long [`Node::leave`] waits for the group to take the node out before it stops the
+    /// node anyway and fails with [`ClusterError::Leave`] ([`LEAVE_TIMEOUT`] unless set).
+    pub leave_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -111,7 +114,14 @@ impl NodeConfig {
             checkpoints: CheckpointConfig::default(),
             min_members: 1,
             join_timeout: JOIN_TIMEOUT,
+            leave_timeout: LEAVE_TIMEOUT,
         }
+    }
+
+    /// Gives up an orderly leave after `within` (see [`NodeConfig::leave_timeout`]).
+    pub fn leave_timeout(mut self, within: Duration) -> Self {
+        self.leave_timeout = within;
+        self
     }
 
     /// Gives up joining after `within` (see [`NodeConfig::join_timeout`]).
@@ -201,6 +211,7 @@ pub struct Node {
     reads: ReadBarrier,
     locator: Locator,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    leave_timeout: Duration,
 }
 
 impl std::fmt::Debug for Node {
@@ -295,6 +306,7 @@ impl Node {
     /// Starts a node hosting `singletons` (every node of a group declares the same ones).
     pub async fn start(config: NodeConfig, singletons: Vec<SingletonSpec>) -> Result<Node, ClusterError> {
         let name = config.transport.name.clone();
+        let leave_timeout = config.leave_timeout;
         let storage = |cause: String| ClusterError::Storage { name: name.clone(), cause };
         let db = RaftDb::open(config.data_dir.as_deref()).map_err(|e| storage(e.to_string()))?;
         let past = db.identity().map_err(|e| storage(e.to_string()))?;
@@ -417,6 +429,7 @@ impl Node {
             reads,
             locator,
             tasks,
+            leave_timeout,
         })
     }
 
@@ -523,10 +536,11 @@ impl Node {
 
     /// Leaves the group in order: the node stops taking singletons, hands its own to other
     /// nodes (final snapshots first), is taken out of the membership, then stops. Errors if
-    /// that does not happen within [`LEAVE_TIMEOUT`] (the node is then stopped anyway).
+    /// that does not happen within [`NodeConfig::leave_timeout`] (the node is then stopped
+    /// anyway).
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let fail = |cause: LeaveFailure| ClusterError::Leave { name: self.name.clone(), cause: Box::new(cause) };
-        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        let deadline = Instant::now() + self.leave_timeout;
         // The leader removes a drained node from the membership once it owns nothing, then
         // commits `Forget`; the node itself may never apply those entries (the leader stops
         // replicating to it), so it asks: `Drain` is resubmitted until the group answers that
@@ -567,7 +581,7 @@ impl Node {
                 }
                 if Instant::now() > deadline {
                     return Err(fail(LeaveFailure::StillMember {
-                        within: LEAVE_TIMEOUT,
+                        within: self.leave_timeout,
                         singletons_left: self.hosted().len(),
                     }));
                 }
@@ -598,13 +612,13 @@ impl Node {
 /// stopped either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeaveFailure {
-    /// The drain could not be committed before [`LEAVE_TIMEOUT`] ran out.
+    /// The drain could not be committed before the leave timeout ran out.
     #[error("the drain was not committed: {0}")]
     Drain(ProposeError),
-    /// The group had not taken the node out within [`LEAVE_TIMEOUT`].
+    /// The group had not taken the node out within the leave timeout.
     #[error("still a member after {within:?} ({singletons_left} singletons left here)")]
     StillMember {
-        /// [`LEAVE_TIMEOUT`].
+        /// The leave timeout ([`NodeConfig::leave_timeout`]).
         within: Duration,
         /// The singletons this node still hosted.
         singletons_left: usize,
