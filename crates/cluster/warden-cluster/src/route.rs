@@ -428,12 +428,15 @@ impl Actor for Router {
             return Ok(());
         };
         let watch = match (&msg, &origin) {
-            (SerializedMessage::Call { .. }, Some(_)) => parts.watches.start(),
+            (SerializedMessage::Call { .. }, Some(_)) => {
+                let watch = parts.watches.start();
+                if watch.is_none() {
+                    tracing::debug!(target: "warden::cluster", %name, limit = parts.watches.limit, "call not watched: the router watches as many as it may");
+                }
+                watch
+            }
             _ => None,
         };
-        if watch.is_none() && origin.is_some() && matches!(msg, SerializedMessage::Call { .. }) {
-            tracing::debug!(target: "warden::cluster", %name, limit = parts.watches.limit, "call not watched: the router watches as many as it may");
-        }
         let msg = match (msg, origin, watch) {
             // Hand the instance a port of our own, and watch it: a reply goes on to the
             // caller, a drop is reported to the caller's router.
@@ -814,29 +817,59 @@ mod tests {
         }
     }
 
+    /// Two nodes joined by session stand-ins: the caller's (its router, which takes the
+    /// notices, and its pending calls) and the owner's (a router over `owner`, watching with
+    /// `watches`).
+    struct TwoNodes {
+        calls: PendingCalls,
+        caller_router: ActorRef<Routed>,
+        back: ActorRef<Routed>,
+        owner_router: ActorRef<Routed>,
+        to_owner: ActorRef<Routed>,
+    }
+
+    impl TwoNodes {
+        async fn start(owner: Directory, watches: Watches) -> TwoNodes {
+            let calls = PendingCalls::default();
+            let (caller_router, _) =
+                Actor::spawn(None, Router, parts(Directory::default(), calls.clone(), None)).await.expect("starts");
+            let (back, _) = Actor::spawn(None, Wire, caller_router.clone()).await.expect("starts");
+            let mut owner_parts = parts(owner, PendingCalls::default(), Some(back.clone()));
+            owner_parts.watches = watches;
+            let (owner_router, _) = Actor::spawn(None, Router, owner_parts).await.expect("starts");
+            let (to_owner, _) = Actor::spawn(None, Wire, owner_router.clone()).await.expect("starts");
+            TwoNodes { calls, caller_router, back, owner_router, to_owner }
+        }
+
+        /// A reference, from the caller's node, to the owner's instance `name`.
+        fn remote(&self, name: &str) -> SingletonRef<EchoMsg> {
+            let caller = Caller { node: "caller".into(), pending: self.calls.clone() };
+            SingletonRef::remote(name, self.to_owner.clone(), Some(caller))
+        }
+
+        fn stop(&self) {
+            for a in [&self.caller_router, &self.back, &self.owner_router, &self.to_owner] {
+                a.stop(None);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_remote_call_dropped_at_the_owner_ends_at_once_and_an_answered_one_still_answers() {
-        // The caller's node: its router (which takes the notices) and its pending calls.
-        let calls = PendingCalls::default();
-        let (caller_router, _) =
-            Actor::spawn(None, Router, parts(Directory::default(), calls.clone(), None)).await.expect("starts");
-        let (back, _) = Actor::spawn(None, Wire, caller_router.clone()).await.expect("starts");
         // The owner's node: one instance that answers, one that drops what it gets.
         let owner = Directory::default();
         let (echo, _) = Actor::spawn(None, Echo, ()).await.expect("starts");
         let (dropper, _) = Actor::spawn(None, Dropper, ()).await.expect("starts");
         owner.insert("echo", echo.get_cell(), &Arc::default());
         owner.insert("dropper", dropper.get_cell(), &Arc::default());
-        let (owner_router, _) = Actor::spawn(None, Router, parts(owner, PendingCalls::default(), Some(back.clone())))
-            .await
-            .expect("starts");
-        let (to_owner, _) = Actor::spawn(None, Wire, owner_router.clone()).await.expect("starts");
+        let nodes = TwoNodes::start(owner, Watches::default()).await;
+        let calls = nodes.calls.clone();
         let caller = || Some(Caller { node: "caller".into(), pending: calls.clone() });
         // Long timeouts: each call must end well before them.
         let long = Some(Duration::from_secs(60));
         let quick = Duration::from_secs(10);
 
-        let echo_ref: SingletonRef<EchoMsg> = SingletonRef::remote("echo", to_owner.clone(), caller());
+        let echo_ref = nodes.remote("echo");
         let answered = tokio::time::timeout(quick, echo_ref.call(|p| EchoMsg::Double(21, p), long)).await;
         assert!(
             matches!(answered, Ok(Ok(CallResult::Success(42)))),
@@ -845,7 +878,7 @@ mod tests {
         );
 
         for name in ["dropper", "not-here"] {
-            let r: SingletonRef<EchoMsg> = SingletonRef::remote(name, to_owner.clone(), caller());
+            let r = nodes.remote(name);
             let ended = tokio::time::timeout(quick, r.call(|p| EchoMsg::Double(1, p), long))
                 .await
                 .unwrap_or_else(|_| panic!("a call dropped at {name} waited for its timeout"));
@@ -860,11 +893,9 @@ mod tests {
         silent.stop(None);
         // Every call's entry went when it ended.
         assert!(calls.is_empty(), "{calls:?}");
-        for a in [caller_router.get_cell(), back.get_cell(), echo.get_cell(), dropper.get_cell()] {
-            a.stop(None);
-        }
-        owner_router.stop(None);
-        to_owner.stop(None);
+        echo.stop(None);
+        dropper.stop(None);
+        nodes.stop();
     }
 
     /// An instance that keeps every call it gets, unanswered, until it stops, and counts them.
@@ -904,10 +935,6 @@ mod tests {
 
     #[tokio::test]
     async fn the_router_watches_at_most_its_bound_of_calls_and_a_call_past_it_is_still_delivered() {
-        let calls = PendingCalls::default();
-        let (caller_router, _) =
-            Actor::spawn(None, Router, parts(Directory::default(), calls.clone(), None)).await.expect("starts");
-        let (back, _) = Actor::spawn(None, Wire, caller_router.clone()).await.expect("starts");
         let owner = Directory::default();
         let held_calls = Arc::new(AtomicUsize::new(0));
         let (holder, _) = Actor::spawn(None, Holder, held_calls.clone()).await.expect("starts");
@@ -915,12 +942,8 @@ mod tests {
         owner.insert("holder", holder.get_cell(), &Arc::default());
         owner.insert("echo", echo.get_cell(), &Arc::default());
         let watches = Watches::with_limit(1);
-        let mut owner_parts = parts(owner, PendingCalls::default(), Some(back.clone()));
-        owner_parts.watches = watches.clone();
-        let (owner_router, _) = Actor::spawn(None, Router, owner_parts).await.expect("starts");
-        let (to_owner, _) = Actor::spawn(None, Wire, owner_router.clone()).await.expect("starts");
-        let caller = || Some(Caller { node: "caller".into(), pending: calls.clone() });
-        let held: SingletonRef<EchoMsg> = SingletonRef::remote("holder", to_owner.clone(), caller());
+        let nodes = TwoNodes::start(owner, watches.clone()).await;
+        let held = nodes.remote("holder");
 
         // The first call takes the one watch; the second is past the bound.
         let first = tokio::spawn({
@@ -930,7 +953,7 @@ mod tests {
         until("the first call was never held", || held_calls.load(Ordering::Acquire) == 1).await;
         assert_eq!(watches.len(), 1, "the first call is watched");
         // A call past the bound still reaches its instance, and is answered.
-        let echo_ref: SingletonRef<EchoMsg> = SingletonRef::remote("echo", to_owner.clone(), caller());
+        let echo_ref = nodes.remote("echo");
         let answered = echo_ref.call(|p| EchoMsg::Double(21, p), Some(Duration::from_secs(10))).await;
         assert!(matches!(answered, Ok(CallResult::Success(42))), "{:?}", answered.map(|c| c.is_success()));
         assert_eq!(watches.len(), 1, "the bound held");
@@ -948,11 +971,8 @@ mod tests {
         let second = tokio::time::timeout(Duration::from_secs(10), second).await.expect("ended").expect("joined");
         assert!(matches!(second, Ok(CallResult::Timeout)), "{:?}", second.map(|c| c.is_success()));
         assert!(watches.is_empty(), "a watch goes when its call ends");
-        for a in [caller_router.get_cell(), back.get_cell(), echo.get_cell()] {
-            a.stop(None);
-        }
-        owner_router.stop(None);
-        to_owner.stop(None);
+        echo.stop(None);
+        nodes.stop();
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct Spawner {
     pub warnings: NodeWarnings,
 }
 
-/// The longest line of a node's log kept (bytes); a longer one is skipped, with a warning.
+/// The longest line of a node's log kept (bytes); a longer one is skipped (logged at debug).
 pub const MAX_LOG_LINE: usize = 8 << 10;
 /// The most warning and error lines of the nodes' logs kept for the report; the oldest goes.
 pub const NODE_WARNINGS: usize = 200;
