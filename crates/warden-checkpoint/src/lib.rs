@@ -87,4 +87,4 @@ pub use checkpointed::{
 pub use envelope::{DecodeError, Migration};
 pub use redb_store::RedbStore;
 pub use service::{CheckpointConfig, CheckpointError, CheckpointEvent, CheckpointStats, Checkpoints};
-pub use store::{MemoryStore, Replicated, Replicator, SnapshotInfo, Store, StoreError, WriteOp};
+pub use store::{CommitDone, MemoryStore, Replicated, Replicator, SnapshotInfo, Store, StoreError, WriteOp};

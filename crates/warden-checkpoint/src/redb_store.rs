@@ -259,6 +259,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn open_key(&self, key: &str) -> Result<(), StoreError> {
         (**self).open_key(key)
     }
+    fn commits_in_flight(&self) -> usize {
+        (**self).commits_in_flight()
+    }
+    fn start_commit(&self, ops: Vec<WriteOp>, done: crate::store::CommitDone) {
+        (**self).start_commit(ops, done)
+    }
 }
 
 #[cfg(test)]

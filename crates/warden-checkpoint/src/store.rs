@@ -171,6 +171,24 @@ pub trait Store: Send + Sync + 'static {
         vec![result; ops.len()]
     }
 
+    /// How many commits the writer thread may have started with [`Store::start_commit`] and
+    /// not seen finish, at once. 1 (the default) makes the writer wait for each commit before
+    /// it starts the next, which is right for a local store (one write transaction at a time).
+    /// A store whose commit is a round trip elsewhere (a cluster's consensus log) allows more,
+    /// so that the next batch leaves while the previous one is on its way. The writer never has
+    /// two commits in flight that touch the same key, so the store need not keep order between
+    /// commits.
+    fn commits_in_flight(&self) -> usize {
+        1
+    }
+
+    /// Starts committing `ops` as [`Store::commit_each`] does and hands the results to `done`
+    /// once they are known, perhaps from another thread. The default commits on the caller's
+    /// thread before it returns.
+    fn start_commit(&self, ops: Vec<WriteOp>, done: CommitDone) {
+        done.finish(self.commit_each(&ops));
+    }
+
     /// Makes the caller the only writer of `key` from now on, before it reads the key to
     /// restore it: a store shared by several writers (a cluster) takes or renews the key's
     /// grant for this node and fences every earlier writer of it, this node's own earlier
@@ -180,6 +198,49 @@ pub trait Store: Send + Sync + 'static {
     fn open_key(&self, key: &str) -> Result<(), StoreError> {
         let _ = key;
         Ok(())
+    }
+}
+
+/// The function a [`CommitDone`] hands its results to.
+type SendResults = Box<dyn FnOnce(Vec<Result<(), StoreError>>) + Send>;
+
+/// Where the results of a commit started with [`Store::start_commit`] go: call
+/// [`CommitDone::finish`] once, with one result per op. Dropped without it, it reports every op
+/// as [`StoreError::Uncertain`] (the store lost track of the commit), so the writer never
+/// waits for an answer that cannot come.
+pub struct CommitDone {
+    send: Option<SendResults>,
+    ops: usize,
+}
+
+impl std::fmt::Debug for CommitDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitDone").field("ops", &self.ops).finish()
+    }
+}
+
+impl CommitDone {
+    /// Results of a commit of `ops` writes go to `send`.
+    pub fn new(ops: usize, send: impl FnOnce(Vec<Result<(), StoreError>>) + Send + 'static) -> CommitDone {
+        CommitDone { send: Some(Box::new(send)), ops }
+    }
+
+    /// Hands over the commit's results, one per op in order (missing ones count as
+    /// [`StoreError::Uncertain`]).
+    pub fn finish(mut self, mut results: Vec<Result<(), StoreError>>) {
+        results.resize(self.ops, Err(StoreError::Uncertain { ops: 1, cause: "the store gave no result".into() }));
+        if let Some(send) = self.send.take() {
+            send(results);
+        }
+    }
+}
+
+impl Drop for CommitDone {
+    fn drop(&mut self) {
+        if let Some(send) = self.send.take() {
+            let lost = StoreError::Uncertain { ops: self.ops, cause: "the store dropped the commit unanswered".into() };
+            send(vec![Err(lost); self.ops]);
+        }
     }
 }
 

@@ -2,12 +2,16 @@
 //! stores and host want committed, and sends each batch to the leader (itself, or another
 //! node over the RPC network).
 //!
-//! One batch is in flight per node and lane; everything submitted meanwhile waits and goes in
-//! the next one, until it holds [`MAX_BATCH_COMMANDS`] commands or [`MAX_BATCH_BYTES`] bytes of
-//! payload (the submission that crosses a limit still goes in; none is split). This is
-//! group commit across the whole node: many durable actors' writes share one log entry and one
-//! `fsync` per node of the group. Lease renewals take the urgent lane
-//! ([`Proposer::submit_urgent`]), so they never wait behind a large batch of the ordinary one.
+//! Up to [`BATCHES_IN_FLIGHT`] batches of the ordinary lane are on their way at once (one of
+//! the urgent lane); everything submitted while they are waits and goes in the next one, until
+//! it holds [`MAX_BATCH_COMMANDS`] commands or [`MAX_BATCH_BYTES`] bytes of payload (the
+//! submission that crosses a limit still goes in; none is split). This is group commit across
+//! the whole node: many durable actors' writes share one log entry and one `fsync` per node of
+//! the group, and the next entry leaves while the previous one is being replicated. Batches in
+//! flight together may reach the log in either order: a submitter that needs an order waits
+//! for the first answer before it submits again (the checkpoint writer keeps a key in one
+//! batch at a time). Lease renewals take the urgent lane ([`Proposer::submit_urgent`]), so they
+//! never wait behind a large batch of the ordinary one.
 //!
 //! Every submission ends in one of three ways, and the difference matters to whoever waits:
 //! committed (with each command's outcomes), certainly not committed
@@ -15,9 +19,11 @@
 //! before appending), or perhaps committed ([`ProposeError::Unknown`]: sent, and no answer in
 //! time). A submission is never retried once it may have reached the log.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::ledger::{Command, NodeId, Outcome};
 use crate::raft::network::{self, CallError, Declined, NotDone, Reply, Request};
@@ -35,6 +41,9 @@ pub const PROPOSE_TIMEOUT: Duration = Duration::from_millis(1500);
 pub const LEADER_RETRY: Duration = Duration::from_millis(10);
 /// How many submissions may wait for a batch; past that, submitting fails at once (`NotSent`).
 pub const QUEUE_CAPACITY: usize = 65_536;
+/// How many batches of the ordinary lane may be on their way to the log at once; past that,
+/// submissions wait for one of them to end and go in the next batch.
+pub const BATCHES_IN_FLIGHT: usize = 4;
 
 /// A committed submission: the log index of its entry, and each command's outcomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,8 +170,14 @@ impl Proposer {
     pub fn start(me: NodeId, raft: Raft) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (urgent, urgent_rx) = mpsc::channel(URGENT_CAPACITY);
-        tokio::spawn(run(me, raft.clone(), rx));
-        tokio::spawn(run(me, raft, urgent_rx));
+        let to_log = move |raft: Raft| {
+            move |batch: Batch| {
+                let raft = raft.clone();
+                async move { send(me, &raft, batch).await }
+            }
+        };
+        tokio::spawn(run(rx, BATCHES_IN_FLIGHT, to_log(raft.clone())));
+        tokio::spawn(run(urgent_rx, 1, to_log(raft)));
         Proposer { tx, urgent }
     }
 
@@ -183,6 +198,16 @@ impl Proposer {
 
     async fn submit_to(lane: &mpsc::Sender<Pending>, commands: Vec<Command>) -> Result<Committed, ProposeError> {
         Proposer::enqueue(lane, commands)?.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Queues `commands` in the ordinary lane without waiting: the answer comes on the
+    /// receiver (for a caller that is not async and must not block, such as the checkpoint
+    /// writer with several commits in flight).
+    pub fn submit_later(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<oneshot::Receiver<Result<Committed, ProposeError>>, ProposeError> {
+        Proposer::enqueue(&self.tx, commands)
     }
 
     /// [`Proposer::submit`] for a thread outside the runtime (a store's writer thread).
@@ -231,31 +256,54 @@ fn take_batch(first: Pending, rx: &mut mpsc::Receiver<Pending>) -> Vec<Pending> 
     pending
 }
 
-async fn run(me: NodeId, raft: Raft, mut rx: mpsc::Receiver<Pending>) {
-    while let Some(first) = rx.recv().await {
-        let pending = take_batch(first, &mut rx);
-        let count = pending.iter().map(|p| p.commands.len()).sum();
-        let sizes: Vec<usize> = pending.iter().map(|p| p.commands.len()).collect();
-        let mut replies = Vec::with_capacity(pending.len());
-        let mut commands = Vec::with_capacity(count);
-        for p in pending {
-            commands.extend(p.commands);
-            replies.push(p.reply);
-        }
-        let result = send(me, &raft, Batch(commands)).await;
-        match result {
-            Ok((index, Answers(all))) => {
-                // Hand each submission its own commands' outcomes, in order.
-                let mut rest = all.into_iter();
-                for (reply, n) in replies.into_iter().zip(sizes) {
-                    let outcomes: Vec<Vec<Outcome>> = rest.by_ref().take(n).collect();
-                    let _ = reply.send(Ok(Committed { index, outcomes }));
-                }
+/// Takes batches off `rx` and hands each to `send`, with at most `in_flight` on their way at
+/// once.
+async fn run<S, F>(mut rx: mpsc::Receiver<Pending>, in_flight: usize, send: S)
+where
+    S: Fn(Batch) -> F,
+    F: Future<Output = Result<(u64, Answers), ProposeError>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(in_flight.max(1)));
+    loop {
+        // Wait for room before taking: what arrives meanwhile goes in one batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let (batch, replies) = join(take_batch(first, &mut rx));
+        let sent = send(batch);
+        tokio::spawn(async move {
+            let _slot = slot;
+            answer(replies, sent.await);
+        });
+    }
+}
+
+/// Whom to answer, with how many of the batch's commands each submitted.
+type Replies = Vec<(oneshot::Sender<Result<Committed, ProposeError>>, usize)>;
+
+/// The submissions' commands as one batch.
+fn join(pending: Vec<Pending>) -> (Batch, Replies) {
+    let mut commands = Vec::with_capacity(pending.iter().map(|p| p.commands.len()).sum());
+    let mut replies = Vec::with_capacity(pending.len());
+    for p in pending {
+        replies.push((p.reply, p.commands.len()));
+        commands.extend(p.commands);
+    }
+    (Batch(commands), replies)
+}
+
+/// Answers each submission of a batch with its own commands' outcomes, in order.
+fn answer(replies: Replies, result: Result<(u64, Answers), ProposeError>) {
+    match result {
+        Ok((index, Answers(all))) => {
+            let mut rest = all.into_iter();
+            for (reply, n) in replies {
+                let outcomes: Vec<Vec<Outcome>> = rest.by_ref().take(n).collect();
+                let _ = reply.send(Ok(Committed { index, outcomes }));
             }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
+        }
+        Err(e) => {
+            for (reply, _) in replies {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }
@@ -407,5 +455,50 @@ mod tests {
             Err(ProposeError::NotSent(NotSent::QueueFull { capacity })) => assert_eq!(capacity, URGENT_CAPACITY),
             other => panic!("expected NotSent at once, got {other:?}"),
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn at_most_batches_in_flight_are_sent_at_once_and_the_rest_ride_together() {
+        type Started = (usize, oneshot::Sender<Result<(u64, Answers), ProposeError>>);
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (started_tx, mut started) = mpsc::unbounded_channel::<Started>();
+        let to_log = move |batch: Batch| {
+            let (done, result) = oneshot::channel();
+            let _ = started_tx.send((batch.0.len(), done));
+            async move { result.await.unwrap_or(Err(stopped())) }
+        };
+        tokio::spawn(run(rx, BATCHES_IN_FLIGHT, to_log));
+        let settle = || async {
+            // Every task that can run runs (one thread, no timers): what has not started now
+            // is waiting for room.
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        };
+        let mut in_flight = Vec::new();
+        let mut answers = Vec::new();
+        for _ in 0..BATCHES_IN_FLIGHT {
+            let (p, a) = one_command();
+            tx.try_send(p).expect("room");
+            answers.push(a);
+            let (len, done) = started.recv().await.expect("a batch starts while there is room");
+            assert_eq!(len, 1);
+            in_flight.push(done);
+        }
+        let mut later = Vec::new();
+        for _ in 0..3 {
+            let (p, a) = one_command();
+            tx.try_send(p).expect("room");
+            later.push(a);
+        }
+        settle().await;
+        assert!(started.try_recv().is_err(), "no batch past BATCHES_IN_FLIGHT starts");
+        // One batch ends: its submission is answered, and the three waiting go in one batch.
+        let first = in_flight.remove(0);
+        let _ = first.send(Ok((7, Answers(vec![vec![Outcome::Done]]))));
+        let (len, _done) = started.recv().await.expect("room again");
+        assert_eq!(len, 3, "what waited for room rides in one batch");
+        let committed = answers.remove(0).await.expect("answered").expect("committed");
+        assert_eq!(committed, Committed { index: 7, outcomes: vec![vec![Outcome::Done]] });
     }
 }

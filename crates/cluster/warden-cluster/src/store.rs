@@ -19,10 +19,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use warden_checkpoint::{SnapshotInfo, Store, StoreError, WriteOp};
+use warden_checkpoint::{CommitDone, SnapshotInfo, Store, StoreError, WriteOp};
 
 use crate::ledger::{Command, KeyOp, NodeId, Outcome, WriteKind};
-use crate::proposer::{ProposeError, Proposer};
+use crate::proposer::{NotSent, ProposeError, Proposer};
 use crate::raft::state_machine::Shared;
 
 /// How long opening a key may wait for this node to apply its entry.
@@ -36,7 +36,7 @@ pub struct ReplicatedStore {
     runtime: tokio::runtime::Handle,
     /// The (token, epoch) each key was last opened with on this node. An entry goes when a
     /// write of the key is refused (the credentials are no good any more).
-    credentials: Mutex<HashMap<String, (u64, u64)>>,
+    credentials: Credentials,
 }
 
 impl std::fmt::Debug for ReplicatedStore {
@@ -53,12 +53,12 @@ impl ReplicatedStore {
             shared,
             proposer,
             runtime: tokio::runtime::Handle::current(),
-            credentials: Mutex::new(HashMap::new()),
+            credentials: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     fn creds(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, u64)>> {
-        self.credentials.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.credentials)
     }
 
     /// Forgets the credentials of `key` (its instance stopped here).
@@ -81,20 +81,83 @@ impl ReplicatedStore {
     }
 }
 
-impl Store for ReplicatedStore {
-    fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
-        // Not atomic across keys (nothing in a cluster store is): the first failure, if any.
-        self.commit_each(ops).into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
-    }
+/// How many of the writer thread's commits may be on their way through the log at once
+/// (see [`Store::commits_in_flight`]); with the proposer's own
+/// [`BATCHES_IN_FLIGHT`](crate::proposer::BATCHES_IN_FLIGHT), the next batch of a node's writes
+/// leaves while the previous one is being replicated.
+pub const COMMITS_IN_FLIGHT: usize = 4;
 
-    fn commit_each(&self, ops: &[WriteOp]) -> Vec<Result<(), StoreError>> {
+/// A commit turned into one [`Command::Write`]: the ops refused before sending (their key is
+/// not open here) already have their result.
+struct Prepared {
+    results: Vec<Option<Result<(), StoreError>>>,
+    /// Where each sent op's result goes, and its key.
+    slots: Vec<(usize, String)>,
+    commands: Option<Vec<Command>>,
+}
+
+impl Prepared {
+    fn results(self) -> Vec<Result<(), StoreError>> {
+        self.results.into_iter().map(|r| r.unwrap_or(Err(StoreError::Closed))).collect()
+    }
+}
+
+type Credentials = Arc<Mutex<HashMap<String, (u64, u64)>>>;
+
+fn lock(credentials: &Credentials) -> std::sync::MutexGuard<'_, HashMap<String, (u64, u64)>> {
+    credentials.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Each sent op's result from how its proposal ended; a refused key's credentials go.
+fn settle(
+    credentials: &Credentials,
+    mut prepared: Prepared,
+    answer: Result<crate::proposer::Committed, ProposeError>,
+) -> Vec<Result<(), StoreError>> {
+    let n = prepared.slots.len();
+    match answer {
+        Ok(committed) => {
+            let outcomes = committed.outcomes.into_iter().next().unwrap_or_default();
+            for (j, (slot, key)) in prepared.slots.drain(..).enumerate() {
+                prepared.results[slot] = Some(match outcomes.get(j) {
+                    Some(Outcome::Done) => Ok(()),
+                    Some(Outcome::Refused(why)) => {
+                        lock(credentials).remove(&key);
+                        Err(StoreError::Refused { key, cause: why.to_string() })
+                    }
+                    _ => Err(StoreError::Uncertain { ops: 1, cause: "no outcome for this write".into() }),
+                });
+            }
+        }
+        Err(ProposeError::NotSent(cause)) => {
+            for (slot, _) in prepared.slots.drain(..) {
+                prepared.results[slot] = Some(Err(StoreError::Commit { ops: n, cause: cause.to_string() }));
+            }
+        }
+        Err(ProposeError::Unknown(cause)) => {
+            for (slot, _) in prepared.slots.drain(..) {
+                prepared.results[slot] = Some(Err(StoreError::Uncertain { ops: n, cause: cause.to_string() }));
+            }
+        }
+    }
+    prepared.results()
+}
+
+impl ReplicatedStore {
+    /// `ops` as one write command with each key's credentials; a key not open here is refused
+    /// without sending.
+    fn prepare(&self, ops: &[WriteOp]) -> Prepared {
         let mut results: Vec<Option<Result<(), StoreError>>> = vec![None; ops.len()];
-        let mut sent: Vec<(usize, KeyOp)> = Vec::new();
+        let mut slots = Vec::new();
+        let mut key_ops = Vec::new();
         {
             let creds = self.creds();
             for (i, op) in ops.iter().enumerate() {
                 match creds.get(&**op.key()) {
-                    Some(&(token, epoch)) => sent.push((i, Self::to_key_op(op, token, epoch))),
+                    Some(&(token, epoch)) => {
+                        slots.push((i, op.key().to_string()));
+                        key_ops.push(Self::to_key_op(op, token, epoch));
+                    }
                     None => {
                         results[i] = Some(Err(StoreError::Refused {
                             key: op.key().to_string(),
@@ -104,38 +167,49 @@ impl Store for ReplicatedStore {
                 }
             }
         }
-        if !sent.is_empty() {
-            let (slots, key_ops): (Vec<usize>, Vec<KeyOp>) = sent.into_iter().unzip();
-            let n = key_ops.len();
-            let keys: Vec<String> = key_ops.iter().map(|o| o.key.clone()).collect();
-            let answer = self.proposer.submit_blocking(vec![Command::Write { node: self.me, ops: key_ops }]);
-            match answer {
-                Ok(committed) => {
-                    let outcomes = committed.outcomes.into_iter().next().unwrap_or_default();
-                    for (j, slot) in slots.into_iter().enumerate() {
-                        results[slot] = Some(match outcomes.get(j) {
-                            Some(Outcome::Done) => Ok(()),
-                            Some(Outcome::Refused(why)) => {
-                                self.creds().remove(&keys[j]);
-                                Err(StoreError::Refused { key: keys[j].clone(), cause: why.to_string() })
-                            }
-                            _ => Err(StoreError::Uncertain { ops: 1, cause: "no outcome for this write".into() }),
-                        });
-                    }
-                }
-                Err(ProposeError::NotSent(cause)) => {
-                    for slot in slots {
-                        results[slot] = Some(Err(StoreError::Commit { ops: n, cause: cause.to_string() }));
-                    }
-                }
-                Err(ProposeError::Unknown(cause)) => {
-                    for slot in slots {
-                        results[slot] = Some(Err(StoreError::Uncertain { ops: n, cause: cause.to_string() }));
-                    }
-                }
+        let commands = (!key_ops.is_empty()).then(|| vec![Command::Write { node: self.me, ops: key_ops }]);
+        Prepared { results, slots, commands }
+    }
+
+    fn settle(
+        &self,
+        prepared: Prepared,
+        answer: Result<crate::proposer::Committed, ProposeError>,
+    ) -> Vec<Result<(), StoreError>> {
+        settle(&self.credentials, prepared, answer)
+    }
+}
+
+impl Store for ReplicatedStore {
+    fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        // Not atomic across keys (nothing in a cluster store is): the first failure, if any.
+        self.commit_each(ops).into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+    }
+
+    fn commit_each(&self, ops: &[WriteOp]) -> Vec<Result<(), StoreError>> {
+        let mut prepared = self.prepare(ops);
+        let Some(commands) = prepared.commands.take() else { return prepared.results() };
+        let answer = self.proposer.submit_blocking(commands);
+        self.settle(prepared, answer)
+    }
+
+    fn commits_in_flight(&self) -> usize {
+        COMMITS_IN_FLIGHT
+    }
+
+    fn start_commit(&self, ops: Vec<WriteOp>, done: CommitDone) {
+        let mut prepared = self.prepare(&ops);
+        let Some(commands) = prepared.commands.take() else { return done.finish(prepared.results()) };
+        match self.proposer.submit_later(commands) {
+            Err(e) => done.finish(self.settle(prepared, Err(e))),
+            Ok(answer) => {
+                let credentials = self.credentials.clone();
+                self.runtime.spawn(async move {
+                    let answer = answer.await.unwrap_or(Err(ProposeError::NotSent(NotSent::Stopped)));
+                    done.finish(settle(&credentials, prepared, answer));
+                });
             }
         }
-        results.into_iter().map(|r| r.unwrap_or(Err(StoreError::Closed))).collect()
     }
 
     fn open_key(&self, key: &str) -> Result<(), StoreError> {
