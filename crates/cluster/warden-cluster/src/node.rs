@@ -40,6 +40,7 @@ use crate::events::{ClusterEvent, Events};
 use crate::host::{Host, HostParts};
 use crate::ledger::{Command, NodeId, Outcome, Refusal};
 use crate::proposer::{ProposeError, Proposer};
+use crate::raft::appender::Appender;
 use crate::raft::log_store::{DiskStall, Identity, LogStore, RaftDb};
 use crate::raft::network::{self, CallError, Declined, Handler, Network, NotDone, Reply, Request, RpcActor, RpcMsg};
 use crate::raft::state_machine::{Shared, StateMachine};
@@ -235,6 +236,7 @@ struct NodeHandler {
     me: NodeId,
     raft: Raft,
     shared: Arc<Shared>,
+    appender: Appender,
 }
 
 impl Handler for NodeHandler {
@@ -257,13 +259,8 @@ impl Handler for NodeHandler {
     }
 
     fn propose(&self, batch: Batch) -> BoxFuture<'static, Result<(u64, Answers), NotDone>> {
-        let raft = self.raft.clone();
-        Box::pin(async move {
-            match raft.client_write(batch).await {
-                Ok(resp) => Ok((resp.log_id.index, resp.data)),
-                Err(e) => Err(NotDone::of_write(e)),
-            }
-        })
+        let appender = self.appender.clone();
+        Box::pin(async move { appender.write(batch).await })
     }
 
     fn read_index(&self) -> BoxFuture<'static, Result<u64, NotDone>> {
@@ -338,11 +335,13 @@ impl Node {
         let raft = Raft::new(me, Arc::new(raft_settings), network, LogStore::new(db.clone()), sm)
             .await
             .map_err(|e| storage(e.to_string()))?;
-        let handler: Arc<dyn Handler> = Arc::new(NodeHandler { me, raft: raft.clone(), shared: shared.clone() });
+        let appender = Appender::start(raft.clone());
+        let handler: Arc<dyn Handler> =
+            Arc::new(NodeHandler { me, raft: raft.clone(), shared: shared.clone(), appender: appender.clone() });
         let (rpc, _) = Actor::spawn(None, RpcActor, (me, raft.clone(), handler))
             .await
             .map_err(|e| storage(format!("cannot start the RPC actor: {e}")))?;
-        let proposer = Proposer::start(me, raft.clone());
+        let proposer = Proposer::start(me, raft.clone(), appender);
         let events = Events::default();
         let member = Member { name: name.clone(), addr: transport.addr().to_string() };
 

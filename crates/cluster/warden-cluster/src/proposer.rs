@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::ledger::{Command, NodeId, Outcome};
+use crate::raft::appender::Appender;
 use crate::raft::network::{self, CallError, Declined, NotDone, Reply, Request};
 use crate::raft::{Answers, Batch, Raft};
 use openraft::error::Fatal;
@@ -150,7 +151,8 @@ impl std::fmt::Debug for Proposer {
     }
 }
 
-fn payload_bytes(c: &Command) -> usize {
+/// A command's payload bytes (journal entries and snapshots), for the batch bounds.
+pub(crate) fn payload_bytes(c: &Command) -> usize {
     match c {
         Command::Write { ops, .. } => {
             ops.iter()
@@ -167,17 +169,17 @@ fn payload_bytes(c: &Command) -> usize {
 
 impl Proposer {
     /// Starts the proposer of node `me`.
-    pub fn start(me: NodeId, raft: Raft) -> Proposer {
+    pub fn start(me: NodeId, raft: Raft, appender: Appender) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (urgent, urgent_rx) = mpsc::channel(URGENT_CAPACITY);
-        let to_log = move |raft: Raft| {
+        let to_log = move |raft: Raft, appender: Appender| {
             move |batch: Batch| {
-                let raft = raft.clone();
-                async move { send(me, &raft, batch).await }
+                let (raft, appender) = (raft.clone(), appender.clone());
+                async move { send(me, &raft, &appender, batch).await }
             }
         };
-        tokio::spawn(run(rx, BATCHES_IN_FLIGHT, to_log(raft.clone())));
-        tokio::spawn(run(urgent_rx, 1, to_log(raft)));
+        tokio::spawn(run(rx, BATCHES_IN_FLIGHT, to_log(raft.clone(), appender.clone())));
+        tokio::spawn(run(urgent_rx, 1, to_log(raft, appender)));
         Proposer { tx, urgent }
     }
 
@@ -311,7 +313,7 @@ fn answer(replies: Replies, result: Result<(u64, Answers), ProposeError>) {
 
 /// Sends one batch to the leader, waiting for one to be known; retries only while the batch
 /// certainly did not reach the log.
-async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), ProposeError> {
+async fn send(me: NodeId, raft: &Raft, appender: &Appender, batch: Batch) -> Result<(u64, Answers), ProposeError> {
     let deadline = Instant::now() + PROPOSE_TIMEOUT;
     let mut hint: Option<NodeId> = None;
     // Why the last try did not get through, for the error.
@@ -331,10 +333,10 @@ async fn send(me: NodeId, raft: &Raft, batch: Batch) -> Result<(u64, Answers), P
             }
         };
         if leader == me {
-            match tokio::time::timeout(left, raft.client_write(batch.clone())).await {
-                Ok(Ok(resp)) => return Ok((resp.log_id.index, resp.data)),
+            match tokio::time::timeout(left, appender.write(batch.clone())).await {
+                Ok(Ok(done)) => return Ok(done),
                 // Raft itself failed (stopped, storage): the entry may have been replicated.
-                Ok(Err(e)) => match NotDone::of_write(e) {
+                Ok(Err(e)) => match e {
                     NotDone::Unknown(fatal) => return Err(ProposeError::Unknown(Uncertain::RaftFailed(fatal))),
                     // Not appended: it is safe to send it elsewhere.
                     NotDone::NotLeader(names) => {

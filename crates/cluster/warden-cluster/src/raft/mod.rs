@@ -8,8 +8,10 @@
 //! through the log is a [`Batch`] of ledger [`Command`]s; its answer,
 //! [`Answers`], holds every command's outcomes.
 //!
-//! [`timing`] holds the timing settings and the rules that tie them to the lease bound.
+//! [`timing`] holds the timing settings and the rules that tie them to the lease bound;
+//! [`appender`] merges the batches a leader is asked to commit into one entry per round.
 
+pub mod appender;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
