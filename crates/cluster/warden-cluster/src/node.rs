@@ -707,6 +707,10 @@ async fn join(
                 last = JoinAttempt::RaftFailed(fatal);
                 tokio::time::sleep(JOIN_RETRY * 2).await;
             }
+            Ok(Reply::Joined(Err(NotDone::NoAnswer(ms)))) => {
+                last = JoinAttempt::Call(CallError::Timeout(ask, Duration::from_millis(ms)));
+                tokio::time::sleep(JOIN_RETRY * 2).await;
+            }
             Ok(_) => last = JoinAttempt::WrongReply,
             Err(e) => {
                 last = JoinAttempt::Call(e);

@@ -116,7 +116,8 @@ pub enum Uncertain {
     /// The leader's Raft failed (stopped, panicked, a storage error) after perhaps appending.
     #[error("the leader's Raft failed: {0}")]
     RaftFailed(Box<Fatal<NodeId>>),
-    /// This node leads and its commit did not come within [`PROPOSE_TIMEOUT`].
+    /// The leader's commit did not come within the time given ([`PROPOSE_TIMEOUT`] on this
+    /// node, or the leader's own hold on a write).
     #[error("no commit within {0:?}")]
     NoCommit(Duration),
     /// The leader answered with a reply of another kind.
@@ -338,6 +339,9 @@ async fn send(me: NodeId, raft: &Raft, appender: &Appender, batch: Batch) -> Res
                 // Raft itself failed (stopped, storage): the entry may have been replicated.
                 Ok(Err(e)) => match e {
                     NotDone::Unknown(fatal) => return Err(ProposeError::Unknown(Uncertain::RaftFailed(fatal))),
+                    NotDone::NoAnswer(ms) => {
+                        return Err(ProposeError::Unknown(Uncertain::NoCommit(Duration::from_millis(ms))))
+                    }
                     // Not appended: it is safe to send it elsewhere.
                     NotDone::NotLeader(names) => {
                         last = NoLeaderYet::NotLeader { asked: me, names };
@@ -362,6 +366,9 @@ async fn send(me: NodeId, raft: &Raft, appender: &Appender, batch: Batch) -> Res
                 }
             }
             Ok(Reply::Proposed(Err(NotDone::Failed(declined)))) => return Err(not_sent(NotSent::Declined(declined))),
+            Ok(Reply::Proposed(Err(NotDone::NoAnswer(ms)))) => {
+                return Err(ProposeError::Unknown(Uncertain::NoCommit(Duration::from_millis(ms))))
+            }
             Ok(Reply::Proposed(Err(NotDone::Unknown(fatal)))) => {
                 return Err(ProposeError::Unknown(Uncertain::RaftFailed(fatal)))
             }

@@ -72,6 +72,7 @@ impl From<NotDone> for ReadError {
             NotDone::NotLeader(_) => ReadError::LeaderMoved,
             NotDone::Failed(declined) => ReadError::NotConfirmed(declined),
             NotDone::Unknown(fatal) => ReadError::RaftFailed(fatal),
+            NotDone::NoAnswer(_) => ReadError::TimedOut,
         }
     }
 }

@@ -11,7 +11,8 @@
 //! meanwhile waits and goes in the next one, until it holds [`MAX_ENTRY_COMMANDS`] commands or
 //! [`MAX_ENTRY_BYTES`] of payload (the batch that crosses a bound is the entry's last; none is
 //! split). Each caller gets its own commands' answers and the entry's index; a write that
-//! fails fails every batch in it the same way (not leading: none of them reached the log).
+//! fails fails every batch in it the same way (not leading: none of them reached the log), and
+//! one that does not end within [`SLOT_HOLD`] is answered `NoAnswer` and gives its slot back.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +26,14 @@ use crate::proposer::payload_bytes;
 /// How many merged writes may be on their way through openraft at once: one being appended
 /// while the one before is replicated and applied.
 pub const APPENDS_IN_FLIGHT: usize = 2;
+/// How long a merged write may hold its slot ([`PROPOSE_TIMEOUT`](crate::proposer::PROPOSE_TIMEOUT),
+/// after which the node's own callers of it have given up): past that its callers are
+/// answered [`NotDone::NoAnswer`] ("perhaps committed") and the next entry may start. openraft does not always
+/// answer a client write soon: a leader that steps down with the entry uncommitted may answer
+/// only when the entry is decided, or never if a new leader truncates it. Without this bound,
+/// two such writes stopped every commit of the node until it was restarted (`bench-cluster`
+/// leader kills: failovers of 9 and 17 s).
+pub const SLOT_HOLD: std::time::Duration = crate::proposer::PROPOSE_TIMEOUT;
 /// The most commands in one merged entry.
 pub const MAX_ENTRY_COMMANDS: usize = 16_384;
 /// The most payload bytes in one merged entry, about.
@@ -95,7 +104,20 @@ where
         let written = write(batch);
         tokio::spawn(async move {
             let _slot = slot;
-            split(replies, written.await);
+            match tokio::time::timeout(SLOT_HOLD, written).await {
+                Ok(answer) => split(replies, answer),
+                // The node's own callers have given up by now (each waits at most
+                // `PROPOSE_TIMEOUT`); any that still wait learn it may or may not be committed.
+                Err(_) => {
+                    tracing::warn!(
+                        target: "warden::cluster",
+                        hold_ms = SLOT_HOLD.as_millis() as u64,
+                        batches = replies.len(),
+                        "a log write did not end in time; the next one goes ahead"
+                    );
+                    split(replies, Err(NotDone::NoAnswer(SLOT_HOLD.as_millis() as u64)));
+                }
+            }
         });
     }
 }
@@ -251,5 +273,43 @@ mod tests {
         assert_eq!(rx.len(), QUEUE_CAPACITY, "room made, the late batch is queued");
         drop(rx);
         assert!(matches!(late.await.expect("joined"), Err(NotDone::Unknown(_))), "no runner: it ends unanswered");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_write_that_never_ends_gives_its_slot_back_after_the_hold() {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (started_tx, mut started) = mpsc::unbounded_channel::<usize>();
+        // Writes that never end (openraft not answering), each counted as it starts.
+        let write = move |batch: Batch| {
+            let _ = started_tx.send(batch.0.len());
+            std::future::pending::<Answer>()
+        };
+        tokio::spawn(run(rx, APPENDS_IN_FLIGHT, write));
+        let appender = Appender { tx };
+        let send = |n: usize| {
+            let a = appender.clone();
+            tokio::spawn(async move { a.write(batch(n, 1)).await })
+        };
+        let mut stuck = Vec::new();
+        for _ in 0..APPENDS_IN_FLIGHT {
+            stuck.push(send(1));
+            assert_eq!(started.recv().await, Some(1), "an entry of its own while there is room");
+        }
+        let next = send(3);
+        tokio::time::sleep(SLOT_HOLD - std::time::Duration::from_millis(1)).await;
+        assert!(started.try_recv().is_err(), "both slots still held just before the hold ends");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(started.try_recv(), Ok(3), "the next entry starts as soon as the hold is over");
+        for s in stuck {
+            assert_eq!(
+                s.await.expect("joined"),
+                Err(NotDone::NoAnswer(SLOT_HOLD.as_millis() as u64)),
+                "perhaps committed"
+            );
+        }
+        assert!(!next.is_finished(), "its own write has not ended yet");
     }
 }

@@ -88,6 +88,9 @@ pub enum NotDone {
     /// The leader's Raft failed (stopped, panicked, a storage error) after perhaps appending
     /// it: it may still be committed.
     Unknown(Box<Fatal<NodeId>>),
+    /// The leader's Raft gave no answer within the appender's hold (`appender::SLOT_HOLD`,
+    /// in ms): it may still be committed.
+    NoAnswer(u64),
 }
 
 /// Why the leader declined a request; nothing of it reached the log.
