@@ -35,7 +35,8 @@ pub struct ReplicatedStore {
     proposer: Proposer,
     runtime: tokio::runtime::Handle,
     /// The (token, epoch) each key was last opened with on this node. An entry goes when a
-    /// write of the key is refused (the credentials are no good any more).
+    /// write sent with it is refused (the credentials are no good any more); a refusal of a
+    /// write sent with older ones (a restore reopened the key meanwhile) leaves it.
     credentials: Credentials,
 }
 
@@ -91,8 +92,8 @@ pub const COMMITS_IN_FLIGHT: usize = 4;
 /// not open here) already have their result.
 struct Prepared {
     results: Vec<Option<Result<(), StoreError>>>,
-    /// Where each sent op's result goes, and its key.
-    slots: Vec<(usize, String)>,
+    /// Where each sent op's result goes, its key, and the credentials it was sent with.
+    slots: Vec<(usize, String, (u64, u64))>,
     commands: Option<Vec<Command>>,
 }
 
@@ -118,11 +119,16 @@ fn settle(
     match answer {
         Ok(committed) => {
             let outcomes = committed.outcomes.into_iter().next().unwrap_or_default();
-            for (j, (slot, key)) in prepared.slots.drain(..).enumerate() {
+            for (j, (slot, key, sent_with)) in prepared.slots.drain(..).enumerate() {
                 prepared.results[slot] = Some(match outcomes.get(j) {
                     Some(Outcome::Done) => Ok(()),
                     Some(Outcome::Refused(why)) => {
-                        lock(credentials).remove(&key);
+                        // Only the credentials it was refused with: a restore may have opened
+                        // the key again meanwhile (that open is what fenced this write).
+                        let mut creds = lock(credentials);
+                        if creds.get(&key) == Some(&sent_with) {
+                            creds.remove(&key);
+                        }
                         Err(StoreError::Refused { key, cause: why.to_string() })
                     }
                     _ => Err(StoreError::Uncertain { ops: 1, cause: "no outcome for this write".into() }),
@@ -130,12 +136,12 @@ fn settle(
             }
         }
         Err(ProposeError::NotSent(cause)) => {
-            for (slot, _) in prepared.slots.drain(..) {
+            for (slot, _, _) in prepared.slots.drain(..) {
                 prepared.results[slot] = Some(Err(StoreError::Commit { ops: n, cause: cause.to_string() }));
             }
         }
         Err(ProposeError::Unknown(cause)) => {
-            for (slot, _) in prepared.slots.drain(..) {
+            for (slot, _, _) in prepared.slots.drain(..) {
                 prepared.results[slot] = Some(Err(StoreError::Uncertain { ops: n, cause: cause.to_string() }));
             }
         }
@@ -155,7 +161,7 @@ impl ReplicatedStore {
             for (i, op) in ops.iter().enumerate() {
                 match creds.get(&**op.key()) {
                     Some(&(token, epoch)) => {
-                        slots.push((i, op.key().to_string()));
+                        slots.push((i, op.key().to_string(), (token, epoch)));
                         key_ops.push(Self::to_key_op(op, token, epoch));
                     }
                     None => {
@@ -284,5 +290,34 @@ impl Store for ReplicatedStore {
                 .map(|(name, _)| name.clone())
                 .collect()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Refusal;
+    use crate::proposer::Committed;
+
+    fn refused_with(sent_with: (u64, u64)) -> Prepared {
+        Prepared { results: vec![None], slots: vec![(0, "k".into(), sent_with)], commands: None }
+    }
+
+    fn refusal() -> Result<Committed, ProposeError> {
+        let why = Refusal::StaleEpoch { presented: 1, current: 2 };
+        Ok(Committed { index: 9, outcomes: vec![vec![Outcome::Refused(why)]] })
+    }
+
+    #[test]
+    fn a_refused_write_forgets_only_the_credentials_it_was_sent_with() {
+        // A restore reopened the key (epoch 2) while a write of epoch 1 was on its way: the
+        // refusal of the old write must not forget the new incarnation's credentials.
+        let credentials: Credentials = Arc::new(Mutex::new(HashMap::from([("k".to_string(), (1, 2))])));
+        let results = settle(&credentials, refused_with((1, 1)), refusal());
+        assert!(matches!(results[..], [Err(StoreError::Refused { .. })]));
+        assert_eq!(lock(&credentials).get("k"), Some(&(1, 2)), "the newer open's credentials stay");
+        // Refused with the credentials it holds now: they are no good any more.
+        settle(&credentials, refused_with((1, 2)), refusal());
+        assert_eq!(lock(&credentials).get("k"), None);
     }
 }
