@@ -149,7 +149,7 @@ pub trait EventSourced: Checkpoint {
 }
 
 /// Why [`EventSourced::persist`] failed; the event was not applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PersistError {
     /// An earlier write of this incarnation was refused or ended with an unknown outcome;
     /// nothing more may be written until the actor restarts (which reopens the key).
@@ -762,17 +762,21 @@ impl<A: Checkpoint> Actor for Checkpointed<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Cause;
 
     #[test]
     fn only_refused_or_doubtful_writes_require_a_restart() {
         let key = || "k".to_string();
         let restart = [
             PersistError::RestartRequired { key: key() },
-            PersistError::Store(StoreError::Refused { key: key(), cause: "fenced".into() }),
-            PersistError::Store(StoreError::Uncertain { ops: 1, cause: "no answer".into() }),
+            PersistError::Store(StoreError::Refused { key: key(), cause: Cause::new(std::io::Error::other("fenced")) }),
+            PersistError::Store(StoreError::Uncertain {
+                ops: 1,
+                cause: Cause::new(std::io::Error::other("no answer")),
+            }),
         ];
         let go_on = [
-            PersistError::Store(StoreError::Commit { ops: 1, cause: "no leader".into() }),
+            PersistError::Store(StoreError::Commit { ops: 1, cause: Cause::new(std::io::Error::other("no leader")) }),
             PersistError::Store(StoreError::Closed),
             PersistError::NotDurable,
             PersistError::Encode("bad".into()),

@@ -85,6 +85,8 @@ pub use checkpointed::{
     Checkpoint, Checkpointed, EventSourced, IfDamaged, PersistError, SnapshotPolicy, DEFAULT_MAX_JOURNAL,
 };
 pub use envelope::{DecodeError, Migration};
-pub use redb_store::RedbStore;
+pub use redb_store::{OpenProblem, RedbStore};
 pub use service::{CheckpointConfig, CheckpointError, CheckpointEvent, CheckpointStats, Checkpoints};
-pub use store::{CommitDone, MemoryStore, Replicated, Replicator, SnapshotInfo, Store, StoreError, WriteOp};
+pub use store::{
+    Cause, CommitDone, MemoryStore, Replicated, Replicator, SnapshotInfo, Store, StoreError, StoreProblem, WriteOp,
+};

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::store::{SnapshotInfo, Store, StoreError, WriteOp};
+use crate::store::{Cause, SnapshotInfo, Store, StoreError, WriteOp};
 
 /// blob id -> snapshot envelope
 const BLOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("warden_snapshot_blobs");
@@ -55,19 +55,35 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
+/// Why [`RedbStore::open`] failed: the cause inside its [`StoreError::Open`].
+#[derive(Debug, thiserror::Error)]
+pub enum OpenProblem {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory: {0}")]
+    CreateDir(std::io::Error),
+    /// The store's file is already open, in this process or another.
+    #[error("the store is already open (in this or another process)")]
+    AlreadyOpen,
+    /// redb could not open or create the file (not a store, damaged beyond repair, I/O).
+    #[error(transparent)]
+    Database(redb::DatabaseError),
+    /// The tables could not be created.
+    #[error("cannot initialise the tables: {0}")]
+    InitTables(redb::Error),
+}
+
 impl RedbStore {
     /// Opens (or creates) the store in `data_dir`, creating the directory if needed. After a
     /// crash redb repairs the file here, before this returns.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = data_dir.as_ref();
-        let open_err = |path: &Path, cause: String| StoreError::Open { path: path.to_path_buf(), cause };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(dir, format!("cannot create the data directory: {e}")))?;
+        let open_err =
+            |path: &Path, why: OpenProblem| StoreError::Open { path: path.to_path_buf(), cause: Cause::new(why) };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(dir, OpenProblem::CreateDir(e)))?;
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                open_err(&path, "the store is already open (in this or another process)".into())
-            }
-            other => open_err(&path, other.to_string()),
+            redb::DatabaseError::DatabaseAlreadyOpen => open_err(&path, OpenProblem::AlreadyOpen),
+            other => open_err(&path, OpenProblem::Database(other)),
         })?;
         // Create the tables once, so that readers never meet a missing table.
         let init = || -> Result<u64, redb::Error> {
@@ -82,7 +98,7 @@ impl RedbStore {
             txn.commit()?;
             Ok(next)
         };
-        let next = init().map_err(|e| open_err(&path, format!("cannot initialise the tables: {e}")))?;
+        let next = init().map_err(|e| open_err(&path, OpenProblem::InitTables(e)))?;
         Ok(RedbStore { db, path, next_blob: std::sync::atomic::AtomicU64::new(next) })
     }
 
@@ -144,8 +160,9 @@ impl RedbStore {
         key: &str,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| StoreError::Read { key: key.to_string(), cause: e.to_string() })?;
-        f(&txn).map_err(|e| StoreError::Read { key: key.to_string(), cause: e.to_string() })
+        let failed = |e: redb::Error| StoreError::Read { key: key.to_string(), cause: Cause::new(e) };
+        let txn = self.db.begin_read().map_err(|e| failed(e.into()))?;
+        f(&txn).map_err(failed)
     }
 }
 
@@ -154,7 +171,7 @@ impl Store for RedbStore {
         if ops.is_empty() {
             return Ok(());
         }
-        self.apply(ops).map_err(|e| StoreError::Commit { ops: ops.len(), cause: e.to_string() })
+        self.apply(ops).map_err(|e| StoreError::Commit { ops: ops.len(), cause: Cause::new(e) })
     }
 
     fn snapshots(&self, key: &str) -> Result<Vec<SnapshotInfo>, StoreError> {
@@ -302,7 +319,8 @@ mod tests {
         match &err {
             StoreError::Open { path, cause } => {
                 assert!(path.ends_with("a-file/sub"), "{err}");
-                assert!(cause.contains("data directory"), "{err}");
+                assert!(matches!(cause.downcast_ref::<OpenProblem>(), Some(OpenProblem::CreateDir(_))), "{err}");
+                assert!(err.to_string().contains("cannot create the data directory"), "{err}");
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -33,7 +33,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::envelope::{DecodeError, EncodeError};
 use crate::redb_store::RedbStore;
-use crate::store::{SnapshotInfo, Store, StoreError, WriteOp};
+use crate::store::{Cause, SnapshotInfo, Store, StoreError, StoreProblem, WriteOp};
 use crate::writer::{self, Ack, Job, WriterCounters};
 
 /// Settings of a checkpoint service.
@@ -77,7 +77,7 @@ impl Default for CheckpointConfig {
 }
 
 /// Something the checkpoint service did or met; also logged under target `warden::checkpoint`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum CheckpointEvent {
     /// An actor resumed from a snapshot (and replayed journal entries after it).
     Restored {
@@ -151,7 +151,7 @@ impl CheckpointEvent {
 }
 
 /// Why a checkpointed actor could not claim its key or recover.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CheckpointError {
     /// Another live actor uses the same key.
     #[error("checkpoint key {key:?} is already used by live actor {owner}")]
@@ -443,14 +443,14 @@ impl Checkpoints {
             event.trace();
             let _ = failure_events.send(event);
         })
-        .map_err(|e| StoreError::Open { path: "<writer thread>".into(), cause: e.to_string() })?;
+        .map_err(|e| StoreError::Open { path: "<writer thread>".into(), cause: Cause::new(e) })?;
         let (snapshotter, _) = Actor::spawn(
             None,
             SnapshotActor,
             SnapshotArgs { writer: writer.clone(), events: events.clone(), counters: counters.clone() },
         )
         .await
-        .map_err(|e| StoreError::Open { path: "<snapshot actor>".into(), cause: e.to_string() })?;
+        .map_err(|e| StoreError::Open { path: "<snapshot actor>".into(), cause: Cause::new(e) })?;
         Ok(Checkpoints {
             inner: Arc::new(Inner {
                 store: Mutex::new(Some(store)),
@@ -469,9 +469,9 @@ impl Checkpoints {
     /// missing).
     pub async fn open_dir(data_dir: impl AsRef<Path>, config: CheckpointConfig) -> Result<Checkpoints, StoreError> {
         let dir = data_dir.as_ref().to_path_buf();
-        let store = tokio::task::spawn_blocking(move || RedbStore::open(dir))
-            .await
-            .map_err(|e| StoreError::Open { path: data_dir.as_ref().to_path_buf(), cause: e.to_string() })??;
+        let store = tokio::task::spawn_blocking(move || RedbStore::open(dir)).await.map_err(|e| {
+            StoreError::Open { path: data_dir.as_ref().to_path_buf(), cause: Cause::new(StoreProblem::ReaderTask(e)) }
+        })??;
         Self::start(store, config).await
     }
 
@@ -531,7 +531,7 @@ impl Checkpoints {
         let store = self.store()?;
         tokio::task::spawn_blocking(move || f(&*store))
             .await
-            .map_err(|e| StoreError::Read { key: "*".into(), cause: format!("reader task failed: {e}") })?
+            .map_err(|e| StoreError::Read { key: "*".into(), cause: Cause::new(StoreProblem::ReaderTask(e)) })?
     }
 
     /// Every key with stored checkpoints.
@@ -802,7 +802,7 @@ impl Actor for SnapshotActor {
                             mark.fetch_max(seq, Ordering::Release);
                         }
                         if let Some(ack) = take.ack {
-                            let _ = ack.send(Err(StoreError::Commit { ops: 1, cause: error.to_string() }));
+                            let _ = ack.send(Err(StoreError::Commit { ops: 1, cause: Cause::new(error) }));
                         }
                     }
                 }

@@ -84,8 +84,82 @@ pub struct SnapshotInfo {
     pub created_unix_ms: u64,
 }
 
+/// The error underneath a [`StoreError`]: the store's own error value, kept whole rather than
+/// as its text, so a caller can ask what it was with [`Cause::downcast_ref`]. The local store's
+/// causes are `redb::Error` and [`OpenProblem`](crate::OpenProblem), and the store layer's own are
+/// [`StoreProblem`]; the cluster's replicated
+/// store gives its own typed refusals and proposal errors (see `warden_cluster::store`).
+///
+/// One failed batch answers every write in it, so a cause is shared, not copied: cloning is a
+/// reference count. Its `Display` is the inner error's; [`StoreError`]'s own message already
+/// includes it, which is why a `StoreError` reports its cause through [`StoreError::cause`]
+/// instead of [`std::error::Error::source`] (a chain printer would show the text twice).
+///
+/// ```
+/// use warden_checkpoint::{Cause, StoreError};
+///
+/// let err = StoreError::Commit { ops: 3, cause: Cause::new(std::io::Error::from(std::io::ErrorKind::StorageFull)) };
+/// let io = err.cause().and_then(|c| c.downcast_ref::<std::io::Error>()).map(|e| e.kind());
+/// assert_eq!(io, Some(std::io::ErrorKind::StorageFull));
+/// ```
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    /// Keeps `error` as a cause.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(error))
+    }
+
+    /// The error itself.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+
+    /// The error as an `E`, if it is one.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref::<E>()
+    }
+
+    /// Whether the error is an `E`.
+    pub fn is<E: std::error::Error + 'static>(&self) -> bool {
+        self.0.is::<E>()
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// Causes that the store layer itself gives, when no store's own error is underneath.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreProblem {
+    /// A store that started a commit ([`Store::start_commit`]) gave fewer results than ops.
+    #[error("the store gave no result")]
+    NoResult,
+    /// A store dropped a started commit without answering it.
+    #[error("the store dropped the commit unanswered")]
+    Unanswered,
+    /// The blocking task that ran a read failed (it panicked or was cancelled).
+    #[error("the reader task failed: {0}")]
+    ReaderTask(tokio::task::JoinError),
+    /// A synchronous [`Replicated`] store's replicator refused the batch.
+    #[error("not replicated: {0}")]
+    NotReplicated(StoreError),
+}
+
 /// A store failure, naming the operation and the cause.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Not `PartialEq`: a cause is an error value of any type (compare with `matches!`).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be opened at `path`.
     #[error("cannot open the checkpoint store at {path}: {cause}")]
@@ -93,7 +167,7 @@ pub enum StoreError {
         /// Where.
         path: PathBuf,
         /// Why.
-        cause: String,
+        cause: Cause,
     },
     /// A read failed.
     #[error("cannot read checkpoint {key:?}: {cause}")]
@@ -101,7 +175,7 @@ pub enum StoreError {
         /// The key being read.
         key: String,
         /// Why.
-        cause: String,
+        cause: Cause,
     },
     /// A batch could not be committed; none of it was applied.
     #[error("cannot commit {ops} checkpoint writes: {cause}")]
@@ -109,7 +183,7 @@ pub enum StoreError {
         /// The size of the failed batch.
         ops: usize,
         /// Why.
-        cause: String,
+        cause: Cause,
     },
     /// The writer thread has stopped (the store was closed).
     #[error("the checkpoint writer has stopped")]
@@ -123,7 +197,7 @@ pub enum StoreError {
         /// The key.
         key: String,
         /// Why.
-        cause: String,
+        cause: Cause,
     },
     /// Nobody can tell whether the writes were committed (in a cluster: they were proposed,
     /// and no answer came in time). The writer must assume neither; reopening the key decides
@@ -133,7 +207,7 @@ pub enum StoreError {
         /// How many writes.
         ops: usize,
         /// Why.
-        cause: String,
+        cause: Cause,
     },
 }
 
@@ -143,6 +217,18 @@ impl StoreError {
     /// [`StoreError::Uncertain`] (it may have been written).
     pub fn writer_may_continue(&self) -> bool {
         !matches!(self, StoreError::Refused { .. } | StoreError::Uncertain { .. })
+    }
+
+    /// The error underneath, if this failure has one ([`StoreError::Closed`] has none).
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            StoreError::Open { cause, .. }
+            | StoreError::Read { cause, .. }
+            | StoreError::Commit { cause, .. }
+            | StoreError::Refused { cause, .. }
+            | StoreError::Uncertain { cause, .. } => Some(cause),
+            StoreError::Closed => None,
+        }
     }
 }
 
@@ -228,7 +314,7 @@ impl CommitDone {
     /// Hands over the commit's results, one per op in order (missing ones count as
     /// [`StoreError::Uncertain`]).
     pub fn finish(mut self, mut results: Vec<Result<(), StoreError>>) {
-        results.resize(self.ops, Err(StoreError::Uncertain { ops: 1, cause: "the store gave no result".into() }));
+        results.resize(self.ops, Err(StoreError::Uncertain { ops: 1, cause: Cause::new(StoreProblem::NoResult) }));
         if let Some(send) = self.send.take() {
             send(results);
         }
@@ -238,7 +324,7 @@ impl CommitDone {
 impl Drop for CommitDone {
     fn drop(&mut self) {
         if let Some(send) = self.send.take() {
-            let lost = StoreError::Uncertain { ops: self.ops, cause: "the store dropped the commit unanswered".into() };
+            let lost = StoreError::Uncertain { ops: self.ops, cause: Cause::new(StoreProblem::Unanswered) };
             send(vec![Err(lost); self.ops]);
         }
     }
@@ -354,7 +440,7 @@ impl Store for MemoryStore {
 pub trait Replicator: Send + Sync + 'static {
     /// Called after every successful local commit with the committed ops. An error is
     /// reported (tracing, and the service's failure count) but never undoes the local commit.
-    fn replicate(&self, ops: &[WriteOp]) -> Result<(), String>;
+    fn replicate(&self, ops: &[WriteOp]) -> Result<(), StoreError>;
 }
 
 /// A store that copies every batch to a [`Replicator`]. Reads are local.
@@ -394,9 +480,10 @@ impl<S: Store> Store for Replicated<S> {
             return self.local.commit(ops);
         }
         if self.synchronous {
-            self.replicator
-                .replicate(ops)
-                .map_err(|cause| StoreError::Commit { ops: ops.len(), cause: format!("not replicated: {cause}") })?;
+            self.replicator.replicate(ops).map_err(|e| StoreError::Commit {
+                ops: ops.len(),
+                cause: Cause::new(StoreProblem::NotReplicated(e)),
+            })?;
             return self.local.commit(ops);
         }
         self.local.commit(ops)?;
@@ -425,8 +512,8 @@ impl<S: Store> Store for Replicated<S> {
 /// Replicates into another store (for example a second [`MemoryStore`] or a store on other
 /// disk): the simplest [`Replicator`], and the one the tests use.
 impl<S: Store> Replicator for S {
-    fn replicate(&self, ops: &[WriteOp]) -> Result<(), String> {
-        self.commit(ops).map_err(|e| e.to_string())
+    fn replicate(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        self.commit(ops)
     }
 }
 
@@ -483,8 +570,8 @@ mod tests {
 
     struct Refuses;
     impl Replicator for Refuses {
-        fn replicate(&self, _: &[WriteOp]) -> Result<(), String> {
-            Err("no replica answered".into())
+        fn replicate(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+            Err(StoreError::Commit { ops: ops.len(), cause: Cause::new(std::io::Error::other("no replica answered")) })
         }
     }
 
@@ -499,7 +586,14 @@ mod tests {
         let refused = Replicated::synchronous(local.clone(), Refuses);
         let op = WriteOp::Append { key: Arc::from("k"), seq: 1, bytes: vec![1] };
         let err = refused.commit(std::slice::from_ref(&op)).unwrap_err();
-        assert!(err.to_string().contains("not replicated: no replica answered"), "{err}");
+        assert!(
+            err.to_string().contains("not replicated: cannot commit 1 checkpoint writes: no replica answered"),
+            "{err}"
+        );
+        // The replicator's own error is there to inspect, not only its text.
+        let inner = err.cause().and_then(|c| c.downcast_ref::<StoreProblem>());
+        let Some(StoreProblem::NotReplicated(StoreError::Commit { cause, .. })) = inner else { panic!("{err:?}") };
+        assert_eq!(cause.downcast_ref::<std::io::Error>().map(|e| e.kind()), Some(std::io::ErrorKind::Other));
         assert_eq!(local.last_seq("k").unwrap(), 0, "nothing written locally");
         // Asynchronous mode keeps the local commit.
         Replicated::new(local.clone(), Refuses).commit(&[op]).unwrap();

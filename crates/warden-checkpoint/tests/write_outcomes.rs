@@ -11,8 +11,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use warden_checkpoint::{
-    Checkpoint, CheckpointConfig, Checkpointed, Checkpoints, EventSourced, MemoryStore, PersistError, SnapshotInfo,
-    SnapshotPolicy, Store, StoreError, WriteOp,
+    Cause, Checkpoint, CheckpointConfig, Checkpointed, Checkpoints, EventSourced, MemoryStore, PersistError,
+    SnapshotInfo, SnapshotPolicy, Store, StoreError, WriteOp,
 };
 use warden_core::{ChildSpec, Supervisor, SupervisorSpec, WorkerSpec};
 
@@ -32,13 +32,19 @@ impl Store for Flaky {
     fn commit(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
         let refused = self.refuse_key.lock().unwrap().clone();
         if let Some(op) = ops.iter().find(|op| refused.as_deref() == Some(&**op.key())) {
-            return Err(StoreError::Refused { key: op.key().to_string(), cause: "fenced".into() });
+            return Err(StoreError::Refused {
+                key: op.key().to_string(),
+                cause: Cause::new(std::io::Error::other("fenced")),
+            });
         }
         self.inner.commit(ops)?;
         if ops.iter().any(|op| matches!(op, WriteOp::Append { .. }))
             && self.lose_next_answer.swap(false, Ordering::SeqCst)
         {
-            return Err(StoreError::Uncertain { ops: ops.len(), cause: "the answer was lost".into() });
+            return Err(StoreError::Uncertain {
+                ops: ops.len(),
+                cause: Cause::new(std::io::Error::other("the answer was lost")),
+            });
         }
         Ok(())
     }
@@ -47,11 +53,17 @@ impl Store for Flaky {
         ops.iter()
             .map(|op| {
                 if refused.as_deref() == Some(&**op.key()) {
-                    return Err(StoreError::Refused { key: op.key().to_string(), cause: "fenced".into() });
+                    return Err(StoreError::Refused {
+                        key: op.key().to_string(),
+                        cause: Cause::new(std::io::Error::other("fenced")),
+                    });
                 }
                 self.inner.commit(std::slice::from_ref(op))?;
                 if matches!(op, WriteOp::Append { .. }) && self.lose_next_answer.swap(false, Ordering::SeqCst) {
-                    return Err(StoreError::Uncertain { ops: 1, cause: "the answer was lost".into() });
+                    return Err(StoreError::Uncertain {
+                        ops: 1,
+                        cause: Cause::new(std::io::Error::other("the answer was lost")),
+                    });
                 }
                 Ok(())
             })
@@ -175,7 +187,7 @@ async fn a_write_of_unknown_outcome_is_never_numbered_over() {
     let spec = ledger(&ck, "acct");
     let h = spec.handle();
     let sup = Supervisor::start("outcomes-uncertain", SupervisorSpec::one_for_one().child(spec)).await.unwrap();
-    assert_eq!(h.call(|r| Msg::Add(10, r), WAIT).await.unwrap(), Ok(1));
+    assert_eq!(h.call(|r| Msg::Add(10, r), WAIT).await.unwrap().expect("persisted"), 1);
     // The second write lands in the store, but its answer is lost.
     store.lose_next_answer.store(true, Ordering::SeqCst);
     let lost = h.call(|r| Msg::Add(20, r), WAIT).await.unwrap();
@@ -189,7 +201,7 @@ async fn a_write_of_unknown_outcome_is_never_numbered_over() {
     // landed, so it is there, and numbering continues after it.
     assert_eq!(h.call(Msg::Entries, WAIT).await.unwrap(), vec![10, 20]);
     assert!(store.opens.load(Ordering::SeqCst) > opens_before, "the restore reopened the key");
-    assert_eq!(h.call(|r| Msg::Add(30, r), WAIT).await.unwrap(), Ok(3));
+    assert_eq!(h.call(|r| Msg::Add(30, r), WAIT).await.unwrap().expect("persisted"), 3);
     let journal: Vec<u64> = store.journal_after("acct", 0).unwrap().into_iter().map(|(seq, _)| seq).collect();
     assert_eq!(journal, vec![1, 2, 3], "no number was used twice");
     sup.shutdown().await;

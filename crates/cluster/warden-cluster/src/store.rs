@@ -13,20 +13,63 @@
 //! How proposals end maps onto the store's errors: refused ops are
 //! [`StoreError::Refused`], a batch that certainly did not reach the log is
 //! [`StoreError::Commit`] (the writer may go on), and one that may have is
-//! [`StoreError::Uncertain`] (the writer must reopen the key first).
+//! [`StoreError::Uncertain`] (the writer must reopen the key first). Each error's
+//! [`cause`](StoreError::cause) is a [`WriteCause`] (or, for an open, an [`OpenFailed`] holding
+//! one), so a caller can tell a fenced write from a full queue without reading text.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use warden_checkpoint::{CommitDone, SnapshotInfo, Store, StoreError, WriteOp};
+use warden_checkpoint::{Cause, CommitDone, SnapshotInfo, Store, StoreError, WriteOp};
 
-use crate::ledger::{Command, KeyOp, NodeId, Outcome, WriteKind};
-use crate::proposer::{NotSent, ProposeError, Proposer};
+use crate::ledger::{Command, KeyOp, NodeId, Outcome, Refusal, WriteKind};
+use crate::proposer::{NotSent, ProposeError, Proposer, Uncertain};
 use crate::raft::state_machine::Shared;
 
 /// How long opening a key may wait for this node to apply its entry.
 pub const OPEN_APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the replicated store failed a write: the [`cause`](StoreError::cause) of its
+/// [`StoreError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteCause {
+    /// The key is not open on this node ([`StoreError::Refused`]; nothing was sent).
+    #[error("the key is not open on this node (restore it first)")]
+    NotOpen,
+    /// The ledger refused the op ([`StoreError::Refused`]): its token or epoch is stale.
+    #[error(transparent)]
+    Refused(Refusal),
+    /// The proposal certainly did not reach the log ([`StoreError::Commit`]).
+    #[error(transparent)]
+    NotSent(NotSent),
+    /// The proposal may have reached the log, and no answer came ([`StoreError::Uncertain`]).
+    #[error(transparent)]
+    Unknown(Uncertain),
+    /// The entry was committed with no outcome for this op ([`StoreError::Uncertain`]).
+    #[error("no outcome for this write")]
+    NoOutcome,
+    /// The key's open was committed, and this node did not apply it within
+    /// [`OPEN_APPLY_WAIT`] ([`StoreError::Uncertain`]).
+    #[error("this node did not apply entry {index} within {waited:?}")]
+    NotApplied {
+        /// The open's log index.
+        index: u64,
+        /// How long the open waited.
+        waited: Duration,
+    },
+}
+
+/// Why opening a key failed: the [`cause`](StoreError::cause) of the [`StoreError`] that
+/// [`Store::open_key`] returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("opening {key:?}: {why}")]
+pub struct OpenFailed {
+    /// The key.
+    pub key: String,
+    /// Why.
+    pub why: WriteCause,
+}
 
 /// The replicated store of one node.
 pub struct ReplicatedStore {
@@ -129,20 +172,22 @@ fn settle(
                         if creds.get(&key) == Some(&sent_with) {
                             creds.remove(&key);
                         }
-                        Err(StoreError::Refused { key, cause: why.to_string() })
+                        Err(StoreError::Refused { key, cause: Cause::new(WriteCause::Refused(why.clone())) })
                     }
-                    _ => Err(StoreError::Uncertain { ops: 1, cause: "no outcome for this write".into() }),
+                    _ => Err(StoreError::Uncertain { ops: 1, cause: Cause::new(WriteCause::NoOutcome) }),
                 });
             }
         }
-        Err(ProposeError::NotSent(cause)) => {
+        Err(ProposeError::NotSent(why)) => {
+            let cause = Cause::new(WriteCause::NotSent(why));
             for (slot, _, _) in prepared.slots.drain(..) {
-                prepared.results[slot] = Some(Err(StoreError::Commit { ops: n, cause: cause.to_string() }));
+                prepared.results[slot] = Some(Err(StoreError::Commit { ops: n, cause: cause.clone() }));
             }
         }
-        Err(ProposeError::Unknown(cause)) => {
+        Err(ProposeError::Unknown(why)) => {
+            let cause = Cause::new(WriteCause::Unknown(why));
             for (slot, _, _) in prepared.slots.drain(..) {
-                prepared.results[slot] = Some(Err(StoreError::Uncertain { ops: n, cause: cause.to_string() }));
+                prepared.results[slot] = Some(Err(StoreError::Uncertain { ops: n, cause: cause.clone() }));
             }
         }
     }
@@ -167,7 +212,7 @@ impl ReplicatedStore {
                     None => {
                         results[i] = Some(Err(StoreError::Refused {
                             key: op.key().to_string(),
-                            cause: "the key is not open on this node (restore it first)".into(),
+                            cause: Cause::new(WriteCause::NotOpen),
                         }))
                     }
                 }
@@ -219,24 +264,26 @@ impl Store for ReplicatedStore {
     }
 
     fn open_key(&self, key: &str) -> Result<(), StoreError> {
-        let uncertain = |cause: String| StoreError::Uncertain { ops: 1, cause: format!("opening {key:?}: {cause}") };
+        let failed = |why: WriteCause| Cause::new(OpenFailed { key: key.to_string(), why });
+        let uncertain = |why: WriteCause| StoreError::Uncertain { ops: 1, cause: failed(why) };
         let committed = self
             .proposer
             .submit_blocking(vec![Command::Open { node: self.me, key: key.to_string() }])
             .map_err(|e| match e {
-                ProposeError::NotSent(cause) => {
-                    StoreError::Commit { ops: 1, cause: format!("opening {key:?}: {cause}") }
-                }
-                ProposeError::Unknown(cause) => uncertain(cause.to_string()),
+                ProposeError::NotSent(why) => StoreError::Commit { ops: 1, cause: failed(WriteCause::NotSent(why)) },
+                ProposeError::Unknown(why) => uncertain(WriteCause::Unknown(why)),
             })?;
         match committed.outcomes.first().and_then(|o| o.first()) {
             Some(Outcome::Opened { token, epoch }) => {
                 self.creds().insert(key.to_string(), (*token, *epoch));
             }
             Some(Outcome::Refused(why)) => {
-                return Err(StoreError::Refused { key: key.to_string(), cause: why.to_string() })
+                return Err(StoreError::Refused {
+                    key: key.to_string(),
+                    cause: failed(WriteCause::Refused(why.clone())),
+                })
             }
-            _ => return Err(uncertain("no outcome".into())),
+            _ => return Err(uncertain(WriteCause::NoOutcome)),
         }
         // Everything written before the open is applied here once the open is.
         let shared = self.shared.clone();
@@ -244,7 +291,7 @@ impl Store for ReplicatedStore {
         let applied = self
             .runtime
             .block_on(async move { tokio::time::timeout(OPEN_APPLY_WAIT, shared.applied_at_least(index)).await });
-        applied.map_err(|_| uncertain(format!("this node did not apply entry {index} in time")))
+        applied.map_err(|_| uncertain(WriteCause::NotApplied { index, waited: OPEN_APPLY_WAIT }))
     }
 
     fn snapshots(&self, key: &str) -> Result<Vec<SnapshotInfo>, StoreError> {
@@ -296,7 +343,6 @@ impl Store for ReplicatedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::Refusal;
     use crate::proposer::Committed;
 
     fn refused_with(sent_with: (u64, u64)) -> Prepared {
@@ -319,5 +365,25 @@ mod tests {
         // Refused with the credentials it holds now: they are no good any more.
         settle(&credentials, refused_with((1, 2)), refusal());
         assert_eq!(lock(&credentials).get("k"), None);
+    }
+
+    #[test]
+    fn each_failure_carries_its_cause_as_a_value() {
+        let credentials: Credentials = Arc::new(Mutex::new(HashMap::new()));
+        let cause = |r: &Result<(), StoreError>| {
+            r.as_ref().err().and_then(StoreError::cause).and_then(|c| c.downcast_ref::<WriteCause>()).cloned()
+        };
+        let refused = settle(&credentials, refused_with((1, 1)), refusal());
+        assert_eq!(cause(&refused[0]), Some(WriteCause::Refused(Refusal::StaleEpoch { presented: 1, current: 2 })));
+        let full = NotSent::QueueFull { capacity: 3 };
+        let not_sent = settle(&credentials, refused_with((1, 1)), Err(ProposeError::NotSent(full.clone())));
+        assert!(matches!(not_sent[..], [Err(StoreError::Commit { ops: 1, .. })]), "{not_sent:?}");
+        assert_eq!(cause(&not_sent[0]), Some(WriteCause::NotSent(full)));
+        let silent = Ok(Committed { index: 9, outcomes: vec![vec![]] });
+        let unknown = settle(&credentials, refused_with((1, 1)), silent);
+        assert!(matches!(unknown[..], [Err(StoreError::Uncertain { .. })]), "{unknown:?}");
+        assert_eq!(cause(&unknown[0]), Some(WriteCause::NoOutcome));
+        // The text still says what happened, for logs.
+        assert!(refused[0].as_ref().unwrap_err().to_string().contains("write refused"), "{refused:?}");
     }
 }
