@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod error;
 pub mod events;
 pub mod host;
 mod leader;
@@ -51,6 +52,7 @@ pub mod singleton;
 pub mod store;
 pub mod transport;
 
+pub use error::{ClusterError, ConnectProblem, StartProblem, StorageProblem, TlsProblem, WatchProblem};
 pub use events::{ClusterEvent, Phase};
 pub use ledger::NodeId;
 pub use node::{entry, Entry, EntryRefused, JoinAttempt, LeaveFailure, Membership, Node, NodeConfig};
@@ -58,6 +60,6 @@ pub use reads::{NotServing, ReadError};
 pub use route::SingletonRef;
 pub use singleton::{SingletonContext, SingletonSpec};
 pub use transport::{
-    ClusterError, NodeEvent, NodeView, PeerState, PeerStatus, RemoteDown, TlsSettings, Transport, TransportConfig,
-    HEARTBEAT_GROUP, MAX_TLS_HANDSHAKES,
+    NodeEvent, NodeView, PeerState, PeerStatus, RemoteDown, TlsSettings, Transport, TransportConfig, HEARTBEAT_GROUP,
+    MAX_TLS_HANDSHAKES,
 };

@@ -36,6 +36,7 @@ use ractor::{Actor, ActorRef, Message};
 use tokio::sync::broadcast;
 use warden_checkpoint::{CheckpointConfig, Checkpoints};
 
+use crate::error::StorageProblem;
 use crate::events::{ClusterEvent, Events};
 use crate::host::{Host, HostParts};
 use crate::ledger::{Command, NodeId, Outcome, Refusal};
@@ -304,9 +305,9 @@ impl Node {
     pub async fn start(config: NodeConfig, singletons: Vec<SingletonSpec>) -> Result<Node, ClusterError> {
         let name = config.transport.name.clone();
         let leave_timeout = config.leave_timeout;
-        let storage = |cause: String| ClusterError::Storage { name: name.clone(), cause };
-        let db = RaftDb::open(config.data_dir.as_deref()).map_err(|e| storage(e.to_string()))?;
-        let past = db.identity().map_err(|e| storage(e.to_string()))?;
+        let storage = |cause: StorageProblem| ClusterError::Storage { name: name.clone(), cause: Box::new(cause) };
+        let db = RaftDb::open(config.data_dir.as_deref()).map_err(|e| storage(StorageProblem::Open(e)))?;
+        let past = db.identity().map_err(|e| storage(StorageProblem::Open(e)))?;
         // Decided before the transport and Raft start (a refused node has opened its store,
         // which stays empty: no identity is written).
         let how = entry(past.is_some(), config.found, !config.join.is_empty())
@@ -316,14 +317,14 @@ impl Node {
             Some(identity) => (identity, false),
             None => {
                 let identity = Identity { id: fresh_id(), name: name.clone(), founded: how == Entry::Found };
-                db.set_identity(&identity).map_err(|e| storage(e.to_string()))?;
+                db.set_identity(&identity).map_err(|e| storage(StorageProblem::Open(e)))?;
                 (identity, true)
             }
         };
         let me = identity.id;
-        let sm = StateMachine::open(db.clone()).map_err(|e| storage(e.to_string()))?;
+        let sm = StateMachine::open(db.clone()).map_err(|e| storage(StorageProblem::StateMachine(e)))?;
         let shared = sm.shared();
-        let raft_settings = raft_config(&config.cluster_name).map_err(|e| storage(e.to_string()))?;
+        let raft_settings = raft_config(&config.cluster_name).map_err(|e| storage(StorageProblem::Settings(e)))?;
         let seeds = transport.clone();
         let network = Network {
             connect: Arc::new(move |m: &Member| {
@@ -334,18 +335,18 @@ impl Node {
         };
         let raft = Raft::new(me, Arc::new(raft_settings), network, LogStore::new(db.clone()), sm)
             .await
-            .map_err(|e| storage(e.to_string()))?;
+            .map_err(|e| storage(StorageProblem::Raft(e)))?;
         let appender = Appender::start(raft.clone());
         let handler: Arc<dyn Handler> =
             Arc::new(NodeHandler { me, raft: raft.clone(), shared: shared.clone(), appender: appender.clone() });
         let (rpc, _) = Actor::spawn(None, RpcActor, (me, raft.clone(), handler))
             .await
-            .map_err(|e| storage(format!("cannot start the RPC actor: {e}")))?;
+            .map_err(|error| storage(StorageProblem::Spawn { actor: "RPC actor", error }))?;
         let proposer = Proposer::start(me, raft.clone(), appender);
         let events = Events::default();
         let member = Member { name: name.clone(), addr: transport.addr().to_string() };
 
-        let initialized = raft.is_initialized().await.map_err(|e| storage(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| storage(StorageProblem::Raft(e)))?;
         if !initialized {
             if identity.founded {
                 let mut nodes = BTreeMap::new();
@@ -373,7 +374,7 @@ impl Node {
         let store = ReplicatedStore::new(me, shared.clone(), proposer.clone());
         let checkpoints = Checkpoints::start(store, config.checkpoints.clone())
             .await
-            .map_err(|e| storage(format!("cannot start the checkpoint service: {e}")))?;
+            .map_err(|e| storage(StorageProblem::Checkpoints(e)))?;
         let reads = ReadBarrier { me, raft: raft.clone(), shared: shared.clone() };
         let directory = Directory::default();
         let pending = PendingCalls::default();
@@ -385,8 +386,9 @@ impl Node {
             router_of,
             watches: Watches::default(),
         };
-        let (router, _) =
-            Actor::spawn(None, Router, parts).await.map_err(|e| storage(format!("cannot start the router: {e}")))?;
+        let (router, _) = Actor::spawn(None, Router, parts)
+            .await
+            .map_err(|error| storage(StorageProblem::Spawn { actor: "router", error }))?;
         let locator = Locator { me, shared: shared.clone(), view: transport.view(), directory, pending };
         let host = Host::start(HostParts {
             me,

@@ -30,6 +30,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+pub use crate::error::ClusterError;
+use crate::error::{ConnectProblem, StartProblem, TlsProblem, WatchProblem};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -69,35 +72,35 @@ impl TlsSettings {
     ) -> Result<TlsSettings, ClusterError> {
         use tokio_rustls::rustls::pki_types::pem::PemObject;
         use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let bad = |path: &std::path::Path, cause: String| ClusterError::Tls { path: path.to_path_buf(), cause };
+        let bad = |path: &std::path::Path, cause: TlsProblem| ClusterError::Tls { path: path.to_path_buf(), cause };
         let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, ClusterError> {
             let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| bad(path, e.to_string()))?
+                .map_err(|e| bad(path, TlsProblem::Pem(e)))?
                 .collect::<Result<_, _>>()
-                .map_err(|e| bad(path, e.to_string()))?;
+                .map_err(|e| bad(path, TlsProblem::Pem(e)))?;
             if certs.is_empty() {
-                return Err(bad(path, "no certificate in the file".into()));
+                return Err(bad(path, TlsProblem::NoCertificate));
             }
             Ok(certs)
         };
         let mut roots = tokio_rustls::rustls::RootCertStore::empty();
         for c in certs(ca)? {
-            roots.add(c).map_err(|e| bad(ca, e.to_string()))?;
+            roots.add(c).map_err(|e| bad(ca, TlsProblem::Rustls(e)))?;
         }
         let roots = Arc::new(roots);
         let chain = certs(cert)?;
-        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, TlsProblem::Pem(e)))?;
         let verifier = tokio_rustls::rustls::server::WebPkiClientVerifier::builder(roots.clone())
             .build()
-            .map_err(|e| bad(ca, e.to_string()))?;
+            .map_err(|e| bad(ca, TlsProblem::Verifier(e)))?;
         let server = tokio_rustls::rustls::ServerConfig::builder()
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key_der.clone_key())
-            .map_err(|e| bad(cert, e.to_string()))?;
+            .map_err(|e| bad(cert, TlsProblem::Rustls(e)))?;
         let client = tokio_rustls::rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key_der)
-            .map_err(|e| bad(cert, e.to_string()))?;
+            .map_err(|e| bad(cert, TlsProblem::Rustls(e)))?;
         Ok(TlsSettings { server: Arc::new(server), client: Arc::new(client), server_name: server_name.into() })
     }
 }
@@ -226,82 +229,6 @@ mod millis {
         let ms: u64 = serde::Deserialize::deserialize(d)?;
         Ok(Duration::from_millis(ms))
     }
-}
-
-/// Errors of a node.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// The node server could not start.
-    #[error("node {name}: cannot start on {addr}: {cause}")]
-    Start {
-        /// The node's name.
-        name: String,
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        cause: String,
-    },
-    /// A remote actor cannot be watched.
-    #[error("cannot watch {actor}: {cause}")]
-    Watch {
-        /// The actor.
-        actor: String,
-        /// Why.
-        cause: String,
-    },
-    /// A TLS file could not be used.
-    #[error("TLS: {path}: {cause}")]
-    Tls {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What is wrong with it.
-        cause: String,
-    },
-    /// A connection to a peer failed.
-    #[error("node {name}: cannot connect to {addr}: {cause}")]
-    Connect {
-        /// The node's name.
-        name: String,
-        /// The peer's address.
-        addr: SocketAddr,
-        /// Why.
-        cause: String,
-    },
-    /// The node's Raft log or state could not be opened or used.
-    #[error("node {name}: its Raft store: {cause}")]
-    Storage {
-        /// The node's name.
-        name: String,
-        /// Why.
-        cause: String,
-    },
-    /// The node's configuration does not say how it enters a group.
-    #[error("node {name}: {refused}")]
-    Entry {
-        /// The node's name.
-        name: String,
-        /// Why.
-        refused: crate::node::EntryRefused,
-    },
-    /// The node could not join the group.
-    #[error("node {name}: not added to the group within {within:?}: {last}")]
-    Join {
-        /// The node's name.
-        name: String,
-        /// How long it tried ([`crate::NodeConfig::join_timeout`], [`crate::node::JOIN_TIMEOUT`]
-        /// unless set).
-        within: Duration,
-        /// What its last attempt got.
-        last: Box<crate::node::JoinAttempt>,
-    },
-    /// The node could not leave the group in an orderly way.
-    #[error("node {name}: cannot leave the group: {cause}")]
-    Leave {
-        /// The node's name.
-        name: String,
-        /// Why.
-        cause: Box<crate::node::LeaveFailure>,
-    },
 }
 
 #[derive(Debug)]
@@ -685,7 +612,7 @@ impl Transport {
     /// handshakes one at a time and report failures only as a log line, then listens on a
     /// second, loopback-only port that still requires the cookie.
     pub async fn start(config: TransportConfig) -> Result<Transport, ClusterError> {
-        let start_err = |cause: String| ClusterError::Start {
+        let start_err = |cause: StartProblem| ClusterError::Start {
             name: config.name.clone(),
             addr: SocketAddr::new(config.bind, config.port),
             cause,
@@ -694,23 +621,23 @@ impl Transport {
             Some(_) => Some(
                 tokio::net::TcpListener::bind((config.bind, config.port))
                     .await
-                    .map_err(|e| start_err(format!("cannot listen: {e}")))?,
+                    .map_err(|e| start_err(StartProblem::Listen(e)))?,
             ),
             None => None,
         };
         let inner_ip = if front.is_some() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { config.bind };
         let port = match (&front, config.port) {
-            (None, 0) | (Some(_), _) => free_port(inner_ip).map_err(|e| start_err(e.to_string()))?,
+            (None, 0) | (Some(_), _) => free_port(inner_ip).map_err(|e| start_err(StartProblem::FreePort(e)))?,
             (None, p) => p,
         };
         let addr = match &front {
-            Some(l) => l.local_addr().map_err(|e| start_err(e.to_string()))?,
+            Some(l) => l.local_addr().map_err(|e| start_err(StartProblem::LocalAddr(e)))?,
             None => SocketAddr::new(config.bind, port),
         };
         let server =
             NodeServer::new(port, config.cookie.clone(), config.name.clone(), inner_ip.to_string(), None, None)
                 .with_listen_addr(inner_ip);
-        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_err(e.to_string()))?;
+        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| start_err(StartProblem::Server(e)))?;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             name: config.name.clone(),
@@ -728,8 +655,9 @@ impl Transport {
             id: "warden".into(),
             subscription: Box::new(Sessions { shared: shared.clone() }),
         });
-        let (receiver, _) =
-            Actor::spawn(None, Receiver { shared: shared.clone() }, ()).await.map_err(|e| start_err(e.to_string()))?;
+        let (receiver, _) = Actor::spawn(None, Receiver { shared: shared.clone() }, ())
+            .await
+            .map_err(|e| start_err(StartProblem::Receiver(e)))?;
         let monitor = tokio::spawn(monitor(shared.clone(), server.clone()));
         let acceptor = match (front, &config.tls) {
             (Some(listener), Some(tls)) => {
@@ -809,22 +737,24 @@ impl Transport {
         actor: ractor::ActorCell,
     ) -> Result<tokio::sync::oneshot::Receiver<RemoteDown>, ClusterError> {
         let id = actor.get_id();
-        let err = |cause: String| ClusterError::Watch { actor: id.to_string(), cause };
+        let err = |cause: WatchProblem| ClusterError::Watch { actor: id.to_string(), cause };
         if id.is_local() {
-            return Err(err("the actor is local: supervise or link it instead".into()));
+            return Err(err(WatchProblem::Local));
         }
-        let sessions = ractor::call!(self.server, NodeServerMessage::GetSessions).map_err(|e| err(e.to_string()))?;
+        // `call!` without a timeout fails only when the server is gone.
+        let sessions =
+            ractor::call!(self.server, NodeServerMessage::GetSessions).map_err(|_| err(WatchProblem::ServerGone))?;
         let peer = sessions
             .values()
             .find(|s| s.node_id == id.node())
             .and_then(|s| s.peer_name.as_ref())
             .map(|n| node_name(&n.name).to_string())
-            .ok_or_else(|| err(format!("no connected node with id {}", id.node())))?;
+            .ok_or_else(|| err(WatchProblem::NotConnected(id.node())))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut watches = self.shared.watches.lock().unwrap_or_else(PoisonError::into_inner);
         let max = self.shared.config.max_watches;
         if watches.len() >= max {
-            return Err(err(format!("{max} remote actors are watched already (TransportConfig::max_watches)")));
+            return Err(err(WatchProblem::TooMany { max }));
         }
         watches.push(Watch { cell: actor, peer, tx });
         Ok(rx)
@@ -940,16 +870,16 @@ async fn connect_to(
     shared: &Shared,
     addr: SocketAddr,
 ) -> Result<(), ClusterError> {
-    let err = |cause: String| ClusterError::Connect { name: shared.name.clone(), addr, cause };
+    let err = |cause: ConnectProblem| ClusterError::Connect { name: shared.name.clone(), addr, cause: Box::new(cause) };
     match &shared.config.tls {
-        None => ractor_cluster::client_connect(server, addr).await.map_err(|e| err(e.to_string())),
+        None => ractor_cluster::client_connect(server, addr).await.map_err(|e| err(ConnectProblem::Client(e))),
         Some(tls) => {
             let name = tokio_rustls::rustls::pki_types::ServerName::try_from(tls.server_name.clone())
-                .map_err(|e| err(format!("invalid TLS server name {:?}: {e}", tls.server_name)))?;
+                .map_err(|error| err(ConnectProblem::ServerName { name: tls.server_name.clone(), error }))?;
             let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
             ractor_cluster::client_connect_enc(server, addr, connector, name)
                 .await
-                .map_err(|e| err(format!("TLS: {e}")))
+                .map_err(|e| err(ConnectProblem::Client(e)))
         }
     }
 }

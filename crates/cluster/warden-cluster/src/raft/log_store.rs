@@ -72,14 +72,14 @@ impl DiskStall {
     }
 }
 
-/// Why the database could not be opened.
+/// Why the database could not be opened, or the node's identity in it read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open the Raft log at {path}: {cause}")]
 pub struct OpenError {
-    /// Where.
+    /// Where: the file, `(memory)`, `(tables)` or `(identity)`.
     pub path: String,
-    /// Why.
-    pub cause: String,
+    /// Why (a directory that cannot be created is redb's `Io` error).
+    pub cause: redb::Error,
 }
 
 /// The Raft database's page cache (bytes). redb's default (1 GiB) let every node process of
@@ -99,13 +99,13 @@ impl RaftDb {
         let db = match dir {
             Some(dir) => {
                 let path = dir.join(FILE_NAME);
-                let fail = |cause: String| OpenError { path: path.display().to_string(), cause };
-                std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-                redb::Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| fail(e.to_string()))?
+                let fail = |cause: redb::Error| OpenError { path: path.display().to_string(), cause };
+                std::fs::create_dir_all(dir).map_err(|e| fail(redb::Error::Io(e)))?;
+                redb::Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| fail(e.into()))?
             }
             None => redb::Database::builder()
                 .create_with_backend(redb::backends::InMemoryBackend::new())
-                .map_err(|e| OpenError { path: "(memory)".into(), cause: e.to_string() })?,
+                .map_err(|e| OpenError { path: "(memory)".into(), cause: e.into() })?,
         };
         let db = RaftDb { db: Arc::new(db), stall: DiskStall::default() };
         db.write(|tx| {
@@ -114,7 +114,7 @@ impl RaftDb {
             tx.open_table(super::state_machine::SNAPSHOT)?;
             Ok(())
         })
-        .map_err(|e| OpenError { path: "(tables)".into(), cause: e.to_string() })?;
+        .map_err(|cause| OpenError { path: "(tables)".into(), cause })?;
         Ok(db)
     }
 
@@ -171,12 +171,12 @@ impl RaftDb {
 
     /// The node's identity, if its data directory has one.
     pub fn identity(&self) -> Result<Option<Identity>, OpenError> {
-        self.meta("identity").map_err(|e| OpenError { path: "(identity)".into(), cause: e.to_string() })
+        self.meta("identity").map_err(|cause| OpenError { path: "(identity)".into(), cause })
     }
 
     /// Records the node's identity (once, when the directory is first used).
     pub fn set_identity(&self, identity: &Identity) -> Result<(), OpenError> {
-        self.set_meta("identity", identity).map_err(|e| OpenError { path: "(identity)".into(), cause: e.to_string() })
+        self.set_meta("identity", identity).map_err(|cause| OpenError { path: "(identity)".into(), cause })
     }
 
     /// Every entry of the log from `from` on, decoded (for the checker and tests).
