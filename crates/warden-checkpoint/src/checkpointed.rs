@@ -58,7 +58,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::envelope::{self, DecodeError, Kind, Migration};
+use crate::envelope::{self, DecodeError, EncodeError, Kind, Migration};
 use crate::service::{unix_ms_now, CheckpointError, CheckpointEvent, Checkpoints, Claim, Take};
 use crate::store::{StoreError, WriteOp};
 
@@ -124,7 +124,7 @@ pub trait EventSourced: Checkpoint {
             }
             let seq = entry.last_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let bytes = envelope::encode(Kind::Event, Self::EVENT_VERSION, seq, unix_ms_now(), &event)
-                .map_err(|e| PersistError::Encode(e.to_string()))?;
+                .map_err(PersistError::Encode)?;
             if let Err(e) = ctx.service.write(WriteOp::Append { key: ctx.key.clone(), seq, bytes }).await {
                 if e.writer_may_continue() {
                     // Certainly not committed: give the number back, so the journal has no
@@ -169,7 +169,7 @@ pub enum PersistError {
     },
     /// The event could not be encoded.
     #[error("cannot encode the event: {0}")]
-    Encode(String),
+    Encode(EncodeError),
     /// The commit failed; the event is not in the journal.
     #[error("the journal commit failed: {0}")]
     Store(StoreError),
@@ -762,6 +762,7 @@ impl<A: Checkpoint> Actor for Checkpointed<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::EncodeProblem;
     use crate::store::Cause;
 
     #[test]
@@ -779,7 +780,7 @@ mod tests {
             PersistError::Store(StoreError::Commit { ops: 1, cause: Cause::new(std::io::Error::other("no leader")) }),
             PersistError::Store(StoreError::Closed),
             PersistError::NotDurable,
-            PersistError::Encode("bad".into()),
+            PersistError::Encode(EncodeError { what: "event", cause: EncodeProblem::TooLarge { bytes: 1 << 33 } }),
         ];
         assert!(restart.iter().all(PersistError::restart_required));
         assert!(!go_on.iter().any(PersistError::restart_required));

@@ -37,6 +37,8 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::store::Cause;
+
 /// The four bytes every envelope starts with.
 pub const MAGIC: [u8; 4] = *b"WDCK";
 /// The envelope format this build writes and reads.
@@ -76,7 +78,9 @@ pub struct Header {
 }
 
 /// Why stored bytes were rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Not `PartialEq`: [`DecodeError::Payload`] holds the deserializer's error value.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DecodeError {
     /// Fewer bytes than the header, or than the header says the payload has.
     #[error("truncated: {needed} bytes needed, {got} present")]
@@ -134,9 +138,10 @@ pub enum DecodeError {
         /// The newest version the reader knows.
         supported: u32,
     },
-    /// The checksum holds but the payload does not decode as the expected type.
+    /// The checksum holds but the payload does not decode as the expected type (the cause is
+    /// `rmp_serde`'s `decode::Error`).
     #[error("payload does not decode: {0}")]
-    Payload(String),
+    Payload(Cause),
     /// The user's migration from an older schema version failed.
     #[error("migration from schema version {from} failed: {cause}")]
     Migration {
@@ -148,13 +153,30 @@ pub enum DecodeError {
 }
 
 /// Why a value could not be encoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot encode the {what}: {cause}")]
 pub struct EncodeError {
     /// `snapshot` or `event`.
     pub what: &'static str,
-    /// The serializer's error.
-    pub cause: String,
+    /// Why.
+    pub cause: EncodeProblem,
+}
+
+/// What went wrong encoding a value (in [`EncodeError`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EncodeProblem {
+    /// The value's `Serialize` failed (the cause is `rmp_serde`'s `encode::Error`).
+    #[error("{0}")]
+    Serializer(Cause),
+    /// The encoded value is larger than an envelope holds.
+    #[error("{bytes} bytes is over the 4 GiB limit")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+    },
+    /// The value's `Serialize` panicked; the panic's message.
+    #[error("serializer panicked: {0}")]
+    Panicked(String),
 }
 
 /// Encodes `value` into an envelope.
@@ -170,10 +192,11 @@ pub fn encode<T: Serialize + ?Sized>(
         Kind::Event => "event",
     };
     let mut out = vec![0u8; HEADER_LEN];
-    rmp_serde::encode::write_named(&mut out, value).map_err(|e| EncodeError { what, cause: e.to_string() })?;
+    rmp_serde::encode::write_named(&mut out, value)
+        .map_err(|e| EncodeError { what, cause: EncodeProblem::Serializer(Cause::new(e)) })?;
     let payload_len = out.len() - HEADER_LEN;
     let payload_len = u32::try_from(payload_len)
-        .map_err(|_| EncodeError { what, cause: format!("{payload_len} bytes is over the 4 GiB limit") })?;
+        .map_err(|_| EncodeError { what, cause: EncodeProblem::TooLarge { bytes: payload_len } })?;
     out[0..4].copy_from_slice(&MAGIC);
     out[4] = FORMAT_VERSION;
     out[5] = kind.byte();
@@ -254,7 +277,7 @@ pub fn open(bytes: &[u8]) -> Result<(Header, &[u8]), DecodeError> {
 
 /// Decodes a MessagePack payload as `T`.
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
-    rmp_serde::from_slice(payload).map_err(|e| DecodeError::Payload(e.to_string()))
+    rmp_serde::from_slice(payload).map_err(|e| DecodeError::Payload(Cause::new(e)))
 }
 
 /// An older snapshot handed to a user's migration: its schema version and its payload,
@@ -352,7 +375,7 @@ mod tests {
         .unwrap();
         assert_eq!(v, V2 { count: 50, label: "migrated".into() });
         let err = decode::<V2>(&bytes, Kind::Snapshot, 2, no_migration).unwrap_err();
-        assert_eq!(err, DecodeError::Migration { from: 1, cause: "no migration from 1".into() });
+        assert!(matches!(&err, DecodeError::Migration { from: 1, cause } if cause == "no migration from 1"), "{err:?}");
     }
 
     #[test]
@@ -364,13 +387,13 @@ mod tests {
         assert!(matches!(dec(&good[..good.len() - 1]), Err(DecodeError::Truncated { .. })));
         let mut long = good.clone();
         long.push(0);
-        assert_eq!(dec(&long), Err(DecodeError::TrailingBytes { extra: 1 }));
+        assert!(matches!(dec(&long), Err(DecodeError::TrailingBytes { extra: 1 })));
         let mut magic = good.clone();
         magic[0] = b'X';
         assert!(matches!(dec(&magic), Err(DecodeError::BadMagic { .. })));
         let mut format = good.clone();
         format[4] = 9;
-        assert_eq!(dec(&format), Err(DecodeError::UnsupportedFormat { found: 9 }));
+        assert!(matches!(dec(&format), Err(DecodeError::UnsupportedFormat { found: 9 })));
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x40;
@@ -385,7 +408,8 @@ mod tests {
         ));
         // A valid envelope around a payload of another type.
         let other = encode(Kind::Snapshot, 2, 1, 0, &"just a string").unwrap();
-        assert!(matches!(dec(&other), Err(DecodeError::Payload(_))));
+        let Err(DecodeError::Payload(cause)) = dec(&other) else { panic!("decoded a string as a struct") };
+        assert!(cause.is::<rmp_serde::decode::Error>(), "{cause:?}");
     }
 
     mod props {

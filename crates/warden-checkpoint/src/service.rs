@@ -31,7 +31,7 @@ use crossbeam_channel::Sender;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::envelope::{DecodeError, EncodeError};
+use crate::envelope::{DecodeError, EncodeError, EncodeProblem};
 use crate::redb_store::RedbStore;
 use crate::store::{Cause, SnapshotInfo, Store, StoreError, StoreProblem, WriteOp};
 use crate::writer::{self, Ack, Job, WriterCounters};
@@ -758,10 +758,7 @@ impl Actor for SnapshotActor {
                 let encoded =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (take.encode)(take.seq, created)))
                         .unwrap_or_else(|p| {
-                            Err(EncodeError {
-                                what: "snapshot",
-                                cause: format!("serializer panicked: {}", panic_text(&p)),
-                            })
+                            Err(EncodeError { what: "snapshot", cause: EncodeProblem::Panicked(panic_text(&p)) })
                         });
                 match encoded {
                     Ok(bytes) => {
