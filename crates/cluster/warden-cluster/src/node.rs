@@ -714,6 +714,8 @@ async fn join(
                 tokio::time::sleep(JOIN_RETRY * 2).await;
             }
             Ok(_) => last = JoinAttempt::WrongReply,
+            // A group of another wire version will not become this node's by waiting.
+            Err(e @ CallError::Version { .. }) => return Err(JoinAttempt::Call(e)),
             Err(e) => {
                 last = JoinAttempt::Call(e);
                 tokio::time::sleep(JOIN_RETRY).await;

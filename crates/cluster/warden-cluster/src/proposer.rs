@@ -373,7 +373,8 @@ async fn send(me: NodeId, raft: &Raft, appender: &Appender, batch: Batch) -> Res
                 return Err(ProposeError::Unknown(Uncertain::RaftFailed(fatal)))
             }
             Ok(_) => return Err(ProposeError::Unknown(Uncertain::WrongReply(leader))),
-            Err(e @ (CallError::Unreachable(_) | CallError::Busy(_))) => {
+            // Refused before it was read, by a leader of another wire version: not sent.
+            Err(e @ (CallError::Unreachable(_) | CallError::Busy(_) | CallError::Version { .. })) => {
                 last = NoLeaderYet::Call(e);
                 tokio::time::sleep(LEADER_RETRY.min(left)).await;
             }

@@ -9,6 +9,15 @@
 //! Besides openraft's three RPCs, nodes send each other proposals (a follower's batch goes to
 //! the leader), read-index requests (for linearizable reads) and join requests. Requests and
 //! replies are enums encoded with MessagePack; nothing crosses as a string to be parsed.
+//!
+//! Every payload starts with a three-byte header, `0xC1` and the sender's [`WIRE_VERSION`]
+//! (big-endian). `0xC1` is the one byte MessagePack never uses, so a payload from a node that
+//! predates the header is told apart (version 0). A node answers a request of another version
+//! with a bare header of its own and does not decode it; the caller then fails the call with
+//! [`CallError::Version`], naming both versions, instead of timing out on a request the other
+//! side could not read. So nodes whose wire formats differ never act on each other's messages:
+//! a rolling upgrade works between builds of one wire version, and a build that changes it
+//! must replace every node of a group at once (docs/cluster.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +45,33 @@ pub fn group_of(id: NodeId) -> String {
 
 /// The process group of every node's RPC actor (a new node asks any of them to join).
 pub const ALL_GROUP: &str = "warden.raft";
+
+/// The version of the encoding of [`Request`] and [`Reply`] (and of everything inside them).
+/// Raise it with any change an older node could not decode, or would decode differently: a
+/// new variant, a field added, removed or retyped.
+pub const WIRE_VERSION: u16 = 1;
+
+/// The first byte of every payload's header: one MessagePack never uses.
+const WIRE_MAGIC: u8 = 0xC1;
+
+/// `body` behind this node's header.
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(3 + body.len());
+    bytes.push(WIRE_MAGIC);
+    bytes.extend_from_slice(&WIRE_VERSION.to_be_bytes());
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A payload's wire version and body: version 0 and the whole payload for one without a
+/// header (a node from before the header), and `None` for a header cut short.
+pub fn unframe(bytes: &[u8]) -> Option<(u16, &[u8])> {
+    match bytes {
+        [WIRE_MAGIC, hi, lo, body @ ..] => Some((u16::from_be_bytes([*hi, *lo]), body)),
+        [WIRE_MAGIC, ..] => None,
+        _ => Some((0, bytes)),
+    }
+}
 
 /// How many requests one node answers at once.
 pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
@@ -159,8 +195,43 @@ pub enum Reply {
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Encoding our own enums cannot fail; an empty payload decodes as an error on the other side.
-    rmp_serde::to_vec(value).unwrap_or_default()
+    // Encoding our own enums cannot fail; an empty body decodes as an error on the other side.
+    framed(&rmp_serde::to_vec(value).unwrap_or_default())
+}
+
+/// What the RPC actor makes of a request's payload.
+#[derive(Debug)]
+enum Incoming {
+    /// A request of this version.
+    Request(Request),
+    /// A payload of another version: answer a bare header, do not decode it.
+    OtherVersion(u16),
+    /// Not a request (a damaged or foreign payload): drop it.
+    Undecodable(String),
+}
+
+fn incoming(bytes: &[u8]) -> Incoming {
+    match unframe(bytes) {
+        None => Incoming::Undecodable("a wire header cut short".into()),
+        Some((WIRE_VERSION, body)) => match rmp_serde::from_slice::<Request>(body) {
+            Ok(request) => Incoming::Request(request),
+            Err(e) => Incoming::Undecodable(e.to_string()),
+        },
+        Some((other, _)) => Incoming::OtherVersion(other),
+    }
+}
+
+/// What a caller makes of a reply's payload from node `target`.
+fn reply_of(target: NodeId, bytes: &[u8]) -> Result<Reply, CallError> {
+    match unframe(bytes) {
+        None => Err(CallError::Failed(target, "undecodable reply: a wire header cut short".into())),
+        Some((WIRE_VERSION, body)) => match rmp_serde::from_slice::<Reply>(body) {
+            Ok(Reply::Busy) => Err(CallError::Busy(target)),
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(CallError::Failed(target, format!("undecodable reply: {e}"))),
+        },
+        Some((theirs, _)) => Err(CallError::Version { node: target, theirs, ours: WIRE_VERSION }),
+    }
 }
 
 /// How the RPC actor carries out the requests that need more than openraft.
@@ -208,10 +279,17 @@ impl Actor for RpcActor {
         };
         let (raft, handler) = (st.raft.clone(), st.handler.clone());
         tokio::spawn(async move {
-            let answer = match rmp_serde::from_slice::<Request>(&bytes) {
-                Ok(request) => serve(raft, handler, request).await,
-                Err(e) => {
-                    tracing::warn!(target: "warden::cluster", error = %e, "undecodable Raft request dropped");
+            let answer = match incoming(&bytes) {
+                Incoming::Request(request) => serve(raft, handler, request).await,
+                Incoming::OtherVersion(theirs) => {
+                    tracing::warn!(target: "warden::cluster", theirs, ours = WIRE_VERSION,
+                        "a request of another wire version refused: run one wire version in a group");
+                    let _ = reply.send(framed(&[]));
+                    drop(permit);
+                    return;
+                }
+                Incoming::Undecodable(error) => {
+                    tracing::warn!(target: "warden::cluster", %error, "undecodable Raft request dropped");
                     drop(permit);
                     return;
                 }
@@ -250,6 +328,17 @@ pub enum CallError {
     /// The node is answering too many requests.
     #[error("node {0} is busy")]
     Busy(NodeId),
+    /// The node speaks another wire version ([`WIRE_VERSION`]): neither reads the other's
+    /// messages. Every node of a group must run builds of one wire version.
+    #[error("node {node} speaks wire version {theirs} and this node {ours}: run one wire version in a group (see WIRE_VERSION)")]
+    Version {
+        /// The node called (0: any).
+        node: NodeId,
+        /// Its version (0: from before versions were sent).
+        theirs: u16,
+        /// This node's.
+        ours: u16,
+    },
 }
 
 /// Calls node `target` with `request`, waiting at most `timeout`.
@@ -285,11 +374,7 @@ async fn call_cell(
     let actor = ActorRef::<RpcMsg>::from(cell);
     let payload = encode(request);
     match actor.call(|port| RpcMsg::Call(payload, port), Some(timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(bytes)) => match rmp_serde::from_slice::<Reply>(&bytes) {
-            Ok(Reply::Busy) => Err(CallError::Busy(target)),
-            Ok(reply) => Ok(reply),
-            Err(e) => Err(CallError::Failed(target, format!("undecodable reply: {e}"))),
-        },
+        Ok(ractor::rpc::CallResult::Success(bytes)) => reply_of(target, &bytes),
         Ok(ractor::rpc::CallResult::Timeout) => Err(CallError::Timeout(target, timeout)),
         Ok(ractor::rpc::CallResult::SenderError) => Err(CallError::Failed(target, "the session ended".into())),
         Err(e) => Err(CallError::Failed(target, e.to_string())),
@@ -329,7 +414,8 @@ impl Connection {
 
     fn failure<E: std::error::Error>(&self, e: CallError) -> RPCError<NodeId, Member, RaftError<NodeId, E>> {
         match e {
-            CallError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            // A node of another wire version is as good as absent (openraft backs off).
+            CallError::Unreachable(_) | CallError::Version { .. } => RPCError::Unreachable(Unreachable::new(&e)),
             _ => RPCError::Network(NetworkError::new(&e)),
         }
     }
@@ -383,7 +469,33 @@ mod tests {
     use super::*;
 
     fn round_trip(reply: &Reply) -> Reply {
-        rmp_serde::from_slice(&encode(reply)).expect("a reply decodes")
+        reply_of(1, &encode(reply)).expect("a reply decodes")
+    }
+
+    #[test]
+    fn payloads_carry_the_wire_version_and_another_version_is_refused_undecoded() {
+        let request = encode(&Request::ReadIndex);
+        assert_eq!(unframe(&request).map(|(v, _)| v), Some(WIRE_VERSION));
+        assert!(matches!(incoming(&request), Incoming::Request(Request::ReadIndex)));
+        // A newer node's request, whatever its body: refused without decoding.
+        let mut newer = request.clone();
+        newer[1..3].copy_from_slice(&(WIRE_VERSION + 1).to_be_bytes());
+        assert!(matches!(incoming(&newer), Incoming::OtherVersion(v) if v == WIRE_VERSION + 1));
+        // A node from before the header sends bare MessagePack: version 0.
+        let bare = rmp_serde::to_vec(&Request::ReadIndex).unwrap();
+        assert!(matches!(incoming(&bare), Incoming::OtherVersion(0)));
+        assert!(matches!(incoming(&[WIRE_MAGIC, 0]), Incoming::Undecodable(_)));
+        // The refusal is a bare header of the answering node's version; the caller names both.
+        let mut refusal = framed(&[]);
+        refusal[1..3].copy_from_slice(&(WIRE_VERSION + 1).to_be_bytes());
+        let err = reply_of(4, &refusal).unwrap_err();
+        assert_eq!(err, CallError::Version { node: 4, theirs: WIRE_VERSION + 1, ours: WIRE_VERSION });
+        assert!(err.to_string().contains("wire version"), "{err}");
+        // An answer of this version decodes; a bare one from an older node is refused.
+        assert!(matches!(reply_of(4, &encode(&Reply::ReadIndex(Ok(7)))), Ok(Reply::ReadIndex(Ok(7)))));
+        let old = rmp_serde::to_vec(&Reply::ReadIndex(Ok(7))).unwrap();
+        assert!(matches!(reply_of(4, &old), Err(CallError::Version { theirs: 0, .. })));
+        assert!(matches!(reply_of(4, &encode(&Reply::Busy)), Err(CallError::Busy(4))));
     }
 
     #[test]
