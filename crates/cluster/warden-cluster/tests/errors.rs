@@ -6,29 +6,10 @@
 
 mod support;
 
-use std::path::Path;
-
-use support::pki::{pki, tls};
+use support::pki::{pem_files, pki, tls};
 use warden_cluster::{
     ClusterError, Node, NodeConfig, StartProblem, StorageProblem, TlsProblem, TlsSettings, Transport, TransportConfig,
 };
-
-/// A CA, and a node certificate and key signed by it, as PEM files in `dir`.
-fn pem_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let node_key = rcgen::KeyPair::generate().unwrap();
-    let cert =
-        rcgen::CertificateParams::new(vec!["warden-node".to_string()]).unwrap().signed_by(&node_key, &issuer).unwrap();
-    let paths = (dir.join("ca.pem"), dir.join("node.pem"), dir.join("node.key"));
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, node_key.serialize_pem()).unwrap();
-    paths
-}
 
 fn tls_problem(result: Result<TlsSettings, ClusterError>) -> (std::path::PathBuf, TlsProblem) {
     match result {

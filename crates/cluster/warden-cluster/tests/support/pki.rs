@@ -15,7 +15,8 @@ pub struct Pki {
     key: PrivateKeyDer<'static>,
 }
 
-pub fn pki() -> Pki {
+/// A fresh CA, and a node certificate for "warden-node" signed by it with its key.
+fn generate() -> (rcgen::Certificate, rcgen::Certificate, rcgen::KeyPair) {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -24,11 +25,26 @@ pub fn pki() -> Pki {
     let node_key = rcgen::KeyPair::generate().unwrap();
     let cert =
         rcgen::CertificateParams::new(vec!["warden-node".to_string()]).unwrap().signed_by(&node_key, &issuer).unwrap();
+    (ca, cert, node_key)
+}
+
+pub fn pki() -> Pki {
+    let (ca, cert, node_key) = generate();
     Pki {
         ca: ca.der().clone(),
         cert: cert.der().clone(),
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(node_key.serialize_der())),
     }
+}
+
+/// A fresh CA, node certificate and key as PEM files in `dir`: `(ca, cert, key)` paths.
+pub fn pem_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let (ca, cert, node_key) = generate();
+    let paths = (dir.join("ca.pem"), dir.join("node.pem"), dir.join("node.key"));
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, node_key.serialize_pem()).unwrap();
+    paths
 }
 
 pub fn tls(p: &Pki) -> TlsSettings {
