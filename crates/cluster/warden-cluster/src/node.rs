@@ -603,6 +603,15 @@ impl Node {
             t.abort();
         }
         let _ = self.raft.shutdown().await;
+        // The commit index goes with each append; its last advance is stored here.
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.store_committed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(target: "warden::cluster", error = %e, "could not store the commit index at stop")
+            }
+            Err(e) => tracing::warn!(target: "warden::cluster", error = %e, "could not store the commit index at stop"),
+        }
         self.rpc.stop(None);
         self.router.stop(None);
         self.transport.stop();

@@ -7,6 +7,12 @@
 //! on an async worker. A store opened without a directory lives in memory (a node that has no
 //! past: it joins as a new member every time it starts).
 //!
+//! The commit index is not a write of its own: openraft reports it after every round, and a
+//! transaction (one more `fsync`) for each report cost about a tenth of the group's commit
+//! rate. It is kept in memory and stored with the next append, and once more when the node
+//! stops; a crash can take back the last rounds' advance, which openraft then learns again
+//! from the leader (the index only says how far a restarted node may apply on its own).
+//!
 //! A node's disk can be made slow on purpose ([`DiskStall`]): the demo's `slow-disk` fault
 //! holds its next log write for the given time, as a stalled device would.
 
@@ -49,6 +55,8 @@ pub struct Identity {
 pub struct RaftDb {
     pub(crate) db: Arc<redb::Database>,
     pub(crate) stall: DiskStall,
+    /// The newest commit index openraft reported, not yet stored.
+    committed: Arc<Mutex<Option<LogId>>>,
 }
 
 impl Debug for RaftDb {
@@ -107,7 +115,7 @@ impl RaftDb {
                 .create_with_backend(redb::backends::InMemoryBackend::new())
                 .map_err(|e| OpenError { path: "(memory)".into(), cause: e.into() })?,
         };
-        let db = RaftDb { db: Arc::new(db), stall: DiskStall::default() };
+        let db = RaftDb { db: Arc::new(db), stall: DiskStall::default(), committed: Arc::default() };
         db.write(|tx| {
             tx.open_table(LOG)?;
             tx.open_table(META)?;
@@ -134,16 +142,38 @@ impl RaftDb {
         Ok(out)
     }
 
-    /// Stores a meta value without waiting for the disk: it becomes durable with the next
-    /// durable write (the commit index, which a crash may take back a little: openraft then
-    /// learns it again from the leader).
-    pub(crate) fn set_meta_lazy<T: Serialize>(&self, key: &str, value: &T) -> Result<(), redb::Error> {
-        let bytes = encode(value)?;
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(redb::Durability::None)?;
-        tx.open_table(META)?.insert(key, bytes.as_slice())?;
-        tx.commit()?;
-        Ok(())
+    /// The commit index openraft reported last (kept in memory until the next append).
+    fn note_committed(&self, committed: Option<LogId>) {
+        *self.committed.lock().unwrap_or_else(PoisonError::into_inner) = committed;
+    }
+
+    /// The reported commit index to store with entries up to `last`: never past `last`, so a
+    /// restarted node never finds a commit index beyond its own log (if openraft reported
+    /// more, every entry up to `last` is committed, and `last` is the right id to store).
+    fn committed_up_to(&self, last: LogId) -> Option<LogId> {
+        let reported = (*self.committed.lock().unwrap_or_else(PoisonError::into_inner))?;
+        Some(if reported.index <= last.index { reported } else { last })
+    }
+
+    /// Stores the reported commit index durably (when the node stops), if openraft reported
+    /// one and the log holds its entry.
+    pub(crate) fn store_committed(&self) -> Result<(), redb::Error> {
+        let Some(reported) = *self.committed.lock().unwrap_or_else(PoisonError::into_inner) else {
+            return Ok(());
+        };
+        let bytes = encode(&Some(reported))?;
+        self.write(|tx| {
+            let log = tx.open_table(LOG)?;
+            let held = match log.get(reported.index)? {
+                Some(v) => rmp_serde::from_slice::<Entry>(v.value()).is_ok_and(|e| e.log_id == reported),
+                None => false,
+            };
+            drop(log);
+            if held {
+                tx.open_table(META)?.insert("committed", bytes.as_slice())?;
+            }
+            Ok(())
+        })
     }
 
     /// A meta value.
@@ -283,10 +313,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.blocking("save the commit index", move |db| db.set_meta_lazy("committed", &committed)).await
+        // Stored with the next append (see the module's note), not in a transaction of its own.
+        self.db.note_committed(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        if let Some(reported) = *self.db.committed.lock().unwrap_or_else(PoisonError::into_inner) {
+            return Ok(Some(reported));
+        }
         self.blocking("read the commit index", |db| Ok(db.meta::<Option<LogId>>("committed")?.flatten())).await
     }
 
@@ -296,15 +331,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut rows = Vec::new();
+        let mut last = None;
         for e in entries {
             rows.push((e.log_id.index, encode(&e).map_err(|err| storage_error("encode an entry", err))?));
+            last = Some(e.log_id);
         }
         let result = self
             .blocking("append to the log", move |db| {
+                let committed = match last.and_then(|last| db.committed_up_to(last)) {
+                    Some(c) => Some(encode(&Some(c))?),
+                    None => None,
+                };
                 db.write(|tx| {
                     let mut table = tx.open_table(LOG)?;
                     for (index, bytes) in &rows {
                         table.insert(*index, bytes.as_slice())?;
+                    }
+                    if let Some(bytes) = &committed {
+                        tx.open_table(META)?.insert("committed", bytes.as_slice())?;
                     }
                     Ok(())
                 })
@@ -355,6 +399,55 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn blanks(term: u64, indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+        indexes.map(|i| Entry { log_id: id(term, i), payload: EntryPayload::Blank }).collect()
+    }
+
+    fn stored_committed(db: &RaftDb) -> Option<LogId> {
+        db.meta::<Option<LogId>>("committed").expect("reads").flatten()
+    }
+
+    /// A reported commit index costs no transaction: it is stored with the next append, never
+    /// past that append's last entry, and the rest of it when the node stops.
+    #[tokio::test]
+    async fn the_commit_index_is_stored_with_the_next_append_and_at_stop() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = RaftDb::open(Some(dir.path())).expect("opens");
+        let mut log = LogStore::new(db.clone());
+        log.blocking_append(blanks(1, 1..=3)).await.expect("appends");
+        log.save_committed(Some(id(1, 2))).await.expect("reported");
+        assert_eq!(stored_committed(&db), None, "a report alone writes nothing");
+        assert_eq!(log.read_committed().await.expect("reads"), Some(id(1, 2)), "but it reads back at once");
+
+        // Reported beyond what the next append holds (openraft may report an index that
+        // entries still on their way will reach): stored as that append's last entry.
+        log.save_committed(Some(id(1, 9))).await.expect("reported");
+        log.blocking_append(blanks(1, 4..=5)).await.expect("appends");
+        assert_eq!(stored_committed(&db), Some(id(1, 5)));
+        log.save_committed(Some(id(1, 4))).await.expect("reported");
+        log.blocking_append(blanks(1, 6..=6)).await.expect("appends");
+        assert_eq!(stored_committed(&db), Some(id(1, 4)));
+
+        // At stop, the last report is stored if the log holds its entry.
+        log.save_committed(Some(id(1, 6))).await.expect("reported");
+        db.store_committed().expect("stores");
+        assert_eq!(stored_committed(&db), Some(id(1, 6)));
+        log.save_committed(Some(id(2, 6))).await.expect("reported");
+        db.store_committed().expect("stores");
+        assert_eq!(stored_committed(&db), Some(id(1, 6)), "an id the log does not hold is not stored");
+        drop((log, db));
+
+        let db = RaftDb::open(Some(dir.path())).expect("reopens");
+        let mut log = LogStore::new(db);
+        assert_eq!(log.read_committed().await.expect("reads"), Some(id(1, 6)), "what a restarted node starts from");
+    }
 
     /// The page cache stays within its bound while the log grows to many times it (the
     /// dev-dependency on redb switches on its `cache_metrics`, which count the cache's bytes).

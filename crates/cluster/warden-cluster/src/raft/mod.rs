@@ -58,3 +58,29 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
 /// A storage error.
 pub type StorageError = openraft::StorageError<NodeId>;
+
+/// openraft's own storage suite (`openraft::testing::Suite`) run against the log store and
+/// the state machine on a real redb file: the engine's checks of what it needs from storage
+/// (log state after appends, truncation and purges, the vote, snapshots, applying entries).
+#[cfg(test)]
+mod engine_suite {
+    use super::log_store::{LogStore, RaftDb};
+    use super::state_machine::StateMachine;
+    use super::{StorageError, TypeConfig};
+
+    struct OnDisk;
+
+    impl openraft::testing::StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnDisk {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+            let dir = tempfile::tempdir().map_err(|e| super::timing::storage_error("a temporary directory", e))?;
+            let db = RaftDb::open(Some(dir.path())).map_err(|e| super::timing::storage_error("open", e))?;
+            let sm = StateMachine::open(db.clone())?;
+            Ok((dir, LogStore::new(db), sm))
+        }
+    }
+
+    #[test]
+    fn the_store_passes_the_engines_storage_suite() {
+        openraft::testing::Suite::test_all(OnDisk).expect("openraft's storage suite passes");
+    }
+}
