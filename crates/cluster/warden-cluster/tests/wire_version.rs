@@ -1,7 +1,9 @@
 //! A real node's RPC actor serves requests of its own wire version and refuses, without
 //! decoding or serving them, requests of another version (a newer build's, or a bare payload
 //! from a build before the header): it answers a bare header with its own version, from which
-//! the caller's `CallError::Version` names both. One real node that founds its own group.
+//! the caller's `CallError::Version` names both. A request of its own version that does not
+//! decode is answered the same way (the caller fails at once). One real node that founds its
+//! own group.
 
 use std::time::Duration;
 
@@ -47,5 +49,13 @@ async fn a_request_of_another_wire_version_is_refused_unread() {
     let bare_header = with_header(WIRE_VERSION, &[]);
     assert_eq!(ask(&actor, with_header(WIRE_VERSION + 1, &body)).await, bare_header, "served across versions");
     assert_eq!(ask(&actor, body.clone()).await, bare_header, "served a payload without a header");
+
+    // Its own version with a body that is no request (damaged): answered at once, with the
+    // same bare header ("not understood"), so the caller need not wait out its deadline.
+    assert_eq!(
+        ask(&actor, with_header(WIRE_VERSION, &[0xC1, 0xFF])).await,
+        bare_header,
+        "a damaged request unanswered"
+    );
     node.stop().await;
 }

@@ -18,6 +18,12 @@
 //! side could not read. So nodes whose wire formats differ never act on each other's messages:
 //! a rolling upgrade works between builds of one wire version, and a build that changes it
 //! must replace every node of a group at once (docs/cluster.md).
+//!
+//! A request of this version that does not decode (a damaged payload) is answered with this
+//! version's header and no body, which no encoded value is: the caller fails the call at once
+//! ([`CallError::Failed`]) instead of waiting out its deadline. The RPC actor logs refused and
+//! undecodable requests at most once per [`WARN_EVERY`] each, with the number it did not log
+//! ([`WarnGate`]): a peer of another version sends heartbeats and votes many times a second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +59,35 @@ pub const WIRE_VERSION: u16 = 1;
 
 /// The first byte of every payload's header: one MessagePack never uses.
 const WIRE_MAGIC: u8 = 0xC1;
+
+/// How often the RPC actor logs a refused (other version) or undecodable request, at most,
+/// each kind on its own; the ones in between are counted and the count logged with the next.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether a repeated warning may be logged now: at most one per [`WARN_EVERY`]. A pure rule
+/// over the times it is asked (a unit test drives it with made-up instants).
+#[derive(Debug, Default)]
+pub struct WarnGate {
+    last: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl WarnGate {
+    /// Called once per occurrence at `now`: `Some(n)` to log it now, `n` being how many
+    /// occurrences since the last logged one were not logged; `None` to count it silently.
+    pub fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < WARN_EVERY => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+}
 
 /// `body` behind this node's header.
 fn framed(body: &[u8]) -> Vec<u8> {
@@ -225,6 +260,7 @@ fn incoming(bytes: &[u8]) -> Incoming {
 fn reply_of(target: NodeId, bytes: &[u8]) -> Result<Reply, CallError> {
     match unframe(bytes) {
         None => Err(CallError::Failed(target, "undecodable reply: a wire header cut short".into())),
+        Some((WIRE_VERSION, [])) => Err(CallError::Failed(target, "the node could not decode the request".into())),
         Some((WIRE_VERSION, body)) => match rmp_serde::from_slice::<Reply>(body) {
             Ok(Reply::Busy) => Err(CallError::Busy(target)),
             Ok(reply) => Ok(reply),
@@ -254,6 +290,8 @@ pub struct RpcState {
     raft: Raft,
     handler: Arc<dyn Handler>,
     slots: Arc<Semaphore>,
+    /// The warnings for requests of another version, and for undecodable ones.
+    gates: Arc<std::sync::Mutex<[WarnGate; 2]>>,
 }
 
 impl Actor for RpcActor {
@@ -268,7 +306,7 @@ impl Actor for RpcActor {
     ) -> Result<RpcState, ActorProcessingErr> {
         ractor::pg::join(group_of(id), vec![me.get_cell()]);
         ractor::pg::join(ALL_GROUP.to_string(), vec![me.get_cell()]);
-        Ok(RpcState { raft, handler, slots: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)) })
+        Ok(RpcState { raft, handler, slots: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)), gates: Arc::default() })
     }
 
     async fn handle(&self, _: ActorRef<RpcMsg>, msg: RpcMsg, st: &mut RpcState) -> Result<(), ActorProcessingErr> {
@@ -277,19 +315,28 @@ impl Actor for RpcActor {
             let _ = reply.send(encode(&Reply::Busy));
             return Ok(());
         };
-        let (raft, handler) = (st.raft.clone(), st.handler.clone());
+        let (raft, handler, gates) = (st.raft.clone(), st.handler.clone(), st.gates.clone());
+        let admit = move |kind: usize| {
+            gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[kind].admit(std::time::Instant::now())
+        };
         tokio::spawn(async move {
             let answer = match incoming(&bytes) {
                 Incoming::Request(request) => serve(raft, handler, request).await,
                 Incoming::OtherVersion(theirs) => {
-                    tracing::warn!(target: "warden::cluster", theirs, ours = WIRE_VERSION,
-                        "a request of another wire version refused: run one wire version in a group");
+                    if let Some(unlogged) = admit(0) {
+                        tracing::warn!(target: "warden::cluster", theirs, ours = WIRE_VERSION, unlogged,
+                            "a request of another wire version refused: run one wire version in a group");
+                    }
                     let _ = reply.send(framed(&[]));
                     drop(permit);
                     return;
                 }
                 Incoming::Undecodable(error) => {
-                    tracing::warn!(target: "warden::cluster", %error, "undecodable Raft request dropped");
+                    if let Some(unlogged) = admit(1) {
+                        tracing::warn!(target: "warden::cluster", %error, unlogged, "undecodable Raft request refused");
+                    }
+                    // This version's header and no body: "not understood" (see the module).
+                    let _ = reply.send(framed(&[]));
                     drop(permit);
                     return;
                 }
@@ -468,6 +515,22 @@ mod tests {
 
     use super::*;
 
+    /// One warning per `WARN_EVERY`, and the next one counts those not logged.
+    #[test]
+    fn a_repeated_warning_is_logged_once_per_period_with_the_count_it_held() {
+        let t0 = std::time::Instant::now();
+        let mut gate = WarnGate::default();
+        assert_eq!(gate.admit(t0), Some(0));
+        for ms in [1, 50, 9_999] {
+            assert_eq!(gate.admit(t0 + Duration::from_millis(ms)), None, "at {ms} ms");
+        }
+        assert_eq!(gate.admit(t0 + WARN_EVERY), Some(3), "the period is over: logged with the 3 held");
+        assert_eq!(gate.admit(t0 + WARN_EVERY + Duration::from_millis(1)), None);
+        assert_eq!(gate.admit(t0 + WARN_EVERY * 5), Some(1));
+        // A clock read out of order (another task's earlier instant) is inside the period.
+        assert_eq!(gate.admit(t0), None);
+    }
+
     fn round_trip(reply: &Reply) -> Reply {
         reply_of(1, &encode(reply)).expect("a reply decodes")
     }
@@ -496,6 +559,10 @@ mod tests {
         let old = rmp_serde::to_vec(&Reply::ReadIndex(Ok(7))).unwrap();
         assert!(matches!(reply_of(4, &old), Err(CallError::Version { theirs: 0, .. })));
         assert!(matches!(reply_of(4, &encode(&Reply::Busy)), Err(CallError::Busy(4))));
+        // This version's header alone: the request was not understood.
+        assert!(
+            matches!(reply_of(4, &framed(&[])), Err(CallError::Failed(4, why)) if why.contains("could not decode"))
+        );
     }
 
     #[test]
