@@ -1,12 +1,14 @@
 //! A node's errors carry their causes as values: bad TLS files name the file and say what is
 //! wrong with it as a `TlsProblem`, a port already in use is `StartProblem::Listen` with the
 //! `std::io::Error` (kind `AddrInUse`), and a data directory that cannot be created is a
-//! `StorageProblem::Open` holding redb's `Io` error. Real files, a real socket, a real node
-//! start.
+//! `StorageProblem::Open` holding redb's `Io` error, and one written by a build of another
+//! store format is refused as `OpenCause::Format`, left as it was. Real files, a real socket,
+//! a real node start.
 
 mod support;
 
 use support::pki::{pem_files, pki, tls};
+use warden_cluster::raft::log_store::{OpenCause, FILE_NAME, STORE_FORMAT};
 use warden_cluster::{
     ClusterError, Node, NodeConfig, StartProblem, StorageProblem, TlsProblem, TlsSettings, Transport, TransportConfig,
 };
@@ -76,8 +78,46 @@ async fn a_data_directory_that_cannot_exist_is_a_storage_error_holding_the_io_er
             assert_eq!(name, "errors-storage");
             let StorageProblem::Open(open) = &**cause else { panic!("not the database: {err}") };
             assert!(open.path.ends_with("raft.redb"), "{err}");
-            assert!(matches!(open.cause, redb::Error::Io(_)), "{err}");
+            assert!(matches!(open.cause, OpenCause::Database(redb::Error::Io(_))), "{err}");
         }
         other => panic!("not a storage error: {other}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_another_store_format_is_refused_and_left_as_it_was() {
+    use redb::ReadableDatabase;
+    // The store's meta table, as the store names it.
+    const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("warden_raft_meta");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(FILE_NAME);
+    // A later build's file: the one meta value that says so (MessagePack, as the store writes it).
+    let newer = STORE_FORMAT + 1;
+    {
+        let db = redb::Database::create(&file).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META).unwrap().insert("format", [newer as u8].as_slice()).unwrap();
+        tx.commit().unwrap();
+    }
+    let mut config = NodeConfig::new("errors-format", "errors-cookie").data_dir(dir.path());
+    config.found = true;
+    let Err(err) = Node::start(config, Vec::new()).await else { panic!("started on a store of format {newer}") };
+    match &err {
+        ClusterError::Storage { cause, .. } => {
+            let StorageProblem::Open(open) = &**cause else { panic!("not the database: {err}") };
+            assert!(open.path.ends_with(FILE_NAME), "{err}");
+            assert!(
+                matches!(open.cause, OpenCause::Format { found, ours } if found == newer && ours == STORE_FORMAT),
+                "{err}"
+            );
+        }
+        other => panic!("not a storage error: {other}"),
+    }
+    // Left as it was (redb itself may rewrite its header on open): still the newer format,
+    // and the node wrote no identity into it.
+    let db = redb::Database::open(&file).unwrap();
+    let tx = db.begin_read().unwrap();
+    let table = tx.open_table(META).unwrap();
+    assert_eq!(table.get("format").unwrap().map(|v| v.value().to_vec()), Some(vec![newer as u8]), "restamped");
+    assert!(table.get("identity").unwrap().is_none(), "the refused node wrote its identity");
 }

@@ -80,14 +80,44 @@ impl DiskStall {
     }
 }
 
+/// The version of what `raft.redb` holds: the tables, the encoding of log entries (the
+/// ledger's commands), of the snapshot (the ledger) and of the meta values. Raise it with any
+/// change a build of the previous format would read differently, or not at all. A node
+/// refuses to open a directory of another format ([`OpenCause::Format`]) rather than misread
+/// it; a directory from before the format was stamped is format 1 (the layout did not change)
+/// and is stamped when first opened.
+pub const STORE_FORMAT: u16 = 1;
+
+/// The meta key of the store format.
+const FORMAT_KEY: &str = "format";
+
 /// Why the database could not be opened, or the node's identity in it read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open the Raft log at {path}: {cause}")]
 pub struct OpenError {
     /// Where: the file, `(memory)`, `(tables)` or `(identity)`.
     pub path: String,
-    /// Why (a directory that cannot be created is redb's `Io` error).
-    pub cause: redb::Error,
+    /// Why.
+    pub cause: OpenCause,
+}
+
+/// What [`OpenError`] met.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenCause {
+    /// redb's error (a directory that cannot be created is its `Io` error).
+    #[error(transparent)]
+    Database(#[from] redb::Error),
+    /// The file was written by a build of another [`STORE_FORMAT`].
+    #[error(
+        "it holds store format {found} and this build reads format {ours} (STORE_FORMAT): run a build of \
+         format {found} on it, or start this node on an empty data directory (it joins again as a new member)"
+    )]
+    Format {
+        /// The file's format.
+        found: u16,
+        /// This build's.
+        ours: u16,
+    },
 }
 
 /// The Raft database's page cache (bytes). redb's default (1 GiB) let every node process of
@@ -107,13 +137,13 @@ impl RaftDb {
         let db = match dir {
             Some(dir) => {
                 let path = dir.join(FILE_NAME);
-                let fail = |cause: redb::Error| OpenError { path: path.display().to_string(), cause };
+                let fail = |cause: redb::Error| OpenError { path: path.display().to_string(), cause: cause.into() };
                 std::fs::create_dir_all(dir).map_err(|e| fail(redb::Error::Io(e)))?;
                 redb::Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| fail(e.into()))?
             }
             None => redb::Database::builder()
                 .create_with_backend(redb::backends::InMemoryBackend::new())
-                .map_err(|e| OpenError { path: "(memory)".into(), cause: e.into() })?,
+                .map_err(|e| OpenError { path: "(memory)".into(), cause: redb::Error::from(e).into() })?,
         };
         let db = RaftDb { db: Arc::new(db), stall: DiskStall::default(), committed: Arc::default() };
         db.write(|tx| {
@@ -122,7 +152,18 @@ impl RaftDb {
             tx.open_table(super::state_machine::SNAPSHOT)?;
             Ok(())
         })
-        .map_err(|cause| OpenError { path: "(tables)".into(), cause })?;
+        .map_err(|cause| OpenError { path: "(tables)".into(), cause: cause.into() })?;
+        let place = || dir.map_or_else(|| "(memory)".to_string(), |d| d.join(FILE_NAME).display().to_string());
+        match db.meta::<u16>(FORMAT_KEY) {
+            Ok(Some(STORE_FORMAT)) => {}
+            Ok(Some(found)) => {
+                return Err(OpenError { path: place(), cause: OpenCause::Format { found, ours: STORE_FORMAT } });
+            }
+            Ok(None) => {
+                db.set_meta(FORMAT_KEY, &STORE_FORMAT).map_err(|e| OpenError { path: place(), cause: e.into() })?
+            }
+            Err(e) => return Err(OpenError { path: place(), cause: e.into() }),
+        }
         Ok(db)
     }
 
@@ -201,12 +242,12 @@ impl RaftDb {
 
     /// The node's identity, if its data directory has one.
     pub fn identity(&self) -> Result<Option<Identity>, OpenError> {
-        self.meta("identity").map_err(|cause| OpenError { path: "(identity)".into(), cause })
+        self.meta("identity").map_err(|e| OpenError { path: "(identity)".into(), cause: e.into() })
     }
 
     /// Records the node's identity (once, when the directory is first used).
     pub fn set_identity(&self, identity: &Identity) -> Result<(), OpenError> {
-        self.set_meta("identity", identity).map_err(|cause| OpenError { path: "(identity)".into(), cause })
+        self.set_meta("identity", identity).map_err(|e| OpenError { path: "(identity)".into(), cause: e.into() })
     }
 
     /// Every entry of the log from `from` on, decoded (for the checker and tests).
@@ -412,6 +453,34 @@ mod tests {
 
     fn stored_committed(db: &RaftDb) -> Option<LogId> {
         db.meta::<Option<LogId>>("committed").expect("reads").flatten()
+    }
+
+    /// A new file is stamped with this build's format; a file of another format is refused,
+    /// naming both, and left as it was; a file from before the stamp is taken as format 1.
+    #[test]
+    fn a_file_of_another_store_format_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = RaftDb::open(Some(dir.path())).expect("opens");
+        assert_eq!(db.meta::<u16>(FORMAT_KEY).expect("reads"), Some(STORE_FORMAT), "stamped when created");
+        db.set_meta(FORMAT_KEY, &(STORE_FORMAT + 1)).expect("writes");
+        drop(db);
+        let err = RaftDb::open(Some(dir.path())).expect_err("another format is refused");
+        assert!(
+            matches!(err.cause, OpenCause::Format { found, ours } if found == STORE_FORMAT + 1 && ours == STORE_FORMAT),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(FILE_NAME) && text.contains("format 2") && text.contains("format 1"), "{text}");
+
+        // Untouched: still the other format (a refused open stamps nothing).
+        let raw = redb::Database::open(dir.path().join(FILE_NAME)).expect("opens raw");
+        let tx = raw.begin_write().expect("a transaction");
+        tx.open_table(META).expect("meta").remove(FORMAT_KEY).expect("removes");
+        tx.commit().expect("commits");
+        drop(raw);
+        // Without a stamp (a directory from before it): format 1, stamped now.
+        let db = RaftDb::open(Some(dir.path())).expect("an unstamped file opens");
+        assert_eq!(db.meta::<u16>(FORMAT_KEY).expect("reads"), Some(STORE_FORMAT));
     }
 
     /// A reported commit index costs no transaction: it is stored with the next append, never
