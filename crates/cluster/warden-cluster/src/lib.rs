@@ -60,6 +60,6 @@ pub use reads::{NotServing, ReadError};
 pub use route::SingletonRef;
 pub use singleton::{SingletonContext, SingletonSpec};
 pub use transport::{
-    NodeEvent, NodeView, PeerState, PeerStatus, RemoteDown, TlsSettings, Transport, TransportConfig, HEARTBEAT_GROUP,
-    MAX_TLS_HANDSHAKES,
+    DownCause, NodeEvent, NodeView, PeerState, PeerStatus, RefusedCause, RemoteDown, TlsSettings, Transport,
+    TransportConfig, HEARTBEAT_GROUP, MAX_TLS_HANDSHAKES,
 };

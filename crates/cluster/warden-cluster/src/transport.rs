@@ -174,8 +174,8 @@ impl TransportConfig {
 }
 
 /// What a node sees of its peers; also logged under target `warden::cluster`. Its JSON shape
-/// (what `warden node` and the demo nodes print): `{"kind": "down", "peer": ..., "cause": ...,
-/// "silent_ms": ...}`.
+/// (what `warden node` and the demo nodes print): `{"kind": "down", "peer": ..., "cause":
+/// {"why": "session_closed"}, "silent_ms": ...}`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NodeEvent {
@@ -202,8 +202,8 @@ pub enum NodeEvent {
     Down {
         /// The peer's node name.
         peer: String,
-        /// Why: `session closed` or the heartbeat silence.
-        cause: String,
+        /// Why.
+        cause: DownCause,
         /// Time since its last heartbeat (in JSON: `silent_ms`, whole milliseconds).
         #[serde(rename = "silent_ms", with = "millis")]
         silent_for: Duration,
@@ -213,8 +213,62 @@ pub enum NodeEvent {
         /// The peer's address.
         addr: String,
         /// Why.
-        cause: String,
+        cause: RefusedCause,
     },
+}
+
+/// Why a peer was declared down ([`NodeEvent::Down`]). Its `Display` is the text the log
+/// line carries.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum DownCause {
+    /// Its heartbeats stopped: the detector's suspicion level passed the threshold.
+    #[error("no heartbeat (phi {phi:.1})")]
+    NoHeartbeat {
+        /// The suspicion level when it was declared down.
+        phi: f64,
+    },
+    /// Its session ended (the process exited, or the connection closed).
+    #[error("session closed")]
+    SessionClosed,
+}
+
+/// Why a connection was refused ([`NodeEvent::Refused`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum RefusedCause {
+    /// The session ended before authenticating: a wrong cookie, or not a warden node.
+    #[error("the handshake did not complete (wrong cookie, or not a warden node)")]
+    Handshake,
+    /// No completed handshake within [`TransportConfig::handshake_timeout`].
+    #[error("no completed handshake within {ms} ms; connection closed")]
+    HandshakeTimeout {
+        /// The limit (milliseconds).
+        ms: u64,
+    },
+    /// [`TransportConfig::max_tls_handshakes`] handshakes were already in progress.
+    #[error("{max} TLS handshakes already in progress; connection closed")]
+    TooManyTlsHandshakes {
+        /// The cap.
+        max: usize,
+    },
+    /// The TLS handshake failed (rustls's error, as its text: the event is plain data).
+    #[error("TLS handshake failed: {error}")]
+    Tls {
+        /// What rustls said.
+        error: String,
+    },
+    /// No TLS handshake within [`TransportConfig::handshake_timeout`].
+    #[error("no TLS handshake within {ms} ms; connection closed")]
+    TlsTimeout {
+        /// The limit (milliseconds).
+        ms: u64,
+    },
+}
+
+/// Whole milliseconds of `d`, saturating.
+fn whole_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A duration as whole milliseconds, for [`NodeEvent`]'s JSON.
@@ -354,7 +408,7 @@ impl Shared {
                     downs.push(name.clone());
                     events.push(NodeEvent::Down {
                         peer: name.clone(),
-                        cause: format!("no heartbeat (phi {phi:.1})"),
+                        cause: DownCause::NoHeartbeat { phi },
                         silent_for: now.duration_since(p.last),
                     });
                 } else if phi > self.config.suspect_phi && !p.suspected {
@@ -382,7 +436,7 @@ impl Shared {
             p.down = true;
             now.duration_since(p.last)
         };
-        self.emit(NodeEvent::Down { peer: peer.to_string(), cause: "session closed".into(), silent_for });
+        self.emit(NodeEvent::Down { peer: peer.to_string(), cause: DownCause::SessionClosed, silent_for });
     }
 }
 
@@ -444,10 +498,7 @@ impl NodeEventSubscription for Sessions {
             Some(name) if authenticated => self.shared.closed(node_name(&name.name)),
             // ractor_cluster alone only shows "opened, then disconnected": a session that never
             // authenticated was refused (wrong cookie, or not a node at all).
-            _ => self.shared.emit(NodeEvent::Refused {
-                addr: ses.peer_addr.clone(),
-                cause: "the handshake did not complete (wrong cookie, or not a warden node)".into(),
-            }),
+            _ => self.shared.emit(NodeEvent::Refused { addr: ses.peer_addr.clone(), cause: RefusedCause::Handshake }),
         }
     }
 
@@ -836,7 +887,7 @@ async fn accept_tls(
             drop(stream);
             shared.emit(NodeEvent::Refused {
                 addr: peer_addr.to_string(),
-                cause: format!("{max} TLS handshakes already in progress; connection closed"),
+                cause: RefusedCause::TooManyTlsHandshakes { max },
             });
             continue;
         };
@@ -848,18 +899,15 @@ async fn accept_tls(
                 Err(_) => return,
             };
             let _ = stream.set_nodelay(true);
-            let refused = |cause: String| shared.emit(NodeEvent::Refused { addr: peer_addr.to_string(), cause });
+            let refused = |cause: RefusedCause| shared.emit(NodeEvent::Refused { addr: peer_addr.to_string(), cause });
             match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let stream = ractor_cluster::NetworkStream::TlsServer { peer_addr, local_addr, stream };
                     let _ =
                         server.cast(NodeServerMessage::ConnectionOpened { stream: Box::new(stream), is_server: true });
                 }
-                Ok(Err(e)) => refused(format!("TLS handshake failed: {e}")),
-                Err(_) => refused(format!(
-                    "no TLS handshake within {} ms; connection closed",
-                    shared.config.handshake_timeout.as_millis()
-                )),
+                Ok(Err(e)) => refused(RefusedCause::Tls { error: e.to_string() }),
+                Err(_) => refused(RefusedCause::TlsTimeout { ms: whole_ms(shared.config.handshake_timeout) }),
             }
         });
     }
@@ -964,10 +1012,7 @@ fn close_stalled_handshakes(shared: &Shared) {
     };
     for (actor, addr) in stalled {
         actor.stop(Some("handshake timed out".into()));
-        shared.emit(NodeEvent::Refused {
-            addr,
-            cause: format!("no completed handshake within {} ms; connection closed", limit.as_millis()),
-        });
+        shared.emit(NodeEvent::Refused { addr, cause: RefusedCause::HandshakeTimeout { ms: whole_ms(limit) } });
     }
 }
 

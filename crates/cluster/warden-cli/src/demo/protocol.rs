@@ -300,14 +300,14 @@ mod tests {
             node: "n1".into(),
             event: NodeEvent::Down {
                 peer: "n2".into(),
-                cause: "session closed".into(),
+                cause: warden_cluster::DownCause::SessionClosed,
                 silent_for: std::time::Duration::from_millis(1_234),
             },
         };
         let line = serde_json::to_string(&down).unwrap();
         assert_eq!(
             line,
-            r#"{"ev":"peer","node":"n1","event":{"kind":"down","peer":"n2","cause":"session closed","silent_ms":1234}}"#
+            r#"{"ev":"peer","node":"n1","event":{"kind":"down","peer":"n2","cause":{"why":"session_closed"},"silent_ms":1234}}"#
         );
         assert_eq!(serde_json::from_str::<Report>(&line).unwrap(), down);
     }

@@ -26,7 +26,11 @@ fn down(w: &mut World, reporter: &str, peer: &str, now: u64) {
         reporter,
         &Report::Peer {
             node: reporter.into(),
-            event: NodeEvent::Down { peer: peer.into(), cause: "x".into(), silent_for: std::time::Duration::ZERO },
+            event: NodeEvent::Down {
+                peer: peer.into(),
+                cause: warden_cluster::DownCause::SessionClosed,
+                silent_for: std::time::Duration::ZERO,
+            },
         },
         now,
     );
