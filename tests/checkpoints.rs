@@ -8,8 +8,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use warden::checkpoint::envelope::{self, Kind};
 use warden::checkpoint::{
-    Checkpoint, CheckpointConfig, CheckpointError, CheckpointEvent, Checkpointed, Checkpoints, EventSourced, IfDamaged,
-    MemoryStore, Migration, RedbStore, SnapshotPolicy, Store, WriteOp,
+    Cause, Checkpoint, CheckpointConfig, CheckpointError, CheckpointEvent, Checkpointed, Checkpoints, EventSourced,
+    IfDamaged, MemoryStore, Migration, RedbStore, SnapshotPolicy, Store, WriteOp,
 };
 use warden::testkit::{inject_panic, EventProbe};
 use warden::{ChildRef, ChildSpec, Supervisor, SupervisorEvent, SupervisorSpec};
@@ -330,13 +330,13 @@ impl Checkpoint for CounterV2 {
     fn restore(&self, st: &mut (u64, String), s: CounterSnapV2) {
         *st = (s.cents, s.note);
     }
-    fn migrate(&self, old: Migration<'_>) -> Result<CounterSnapV2, String> {
+    fn migrate(&self, old: Migration<'_>) -> Result<CounterSnapV2, Cause> {
         match old.version() {
             1 => {
                 let v1: CounterSnap = old.decode()?;
                 Ok(CounterSnapV2 { cents: v1.total * 100, note: "from v1".into() })
             }
-            v => Err(format!("unknown version {v}")),
+            v => Err(Cause::msg(format!("unknown version {v}"))),
         }
     }
 }

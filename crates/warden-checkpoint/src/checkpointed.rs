@@ -58,9 +58,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::envelope::{self, DecodeError, EncodeError, Kind, Migration};
+use crate::envelope::{self, DecodeError, EncodeError, Kind, Migration, NoMigration};
 use crate::service::{unix_ms_now, CheckpointError, CheckpointEvent, Checkpoints, Claim, Take};
-use crate::store::{StoreError, WriteOp};
+use crate::store::{Cause, StoreError, WriteOp};
 
 /// An actor whose state (or part of it) survives restarts.
 pub trait Checkpoint: Actor {
@@ -77,8 +77,10 @@ pub trait Checkpoint: Actor {
 
     /// Upgrades a snapshot written with an older schema version. The default refuses, which
     /// counts as a damaged snapshot (with a clear error naming the version).
-    fn migrate(&self, old: Migration<'_>) -> Result<Self::Snapshot, String> {
-        Err(format!("no migration from schema version {} to {}", old.version(), Self::SCHEMA_VERSION))
+    /// Return any error (`?` converts it) or [`Cause::msg`]; it becomes the cause of
+    /// [`DecodeError::Migration`].
+    fn migrate(&self, old: Migration<'_>) -> Result<Self::Snapshot, Cause> {
+        Err(NoMigration { from: old.version(), to: Self::SCHEMA_VERSION }.into())
     }
 
     /// Asks for a snapshot after the current message (on demand, from inside the actor).
@@ -308,7 +310,7 @@ impl<A: Actor> Clone for DurableHooks<A> {
 impl<A: Actor> Copy for DurableHooks<A> {}
 
 fn replay_event<A: EventSourced>(actor: &A, state: &mut A::State, bytes: &[u8]) -> Result<(), DecodeError> {
-    let (_, event): (_, A::Event) = envelope::decode(bytes, Kind::Event, A::EVENT_VERSION, |m| m.decode())?;
+    let (_, event): (_, A::Event) = envelope::decode(bytes, Kind::Event, A::EVENT_VERSION, |m| Ok(m.decode()?))?;
     actor.apply(state, &event);
     Ok(())
 }
@@ -763,7 +765,6 @@ impl<A: Checkpoint> Actor for Checkpointed<A> {
 mod tests {
     use super::*;
     use crate::envelope::EncodeProblem;
-    use crate::store::Cause;
 
     #[test]
     fn only_refused_or_doubtful_writes_require_a_restart() {

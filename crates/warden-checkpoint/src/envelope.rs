@@ -20,12 +20,13 @@
 //! way bytes can be wrong is a [`DecodeError`] that says which.
 //!
 //! ```
-//! use warden_checkpoint::envelope::{decode, encode, open, DecodeError, Kind, Migration};
+//! use warden_checkpoint::envelope::{decode, encode, open, DecodeError, Kind, Migration, NoMigration};
+//! use warden_checkpoint::Cause;
 //!
 //! let bytes = encode(Kind::Snapshot, 1, 7, 0, &vec![1u32, 2, 3])?;
 //! let (header, _payload) = open(&bytes)?;
 //! assert_eq!(header.seq, 7);
-//! let refuse = |_: Migration<'_>| -> Result<Vec<u32>, String> { Err("no older versions".into()) };
+//! let refuse = |m: Migration<'_>| -> Result<Vec<u32>, Cause> { Err(NoMigration { from: m.version(), to: 1 }.into()) };
 //! assert_eq!(decode::<Vec<u32>>(&bytes, Kind::Snapshot, 1, refuse)?.1, vec![1, 2, 3]);
 //!
 //! let mut damaged = bytes.clone();
@@ -147,9 +148,21 @@ pub enum DecodeError {
     Migration {
         /// The version migrated from.
         from: u32,
-        /// The migration's error.
-        cause: String,
+        /// The migration's error, as its own type (a payload that does not decode as the old
+        /// version's type is a [`DecodeError`]; a refusal by default a [`NoMigration`]).
+        cause: Cause,
     },
+}
+
+/// A migration's refusal: no way from schema version `from` to `to` (what
+/// `Checkpoint::migrate` answers unless the actor says otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no migration from schema version {from} to {to}")]
+pub struct NoMigration {
+    /// The snapshot's version.
+    pub from: u32,
+    /// The version the code reads.
+    pub to: u32,
 }
 
 /// Why a value could not be encoded.
@@ -298,9 +311,10 @@ impl<'a> Migration<'a> {
         self.version
     }
 
-    /// Decodes the old payload as `T` (the type of that schema version).
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, String> {
-        decode_payload(self.payload).map_err(|e| e.to_string())
+    /// Decodes the old payload as `T` (the type of that schema version); a payload that is
+    /// not one is [`DecodeError::Payload`] (`?` in a migration makes it the cause).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        decode_payload(self.payload)
     }
 }
 
@@ -310,7 +324,7 @@ pub fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     expected: Kind,
     current_version: u32,
-    migrate: impl FnOnce(Migration<'_>) -> Result<T, String>,
+    migrate: impl FnOnce(Migration<'_>) -> Result<T, Cause>,
 ) -> Result<(Header, T), DecodeError> {
     let (header, payload) = open(bytes)?;
     if header.kind != expected {
@@ -345,8 +359,8 @@ mod tests {
         label: String,
     }
 
-    fn no_migration<T>(m: Migration<'_>) -> Result<T, String> {
-        Err(format!("no migration from {}", m.version()))
+    fn no_migration<T>(m: Migration<'_>) -> Result<T, Cause> {
+        Err(NoMigration { from: m.version(), to: 9 }.into())
     }
 
     #[test]
@@ -375,7 +389,21 @@ mod tests {
         .unwrap();
         assert_eq!(v, V2 { count: 50, label: "migrated".into() });
         let err = decode::<V2>(&bytes, Kind::Snapshot, 2, no_migration).unwrap_err();
-        assert!(matches!(&err, DecodeError::Migration { from: 1, cause } if cause == "no migration from 1"), "{err:?}");
+        let DecodeError::Migration { from: 1, cause } = &err else { panic!("{err:?}") };
+        assert_eq!(
+            cause.downcast_ref::<NoMigration>(),
+            Some(&NoMigration { from: 1, to: 9 }),
+            "the refusal, as its type"
+        );
+        assert_eq!(err.to_string(), "migration from schema version 1 failed: no migration from schema version 1 to 9");
+        // A migration whose old payload does not decode as the old type: the decoder's error.
+        let wrong = decode::<V2>(&bytes, Kind::Snapshot, 2, |m| {
+            let old: String = m.decode()?;
+            Ok(V2 { count: 0, label: old })
+        })
+        .unwrap_err();
+        let DecodeError::Migration { cause, .. } = &wrong else { panic!("{wrong:?}") };
+        assert!(matches!(cause.downcast_ref::<DecodeError>(), Some(DecodeError::Payload(_))), "{wrong:?}");
     }
 
     #[test]

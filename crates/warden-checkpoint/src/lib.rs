@@ -84,7 +84,7 @@ mod writer;
 pub use checkpointed::{
     Checkpoint, Checkpointed, EventSourced, IfDamaged, PersistError, SnapshotPolicy, DEFAULT_MAX_JOURNAL,
 };
-pub use envelope::{DecodeError, EncodeError, EncodeProblem, Migration};
+pub use envelope::{DecodeError, EncodeError, EncodeProblem, Migration, NoMigration};
 pub use redb_store::{OpenProblem, RedbStore};
 pub use service::{CheckpointConfig, CheckpointError, CheckpointEvent, CheckpointStats, Checkpoints};
 pub use store::{

@@ -125,7 +125,26 @@ impl Cause {
     pub fn is<E: std::error::Error + 'static>(&self) -> bool {
         self.0.is::<E>()
     }
+
+    /// A cause that is only a message (for code that has no error value of its own, such as a
+    /// migration that meets a version it does not know).
+    pub fn msg(text: impl Into<String>) -> Cause {
+        Cause::new(Message(text.into()))
+    }
 }
+
+/// Any error is a cause, so `?` turns one into it (`Cause` itself is not an error type, which
+/// is what lets this hold for every one).
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Cause {
+    fn from(error: E) -> Cause {
+        Cause::new(error)
+    }
+}
+
+/// A cause made from text alone ([`Cause::msg`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
 
 impl std::fmt::Display for Cause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

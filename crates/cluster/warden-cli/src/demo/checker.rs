@@ -160,7 +160,7 @@ fn replay<S: serde::de::DeserializeOwned, E: serde::de::DeserializeOwned>(
     key: &str,
 ) -> Result<Replayed<S, E>, String> {
     let Some(k) = ledger.keys.get(key) else { return Ok((None, Vec::new())) };
-    let no_migration = |m: envelope::Migration<'_>| m.decode::<S>();
+    let no_migration = |m: envelope::Migration<'_>| Ok(m.decode::<S>()?);
     let (base_seq, snapshot) = match k.snapshots.iter().next_back() {
         Some((seq, s)) => {
             let (_, value) = envelope::decode::<S>(&s.bytes, Kind::Snapshot, 1, no_migration)
@@ -171,7 +171,7 @@ fn replay<S: serde::de::DeserializeOwned, E: serde::de::DeserializeOwned>(
     };
     let mut events = Vec::new();
     for (seq, bytes) in k.journal.range(base_seq + 1..) {
-        let (_, e) = envelope::decode::<E>(bytes, Kind::Event, 1, |m| m.decode::<E>())
+        let (_, e) = envelope::decode::<E>(bytes, Kind::Event, 1, |m| Ok(m.decode::<E>()?))
             .map_err(|err| format!("{key} journal #{seq}: {err}"))?;
         events.push((*seq, e));
     }
