@@ -238,6 +238,12 @@ impl EventBus {
         Self::with_recorder(capacity, crate::report::DEFAULT_FLIGHT_RECORDER_CAPACITY)
     }
 
+    /// How many events a subscriber may fall behind before it loses some (the buffer each
+    /// subscription shares, allocated whole at the first one: about 96 bytes an event).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// A bus keeping up to `capacity` events and the last `reports` crash reports.
     pub fn with_recorder(capacity: usize, reports: usize) -> Self {
         EventBus {

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use warden_checkpoint::Checkpoints;
-use warden_core::{Supervisor, SupervisorRef, SupervisorSpec};
+use warden_core::report::DEFAULT_FLIGHT_RECORDER_CAPACITY;
+use warden_core::{EventBus, Supervisor, SupervisorRef, SupervisorSpec};
 
 use crate::events::{ClusterEvent, Events, Phase};
 use crate::ledger::{Command, NodeId, Outcome, Ownership};
@@ -39,6 +40,14 @@ pub const RECONCILE_EVERY: Duration = Duration::from_millis(20);
 pub const MAX_CONCURRENT_STARTS: usize = 32;
 /// Restart intensity of each instance's supervisor.
 pub const INSTANCE_INTENSITY: (u32, Duration) = (50, Duration::from_secs(10));
+
+/// Events a subscriber of one singleton's tree (`Node::supervisor(name).subscribe()`) may fall
+/// behind before it loses some (`RecvError::Lagged`, with the count). Each instance runs its
+/// own root supervisor, and a bus's buffer is allocated whole at its first subscription: at
+/// the core's default (4,096 events, about 380 KiB) a process that subscribed to each of
+/// 2,000 singletons held about 780 MB in these buffers alone. A tree of one child publishes a
+/// handful of events per restart.
+pub const SINGLETON_EVENT_CAPACITY: usize = 64;
 
 /// The most committed renewals kept while waiting to be applied (one per [`RENEW_EVERY`]
 /// for a lease's length is 7); past it the oldest is dropped, which can only shorten the lease.
@@ -377,7 +386,8 @@ fn carry_out(host: &Arc<Host>, action: Action) {
                 }
                 let spec =
                     SupervisorSpec::one_for_one().intensity(INSTANCE_INTENSITY.0, INSTANCE_INTENSITY.1).child(child);
-                match Supervisor::start(&format!("singleton-{name}"), spec).await {
+                let bus = EventBus::with_recorder(SINGLETON_EVENT_CAPACITY, DEFAULT_FLIGHT_RECORDER_CAPACITY);
+                match Supervisor::start_with_events(&format!("singleton-{name}"), spec, bus).await {
                     Ok(sup) => {
                         let keep = {
                             let mut instances = host.instances();
