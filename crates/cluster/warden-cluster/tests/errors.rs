@@ -114,10 +114,15 @@ async fn a_data_directory_of_another_store_format_is_refused_and_left_as_it_was(
         other => panic!("not a storage error: {other}"),
     }
     // Left as it was (redb itself may rewrite its header on open): still the newer format,
-    // and the node wrote no identity into it.
+    // and the node wrote nothing into it (no identity, no tables of its own).
     let db = redb::Database::open(&file).unwrap();
     let tx = db.begin_read().unwrap();
     let table = tx.open_table(META).unwrap();
     assert_eq!(table.get("format").unwrap().map(|v| v.value().to_vec()), Some(vec![newer as u8]), "restamped");
     assert!(table.get("identity").unwrap().is_none(), "the refused node wrote its identity");
+    let log: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("warden_raft_log");
+    assert!(
+        matches!(tx.open_table(log), Err(redb::TableError::TableDoesNotExist(_))),
+        "the refused node created its tables in the file"
+    );
 }

@@ -145,6 +145,12 @@ impl RaftDb {
                 .create_with_backend(redb::backends::InMemoryBackend::new())
                 .map_err(|e| OpenError { path: "(memory)".into(), cause: redb::Error::from(e).into() })?,
         };
+        let place = || dir.map_or_else(|| "(memory)".to_string(), |d| d.join(FILE_NAME).display().to_string());
+        // The format first, before anything is written: a file of another format stays as it was.
+        let stamped = stored_format(&db).map_err(|e| OpenError { path: place(), cause: e.into() })?;
+        if let Some(found) = stamped.filter(|f| *f != STORE_FORMAT) {
+            return Err(OpenError { path: place(), cause: OpenCause::Format { found, ours: STORE_FORMAT } });
+        }
         let db = RaftDb { db: Arc::new(db), stall: DiskStall::default(), committed: Arc::default() };
         db.write(|tx| {
             tx.open_table(LOG)?;
@@ -153,16 +159,8 @@ impl RaftDb {
             Ok(())
         })
         .map_err(|cause| OpenError { path: "(tables)".into(), cause: cause.into() })?;
-        let place = || dir.map_or_else(|| "(memory)".to_string(), |d| d.join(FILE_NAME).display().to_string());
-        match db.meta::<u16>(FORMAT_KEY) {
-            Ok(Some(STORE_FORMAT)) => {}
-            Ok(Some(found)) => {
-                return Err(OpenError { path: place(), cause: OpenCause::Format { found, ours: STORE_FORMAT } });
-            }
-            Ok(None) => {
-                db.set_meta(FORMAT_KEY, &STORE_FORMAT).map_err(|e| OpenError { path: place(), cause: e.into() })?
-            }
-            Err(e) => return Err(OpenError { path: place(), cause: e.into() }),
+        if stamped.is_none() {
+            db.set_meta(FORMAT_KEY, &STORE_FORMAT).map_err(|e| OpenError { path: place(), cause: e.into() })?;
         }
         Ok(db)
     }
@@ -287,6 +285,22 @@ impl LogStore {
             .await
             .map_err(|e| storage_error(what, e))?
             .map_err(|e| storage_error(what, e))
+    }
+}
+
+/// The store format a file is stamped with (`None`: a new file, or one from before the stamp).
+fn stored_format(db: &redb::Database) -> Result<Option<u16>, redb::Error> {
+    let tx = db.begin_read()?;
+    let table = match tx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match table.get(FORMAT_KEY)? {
+        Some(v) => rmp_serde::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| redb::Error::Io(std::io::Error::other(format!("the store format does not decode: {e}")))),
+        None => Ok(None),
     }
 }
 

@@ -260,7 +260,9 @@ fn incoming(bytes: &[u8]) -> Incoming {
 fn reply_of(target: NodeId, bytes: &[u8]) -> Result<Reply, CallError> {
     match unframe(bytes) {
         None => Err(CallError::Failed(target, "undecodable reply: a wire header cut short".into())),
-        Some((WIRE_VERSION, [])) => Err(CallError::Failed(target, "the node could not decode the request".into())),
+        Some((WIRE_VERSION, [])) => {
+            Err(CallError::Failed(target, "the node could not decode the request (or encode its answer)".into()))
+        }
         Some((WIRE_VERSION, body)) => match rmp_serde::from_slice::<Reply>(body) {
             Ok(Reply::Busy) => Err(CallError::Busy(target)),
             Ok(reply) => Ok(reply),
