@@ -605,12 +605,11 @@ impl Node {
         let _ = self.raft.shutdown().await;
         // The commit index goes with each append; its last advance is stored here.
         let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || db.store_committed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(target: "warden::cluster", error = %e, "could not store the commit index at stop")
-            }
-            Err(e) => tracing::warn!(target: "warden::cluster", error = %e, "could not store the commit index at stop"),
+        let stored = tokio::task::spawn_blocking(move || db.store_committed().map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(error) = stored {
+            tracing::warn!(target: "warden::cluster", %error, "could not store the commit index at stop");
         }
         self.rpc.stop(None);
         self.router.stop(None);

@@ -147,7 +147,7 @@ impl RaftDb {
         };
         let place = || dir.map_or_else(|| "(memory)".to_string(), |d| d.join(FILE_NAME).display().to_string());
         // The format first, before anything is written: a file of another format stays as it was.
-        let stamped = stored_format(&db).map_err(|e| OpenError { path: place(), cause: e.into() })?;
+        let stamped = read_meta::<u16>(&db, FORMAT_KEY).map_err(|e| OpenError { path: place(), cause: e.into() })?;
         if let Some(found) = stamped.filter(|f| *f != STORE_FORMAT) {
             return Err(OpenError { path: place(), cause: OpenCause::Format { found, ours: STORE_FORMAT } });
         }
@@ -186,18 +186,23 @@ impl RaftDb {
         *self.committed.lock().unwrap_or_else(PoisonError::into_inner) = committed;
     }
 
+    /// The commit index openraft reported last, if any.
+    fn reported_committed(&self) -> Option<LogId> {
+        *self.committed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The reported commit index to store with entries up to `last`: never past `last`, so a
     /// restarted node never finds a commit index beyond its own log (if openraft reported
     /// more, every entry up to `last` is committed, and `last` is the right id to store).
     fn committed_up_to(&self, last: LogId) -> Option<LogId> {
-        let reported = (*self.committed.lock().unwrap_or_else(PoisonError::into_inner))?;
+        let reported = self.reported_committed()?;
         Some(if reported.index <= last.index { reported } else { last })
     }
 
     /// Stores the reported commit index durably (when the node stops), if openraft reported
     /// one and the log holds its entry.
     pub(crate) fn store_committed(&self) -> Result<(), redb::Error> {
-        let Some(reported) = *self.committed.lock().unwrap_or_else(PoisonError::into_inner) else {
+        let Some(reported) = self.reported_committed() else {
             return Ok(());
         };
         let bytes = encode(&Some(reported))?;
@@ -217,16 +222,7 @@ impl RaftDb {
 
     /// A meta value.
     pub(crate) fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, redb::Error> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(META)?;
-        match table.get(key)? {
-            // A value that does not decode is an error, never "absent": a vote read as
-            // "never voted" could vote twice in one term.
-            Some(v) => rmp_serde::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| redb::Error::Io(std::io::Error::other(format!("meta {key:?} does not decode: {e}")))),
-            None => Ok(None),
-        }
+        read_meta(&self.db, key)
     }
 
     /// Stores a meta value durably.
@@ -288,18 +284,21 @@ impl LogStore {
     }
 }
 
-/// The store format a file is stamped with (`None`: a new file, or one from before the stamp).
-fn stored_format(db: &redb::Database) -> Result<Option<u16>, redb::Error> {
+/// A meta value of `db`; `None` if it was never stored (or the file has no meta table yet: a
+/// new file, read before its tables are made).
+fn read_meta<T: serde::de::DeserializeOwned>(db: &redb::Database, key: &str) -> Result<Option<T>, redb::Error> {
     let tx = db.begin_read()?;
     let table = match tx.open_table(META) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    match table.get(FORMAT_KEY)? {
+    match table.get(key)? {
+        // A value that does not decode is an error, never "absent": a vote read as "never
+        // voted" could vote twice in one term.
         Some(v) => rmp_serde::from_slice(v.value())
             .map(Some)
-            .map_err(|e| redb::Error::Io(std::io::Error::other(format!("the store format does not decode: {e}")))),
+            .map_err(|e| redb::Error::Io(std::io::Error::other(format!("meta {key:?} does not decode: {e}")))),
         None => Ok(None),
     }
 }
@@ -374,7 +373,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        if let Some(reported) = *self.db.committed.lock().unwrap_or_else(PoisonError::into_inner) {
+        if let Some(reported) = self.db.reported_committed() {
             return Ok(Some(reported));
         }
         self.blocking("read the commit index", |db| Ok(db.meta::<Option<LogId>>("committed")?.flatten())).await

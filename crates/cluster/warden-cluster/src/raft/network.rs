@@ -89,6 +89,11 @@ impl WarnGate {
     }
 }
 
+/// The [`RpcState`] warning gate of requests of another wire version.
+const OTHER_VERSION: usize = 0;
+/// The [`RpcState`] warning gate of undecodable requests.
+const UNDECODABLE: usize = 1;
+
 /// `body` behind this node's header.
 fn framed(body: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(3 + body.len());
@@ -292,7 +297,8 @@ pub struct RpcState {
     raft: Raft,
     handler: Arc<dyn Handler>,
     slots: Arc<Semaphore>,
-    /// The warnings for requests of another version, and for undecodable ones.
+    /// The warnings for requests of another version ([`OTHER_VERSION`]) and for undecodable
+    /// ones ([`UNDECODABLE`]).
     gates: Arc<std::sync::Mutex<[WarnGate; 2]>>,
 }
 
@@ -325,7 +331,7 @@ impl Actor for RpcActor {
             let answer = match incoming(&bytes) {
                 Incoming::Request(request) => serve(raft, handler, request).await,
                 Incoming::OtherVersion(theirs) => {
-                    if let Some(unlogged) = admit(0) {
+                    if let Some(unlogged) = admit(OTHER_VERSION) {
                         tracing::warn!(target: "warden::cluster", theirs, ours = WIRE_VERSION, unlogged,
                             "a request of another wire version refused: run one wire version in a group");
                     }
@@ -334,7 +340,7 @@ impl Actor for RpcActor {
                     return;
                 }
                 Incoming::Undecodable(error) => {
-                    if let Some(unlogged) = admit(1) {
+                    if let Some(unlogged) = admit(UNDECODABLE) {
                         tracing::warn!(target: "warden::cluster", %error, unlogged, "undecodable Raft request refused");
                     }
                     // This version's header and no body: "not understood" (see the module).
