@@ -111,6 +111,48 @@ fn a_node_joins_a_running_group_and_follows_its_leader() {
     }
 }
 
+/// A follower that hears its leader's process is gone stands for election as soon as the
+/// voters' leases allow (`raft::standing`), reports that step, and a survivor leads. Before
+/// early standing no node reported the step (the survivors waited for openraft's own timer).
+#[test]
+fn a_follower_stands_as_soon_as_its_killed_leader_is_down_and_a_survivor_leads() {
+    let a = start_with("stand-alpha", None, &[]);
+    let ready = wait(&a, "ready line", |v| v["ev"] == "ready");
+    let (addr, alpha_id) = (ready["addr"].as_str().unwrap().to_string(), ready["id"].as_u64().unwrap());
+    wait(&a, "alpha leads", |v| v["ev"] == "cluster" && v["event"]["kind"] == "leader" && v["event"]["id"] == alpha_id);
+    let followers =
+        [start_with("stand-beta", None, &["--join", &addr]), start_with("stand-gamma", None, &["--join", &addr])];
+    let mut ids = Vec::new();
+    for f in &followers {
+        ids.push(wait(f, "ready line", |v| v["ev"] == "ready")["id"].as_u64().unwrap());
+        wait(f, "promoted to voter", |v| v["ev"] == "cluster" && v["event"]["kind"] == "joined");
+    }
+    drop(a); // SIGKILL: its sessions close at once
+    let (mut stood, mut new_leader, mut seen) = (false, None, Vec::new());
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while new_leader.is_none() || !stood {
+        assert!(std::time::Instant::now() < until, "stood: {stood}, new leader: {new_leader:?}; seen: {seen:?}");
+        for f in &followers {
+            while let Ok(v) = f.lines.try_recv() {
+                if v["ev"] != "cluster" {
+                    continue;
+                }
+                seen.push(v.to_string());
+                let e = &v["event"];
+                if e["kind"] == "phase" && e["step"] == "stand" {
+                    assert_eq!(e["detail"], alpha_id.to_string(), "the step names the lost leader: {v}");
+                    stood = true;
+                }
+                if e["kind"] == "leader" && e["id"] != alpha_id {
+                    new_leader = e["id"].as_u64();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ids.contains(&new_leader.unwrap()), "a survivor leads: {new_leader:?} of {ids:?}");
+}
+
 #[test]
 fn an_empty_cookie_is_refused_with_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))

@@ -26,6 +26,9 @@ pub enum Phase {
     Handoff,
     /// The leader is about to propose evicting a node.
     Evict,
+    /// This follower heard its leader is down and is about to stand for election
+    /// ([`raft::standing`](crate::raft::standing)).
+    Stand,
 }
 
 impl Phase {
@@ -36,11 +39,12 @@ impl Phase {
             Phase::Grant => "grant",
             Phase::Handoff => "handoff",
             Phase::Evict => "evict",
+            Phase::Stand => "stand",
         }
     }
 
     /// Every step.
-    pub const ALL: [Phase; 4] = [Phase::Leader, Phase::Grant, Phase::Handoff, Phase::Evict];
+    pub const ALL: [Phase; 5] = [Phase::Leader, Phase::Grant, Phase::Handoff, Phase::Evict, Phase::Stand];
 }
 
 /// One thing that happened on a node. It serializes as `{"kind": "started", "name": ...}`
@@ -85,7 +89,9 @@ pub enum ClusterEvent {
         node: NodeId,
     },
     /// This node became a voter: it joined as a learner, caught up, and the leader promoted
-    /// it (a founder is a voter from the start and reports no such event).
+    /// it, and the change is complete (no joint configuration left, so the old voters alone
+    /// no longer decide). A new founder may report it as it founds the group; a node that
+    /// restarts as a voter does not.
     Joined {
         /// Its id.
         id: NodeId,

@@ -44,6 +44,7 @@ use crate::proposer::{ProposeError, Proposer};
 use crate::raft::appender::Appender;
 use crate::raft::log_store::{DiskStall, Identity, LogStore, RaftDb};
 use crate::raft::network::{self, CallError, Declined, Handler, Network, NotDone, Reply, Request, RpcActor, RpcMsg};
+use crate::raft::standing::LastContact;
 use crate::raft::state_machine::{Shared, StateMachine};
 use crate::raft::timing::raft_config;
 use crate::raft::{Answers, Batch, Member, Raft};
@@ -339,7 +340,8 @@ impl Node {
         let appender = Appender::start(raft.clone());
         let handler: Arc<dyn Handler> =
             Arc::new(NodeHandler { me, raft: raft.clone(), shared: shared.clone(), appender: appender.clone() });
-        let (rpc, _) = Actor::spawn(None, RpcActor, (me, raft.clone(), handler))
+        let contact = LastContact::default();
+        let (rpc, _) = Actor::spawn(None, RpcActor, (me, raft.clone(), handler, contact.clone()))
             .await
             .map_err(|error| storage(StorageProblem::Spawn { actor: "RPC actor", error }))?;
         let proposer = Proposer::start(me, raft.clone(), appender);
@@ -413,6 +415,7 @@ impl Node {
             )),
             tokio::spawn(mesh(me, raft.clone(), shared.clone(), transport.clone())),
             tokio::spawn(watch_raft(me, raft.clone(), events.clone())),
+            tokio::spawn(crate::raft::standing::run(me, raft.clone(), transport.view(), contact, events.clone())),
         ];
         Ok(Node {
             id: me,
@@ -769,15 +772,35 @@ async fn mesh(me: NodeId, raft: Raft, shared: Arc<Shared>, transport: Arc<Transp
     }
 }
 
+/// Whether `me` should report [`ClusterEvent::Joined`] now, and whether it counts as reported
+/// after this `membership`: once `me` is a voter and the change that made it one is complete
+/// (no joint configuration left, so the old voters alone no longer decide); again only after
+/// it stopped being a voter (removed and added back). A joint configuration that removes
+/// another node reports nothing.
+fn promotion(me: NodeId, membership: &openraft::Membership<NodeId, Member>, reported: bool) -> (bool, bool) {
+    if !membership.voter_ids().any(|id| id == me) {
+        return (false, false);
+    }
+    let settled = membership.get_joint_config().len() == 1;
+    if settled && !reported {
+        (true, true)
+    } else {
+        (false, reported)
+    }
+}
+
 /// Reports changes of leader, and this node's promotion to voter.
 async fn watch_raft(me: NodeId, raft: Raft, events: Events) {
     let mut metrics = raft.metrics();
     let mut last = None;
-    let mut voter = metrics.borrow().membership_config.membership().voter_ids().any(|id| id == me);
+    // A node that starts as a voter does not report it.
+    let mut reported = metrics.borrow().membership_config.membership().voter_ids().any(|id| id == me);
     loop {
-        let (leader, now_voter) = {
+        let (leader, report) = {
             let m = metrics.borrow();
-            (m.current_leader, m.membership_config.membership().voter_ids().any(|id| id == me))
+            let (report, now) = promotion(me, m.membership_config.membership(), reported);
+            reported = now;
+            (m.current_leader, report)
         };
         if leader != last {
             if let Some(node) = leader {
@@ -785,10 +808,9 @@ async fn watch_raft(me: NodeId, raft: Raft, events: Events) {
             }
             last = leader;
         }
-        if now_voter && !voter {
+        if report {
             events.send(ClusterEvent::Joined { id: me });
         }
-        voter = now_voter;
         if metrics.changed().await.is_err() {
             return;
         }
@@ -798,6 +820,25 @@ async fn watch_raft(me: NodeId, raft: Raft, events: Events) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_promotion_is_reported_once_its_joint_configuration_is_gone() {
+        let config = |sets: &[&[NodeId]]| {
+            let sets = sets.iter().map(|s| s.iter().copied().collect::<BTreeSet<NodeId>>()).collect();
+            openraft::Membership::<NodeId, Member>::new(sets, None)
+        };
+        // Node 3 as a learner, in the joint configuration, then a voter of the new one alone.
+        assert_eq!(promotion(3, &config(&[&[1, 2]]), false), (false, false));
+        assert_eq!(promotion(3, &config(&[&[1, 2], &[1, 2, 3]]), false), (false, false));
+        assert_eq!(promotion(3, &config(&[&[1, 2, 3]]), false), (true, true));
+        assert_eq!(promotion(3, &config(&[&[1, 2, 3]]), true), (false, true));
+        // Node 1 is removed later: node 3 passes through a joint configuration again, silently.
+        assert_eq!(promotion(3, &config(&[&[1, 2, 3], &[2, 3]]), true), (false, true));
+        assert_eq!(promotion(3, &config(&[&[2, 3]]), true), (false, true));
+        // Removed, then added back: reported again.
+        assert_eq!(promotion(3, &config(&[&[2]]), true), (false, false));
+        assert_eq!(promotion(3, &config(&[&[2, 3]]), false), (true, true));
+    }
 
     #[test]
     fn a_node_founds_a_group_only_when_told_and_resumes_whatever_it_is_told() {

@@ -15,7 +15,7 @@
 //! | `5s:wipe:NODE` | the node is killed, its data directory deleted, and it is started empty: it comes back as a new member |
 //! | `5s:join:NAME` | a new node NAME is started and joins the group |
 //! | `5s:leave:NODE` | the node leaves the group in order (its singletons are handed off) and exits |
-//! | `5s:stop-at:NODE:STEP[:HOLD]` | the node is frozen (SIGSTOP, HOLD, default 2 s) as soon as it reports protocol STEP: `leader`, `grant`, `handoff` or `evict` |
+//! | `5s:stop-at:NODE:STEP[:HOLD]` | the node is frozen (SIGSTOP, HOLD, default 2 s) as soon as it reports protocol STEP: `leader`, `grant`, `handoff`, `evict` or `stand` (about to stand for election after its leader went down) |
 //!
 //! A NODE may be `@SINGLETON` (the node hosting that singleton when the fault fires), `@leader`
 //! (the group's leader) or `@killed` (the node killed last). A plan under which a majority of
@@ -236,7 +236,7 @@ pub struct Targets {
 }
 
 /// The protocol steps a node reports.
-pub const STEPS: [&str; 4] = ["leader", "grant", "handoff", "evict"];
+pub const STEPS: [&str; 5] = ["leader", "grant", "handoff", "evict", "stand"];
 
 /// Parses a plan written as a list (not `chaos` / `none`), and checks it keeps a majority.
 pub fn parse_list(text: &str, targets: &Targets) -> Result<Vec<Fault>, PlanError> {

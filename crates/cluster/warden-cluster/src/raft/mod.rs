@@ -9,11 +9,14 @@
 //! [`Answers`], holds every command's outcomes.
 //!
 //! [`timing`] holds the timing settings and the rules that tie them to the lease bound;
-//! [`appender`] merges the batches a leader is asked to commit into one entry per round.
+//! [`appender`] merges the batches a leader is asked to commit into one entry per round;
+//! [`standing`] has a follower stand for election as soon as the leases allow once the
+//! transport declares its leader down.
 
 pub mod appender;
 pub mod log_store;
 pub mod network;
+pub mod standing;
 pub mod state_machine;
 pub mod timing;
 

@@ -41,6 +41,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use super::standing::LastContact;
 use super::{Answers, Batch, Member, Raft, TypeConfig};
 use crate::ledger::NodeId;
 
@@ -296,6 +297,8 @@ pub struct RpcActor;
 pub struct RpcState {
     raft: Raft,
     handler: Arc<dyn Handler>,
+    /// Where each append taken from a leader is recorded ([`standing`](super::standing)).
+    contact: LastContact,
     slots: Arc<Semaphore>,
     /// The warnings for requests of another version ([`OTHER_VERSION`]) and for undecodable
     /// ones ([`UNDECODABLE`]).
@@ -305,16 +308,22 @@ pub struct RpcState {
 impl Actor for RpcActor {
     type Msg = RpcMsg;
     type State = RpcState;
-    type Arguments = (NodeId, Raft, Arc<dyn Handler>);
+    type Arguments = (NodeId, Raft, Arc<dyn Handler>, LastContact);
 
     async fn pre_start(
         &self,
         me: ActorRef<RpcMsg>,
-        (id, raft, handler): Self::Arguments,
+        (id, raft, handler, contact): Self::Arguments,
     ) -> Result<RpcState, ActorProcessingErr> {
         ractor::pg::join(group_of(id), vec![me.get_cell()]);
         ractor::pg::join(ALL_GROUP.to_string(), vec![me.get_cell()]);
-        Ok(RpcState { raft, handler, slots: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)), gates: Arc::default() })
+        Ok(RpcState {
+            raft,
+            handler,
+            contact,
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+            gates: Arc::default(),
+        })
     }
 
     async fn handle(&self, _: ActorRef<RpcMsg>, msg: RpcMsg, st: &mut RpcState) -> Result<(), ActorProcessingErr> {
@@ -323,13 +332,14 @@ impl Actor for RpcActor {
             let _ = reply.send(encode(&Reply::Busy));
             return Ok(());
         };
-        let (raft, handler, gates) = (st.raft.clone(), st.handler.clone(), st.gates.clone());
+        let (raft, handler, contact, gates) =
+            (st.raft.clone(), st.handler.clone(), st.contact.clone(), st.gates.clone());
         let admit = move |kind: usize| {
             gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[kind].admit(std::time::Instant::now())
         };
         tokio::spawn(async move {
             let answer = match incoming(&bytes) {
-                Incoming::Request(request) => serve(raft, handler, request).await,
+                Incoming::Request(request) => serve(raft, handler, &contact, request).await,
                 Incoming::OtherVersion(theirs) => {
                     if let Some(unlogged) = admit(OTHER_VERSION) {
                         tracing::warn!(target: "warden::cluster", theirs, ours = WIRE_VERSION, unlogged,
@@ -356,9 +366,20 @@ impl Actor for RpcActor {
     }
 }
 
-async fn serve(raft: Raft, handler: Arc<dyn Handler>, request: Request) -> Reply {
+async fn serve(raft: Raft, handler: Arc<dyn Handler>, contact: &LastContact, request: Request) -> Reply {
     match request {
-        Request::Append(r) => Reply::Append(raft.append_entries(r).await),
+        Request::Append(r) => {
+            let leader = r.vote.committed.then_some(r.vote.leader_id.node_id);
+            let answer = raft.append_entries(r).await;
+            // Taken as from the leader (openraft accepted its vote): recorded after openraft
+            // handled it, so never earlier than openraft's own record of it.
+            if let (Some(leader), Ok(resp)) = (leader, &answer) {
+                if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+                    contact.heard(leader, std::time::Instant::now());
+                }
+            }
+            Reply::Append(answer)
+        }
         Request::Vote(r) => Reply::Vote(raft.vote(r).await),
         Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
         Request::Propose(batch) => Reply::Proposed(handler.propose(batch).await),

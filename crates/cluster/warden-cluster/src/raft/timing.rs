@@ -10,7 +10,9 @@
 //! such renewal. That one granted its vote at least [`VOTER_LEASE`] after it stored it:
 //! openraft 0.9 refuses every vote request for its leader lease (`election_timeout_max`,
 //! here [`ELECTION_MAX`]) after the last append from a leader, and does not stand itself
-//! before that lease and an election timeout have passed. So the new leader waits
+//! before that lease and an election timeout have passed (a node that stands early because
+//! its leader is down, [`standing`](super::standing), waits the lease and a margin). So the
+//! new leader waits
 //! [`NEW_LEADER_WAIT`] = `LEASE - VOTER_LEASE` (plus a margin) before it evicts anyone. (A
 //! second guard: renewal times are never earlier than the truth, snapshot renewals included,
 //! and an eviction is void if the node renewed since, which alone keeps evictions after the

@@ -1,0 +1,203 @@
+//! Early standing: a follower that learns its leader is gone stands for election as soon as
+//! the voters' leases allow, instead of waiting out openraft's own timer on top of them.
+//!
+//! openraft 0.9 lets a follower whose leader was committed stand only when the leader lease
+//! and its election timeout have both passed since the last append from that leader:
+//! [`VOTER_LEASE`] plus a timeout drawn once per process in [`ELECTION_MIN`, `ELECTION_MAX`),
+//! 800-1000 ms here. The lease is needed (every voter refuses a vote for that long after its
+//! own last append, which the lease rule of [`timing`](super::timing) relies on); the timeout
+//! on top is only a wait when the transport has already declared the leader down (its process
+//! died and the session closed, or its heartbeats stopped). So when a node hears that its
+//! leader is down, it asks openraft to stand (`Trigger::elect`) at [`stand_at`]: the lease and
+//! [`STAND_MARGIN`] after the last append it took from that leader, plus [`STAND_STAGGER`] for
+//! each surviving voter with a smaller id, so that the survivors do not all stand at once and
+//! split the vote. Just before it stands it checks again ([`still_due`]): no append came since
+//! from any leader, the leader is still unknown or the lost one, the peer is still down.
+//!
+//! This decides only *when* a node asks to stand. The election itself (votes, terms, the log
+//! check) and its retries are openraft's, and its own timer still runs as the fallback: a node
+//! that never heard of the loss, or whose early try lost, stands when openraft would have.
+//! The candidate's own vote is the one the lease rule cares about when the candidate is the
+//! voter that stored the last renewal: it stands at least [`VOTER_LEASE`] after its last
+//! append from the old leader, as openraft's own timer does.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::timing::VOTER_LEASE;
+use super::Raft;
+use crate::events::{ClusterEvent, Events, Phase};
+use crate::ledger::NodeId;
+use crate::transport::{NodeEvent, NodeView};
+
+#[cfg(doc)]
+use super::timing::{ELECTION_MAX, ELECTION_MIN};
+
+/// Added to [`VOTER_LEASE`] before a node stands early: covers the other voters having taken
+/// the leader's last heartbeat a little later than this node did (ms).
+pub const STAND_MARGIN: Duration = Duration::from_millis(50);
+/// How much later each surviving voter stands than the one before it in id order (ms): more
+/// than a vote's round trip with its fsync, so the first normally wins before the next tries.
+pub const STAND_STAGGER: Duration = Duration::from_millis(100);
+
+/// The last append this node took from a leader: which leader, and when it was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contact {
+    /// The leader that sent it.
+    pub leader: NodeId,
+    /// When openraft had handled it (at or after openraft's own record of it).
+    pub at: Instant,
+}
+
+/// Where the RPC actor records each append it hands to openraft (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct LastContact(Arc<Mutex<Option<Contact>>>);
+
+impl LastContact {
+    /// Records an append from `leader` that openraft has just handled.
+    pub fn heard(&self, leader: NodeId, at: Instant) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Contact { leader, at });
+    }
+
+    /// The last one, if any since this process started.
+    pub fn get(&self) -> Option<Contact> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// When node `me` should stand after hearing at `now` that node `lost` is down: `None` when it
+/// should leave it to openraft (`lost` was not the leader it last heard, it heard none, or
+/// `me` is not a voter, or `lost` is `me`).
+pub fn stand_at(
+    me: NodeId,
+    lost: NodeId,
+    contact: Option<Contact>,
+    voters: &BTreeSet<NodeId>,
+    now: Instant,
+) -> Option<Instant> {
+    let contact = contact.filter(|c| c.leader == lost)?;
+    if me == lost || !voters.contains(&me) {
+        return None;
+    }
+    let rank = voters.iter().filter(|v| **v != lost && **v < me).count() as u32;
+    Some((contact.at + VOTER_LEASE + STAND_MARGIN + STAND_STAGGER * rank).max(now))
+}
+
+/// Whether a node that planned to stand after losing `lost` still should: nothing was heard
+/// from any leader since the contact the plan was made from, openraft knows no other leader,
+/// this node is not leading or already standing, and the transport still has `lost` down.
+pub fn still_due(
+    planned_from: Contact,
+    contact_now: Option<Contact>,
+    lost: NodeId,
+    current_leader: Option<NodeId>,
+    state: ServerState,
+    lost_is_down: bool,
+) -> bool {
+    contact_now == Some(planned_from)
+        && current_leader.is_none_or(|l| l == lost)
+        && state == ServerState::Follower
+        && lost_is_down
+}
+
+/// Carries the rules out for node `me`: on each `Down` the transport reports, plans with
+/// [`stand_at`], waits, checks with [`still_due`], reports [`Phase::Stand`] and asks openraft
+/// to stand. Ends when the transport or Raft stops.
+pub(crate) async fn run(me: NodeId, raft: Raft, view: NodeView, contact: LastContact, events: Events) {
+    let mut downs = view.subscribe();
+    loop {
+        let peer = match downs.recv().await {
+            Ok(NodeEvent::Down { peer, .. }) => peer,
+            // Missed events: the next Down is planned from the contact as it is then.
+            Ok(_) | Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let (lost, voters) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let lost = membership.nodes().find(|(_, n)| n.name == peer).map(|(id, _)| *id);
+            (lost, membership.voter_ids().collect::<BTreeSet<NodeId>>())
+        };
+        let (Some(lost), Some(from)) = (lost, contact.get()) else { continue };
+        let Some(at) = stand_at(me, lost, Some(from), &voters, Instant::now()) else { continue };
+        tokio::time::sleep_until(at.into()).await;
+        let (leader, state) = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader, m.state)
+        };
+        if !still_due(from, contact.get(), lost, leader, state, !view.live_peers().contains(&peer)) {
+            continue;
+        }
+        events.send(ClusterEvent::Phase { step: Phase::Stand, detail: lost.to_string() });
+        tracing::info!(target: "warden::cluster", node = me, lost, "the leader is down: standing for election");
+        if let Err(fatal) = raft.trigger().elect().await {
+            tracing::debug!(target: "warden::cluster", error = %fatal, "Raft stopped: no more early standing");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voters(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_follower_stands_once_the_lease_has_passed_and_in_id_order() {
+        let t0 = Instant::now();
+        let heard = Some(Contact { leader: 2, at: t0 });
+        let group = voters(&[1, 2, 3, 4]);
+        // Node 1 is the first survivor, 3 the second, 4 the third.
+        assert_eq!(stand_at(1, 2, heard, &group, t0), Some(t0 + VOTER_LEASE + STAND_MARGIN));
+        assert_eq!(stand_at(3, 2, heard, &group, t0), Some(t0 + VOTER_LEASE + STAND_MARGIN + STAND_STAGGER));
+        assert_eq!(stand_at(4, 2, heard, &group, t0), Some(t0 + VOTER_LEASE + STAND_MARGIN + STAND_STAGGER * 2));
+        // Never before the lease after the last append, however late the loss is heard of;
+        // a loss heard of after that stands at once.
+        for me in [1, 3, 4] {
+            assert!(stand_at(me, 2, heard, &group, t0).unwrap() >= t0 + VOTER_LEASE);
+        }
+        let late = t0 + Duration::from_secs(5);
+        assert_eq!(stand_at(4, 2, heard, &group, late), Some(late));
+    }
+
+    #[test]
+    fn only_a_voter_that_lost_the_leader_it_last_heard_stands_early() {
+        let t0 = Instant::now();
+        let group = voters(&[1, 2, 3]);
+        let heard = Some(Contact { leader: 2, at: t0 });
+        // A follower that went down is not the leader: openraft's timer is left alone.
+        assert_eq!(stand_at(1, 3, heard, &group, t0), None);
+        // Nothing heard since the process started.
+        assert_eq!(stand_at(1, 2, None, &group, t0), None);
+        // A learner does not stand; nor does the lost node itself.
+        assert_eq!(stand_at(9, 2, heard, &group, t0), None);
+        assert_eq!(stand_at(2, 2, heard, &group, t0), None);
+    }
+
+    #[test]
+    fn a_plan_is_dropped_when_a_leader_was_heard_or_the_node_is_no_longer_a_follower() {
+        let t0 = Instant::now();
+        let from = Contact { leader: 2, at: t0 };
+        assert!(still_due(from, Some(from), 2, Some(2), ServerState::Follower, true));
+        assert!(still_due(from, Some(from), 2, None, ServerState::Follower, true));
+        // The old leader came back (an append from it), or a new one was heard.
+        let later = Contact { leader: 2, at: t0 + Duration::from_millis(100) };
+        assert!(!still_due(from, Some(later), 2, Some(2), ServerState::Follower, true));
+        assert!(!still_due(from, Some(Contact { leader: 3, ..later }), 2, Some(3), ServerState::Follower, true));
+        // openraft names another leader, or this node already stands or leads.
+        assert!(!still_due(from, Some(from), 2, Some(3), ServerState::Follower, true));
+        assert!(!still_due(from, Some(from), 2, None, ServerState::Candidate, true));
+        assert!(!still_due(from, Some(from), 2, None, ServerState::Leader, true));
+        // The transport has the peer up again.
+        assert!(!still_due(from, Some(from), 2, Some(2), ServerState::Follower, false));
+    }
+}
