@@ -47,6 +47,16 @@ impl Phase {
     pub const ALL: [Phase; 5] = [Phase::Leader, Phase::Grant, Phase::Handoff, Phase::Evict, Phase::Stand];
 }
 
+/// Why an instance was stopped ([`ClusterEvent::Stopped`]). Its `Display` is the text the
+/// event's log line carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum StopCause {
+    /// Its grant was revoked, or the node's lease ran out: another node may own it now.
+    #[error("its grant or the node's lease is gone")]
+    Revoked,
+}
+
 /// One thing that happened on a node. It serializes as `{"kind": "started", "name": ...}`
 /// (the shape `warden node` and the demo's nodes print).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,8 +73,8 @@ pub enum ClusterEvent {
     Stopped {
         /// The singleton.
         name: String,
-        /// Why.
-        why: String,
+        /// Why (in JSON: `"why": "revoked"`).
+        why: StopCause,
     },
     /// An instance could not start.
     StartFailed {

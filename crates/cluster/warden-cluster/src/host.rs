@@ -26,7 +26,7 @@ use warden_checkpoint::Checkpoints;
 use warden_core::report::DEFAULT_FLIGHT_RECORDER_CAPACITY;
 use warden_core::{EventBus, Supervisor, SupervisorRef, SupervisorSpec};
 
-use crate::events::{ClusterEvent, Events, Phase};
+use crate::events::{ClusterEvent, Events, Phase, StopCause};
 use crate::ledger::{Command, NodeId, Outcome, Ownership};
 use crate::proposer::Proposer;
 use crate::raft::state_machine::Shared;
@@ -424,7 +424,7 @@ fn carry_out(host: &Arc<Host>, action: Action) {
                         cell.kill();
                     }
                 }
-                host.events.send(ClusterEvent::Stopped { name, why: "its grant or the node's lease is gone".into() });
+                host.events.send(ClusterEvent::Stopped { name, why: StopCause::Revoked });
             }
         }
         Action::HandOff { name, token } => {

@@ -53,7 +53,7 @@ pub mod store;
 pub mod transport;
 
 pub use error::{ClusterError, ConnectProblem, StartProblem, StorageProblem, TlsProblem, WatchProblem};
-pub use events::{ClusterEvent, Phase};
+pub use events::{ClusterEvent, Phase, StopCause};
 pub use ledger::NodeId;
 pub use node::{entry, Entry, EntryRefused, JoinAttempt, LeaveFailure, Membership, Node, NodeConfig};
 pub use reads::{NotServing, ReadError};

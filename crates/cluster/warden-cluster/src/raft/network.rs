@@ -21,7 +21,7 @@
 //!
 //! A request of this version that does not decode (a damaged payload) is answered with this
 //! version's header and no body, which no encoded value is: the caller fails the call at once
-//! ([`CallError::Failed`]) instead of waiting out its deadline. The RPC actor logs refused and
+//! ([`CallError::Failed`] with [`CallFailure::NotUnderstood`]) instead of waiting out its deadline. The RPC actor logs refused and
 //! undecodable requests at most once per [`WARN_EVERY`] each, with the number it did not log
 //! ([`WarnGate`]): a peer of another version sends heartbeats and votes many times a second.
 
@@ -56,7 +56,10 @@ pub const ALL_GROUP: &str = "warden.raft";
 /// The version of the encoding of [`Request`] and [`Reply`] (and of everything inside them).
 /// Raise it with any change an older node could not decode, or would decode differently: a
 /// new variant, a field added, removed or retyped.
-pub const WIRE_VERSION: u16 = 1;
+///
+/// 2 (2026-12-04): [`CallError::Failed`] carries a [`CallFailure`] instead of text (it crosses
+/// inside [`Declined::LeaderUnreachable`]).
+pub const WIRE_VERSION: u16 = 2;
 
 /// The first byte of every payload's header: one MessagePack never uses.
 const WIRE_MAGIC: u8 = 0xC1;
@@ -265,14 +268,14 @@ fn incoming(bytes: &[u8]) -> Incoming {
 /// What a caller makes of a reply's payload from node `target`.
 fn reply_of(target: NodeId, bytes: &[u8]) -> Result<Reply, CallError> {
     match unframe(bytes) {
-        None => Err(CallError::Failed(target, "undecodable reply: a wire header cut short".into())),
-        Some((WIRE_VERSION, [])) => {
-            Err(CallError::Failed(target, "the node could not decode the request (or encode its answer)".into()))
+        None => {
+            Err(CallError::Failed(target, CallFailure::UndecodableReply { detail: "a wire header cut short".into() }))
         }
+        Some((WIRE_VERSION, [])) => Err(CallError::Failed(target, CallFailure::NotUnderstood)),
         Some((WIRE_VERSION, body)) => match rmp_serde::from_slice::<Reply>(body) {
             Ok(Reply::Busy) => Err(CallError::Busy(target)),
             Ok(reply) => Ok(reply),
-            Err(e) => Err(CallError::Failed(target, format!("undecodable reply: {e}"))),
+            Err(e) => Err(CallError::Failed(target, CallFailure::UndecodableReply { detail: e.to_string() })),
         },
         Some((theirs, _)) => Err(CallError::Version { node: target, theirs, ours: WIRE_VERSION }),
     }
@@ -398,9 +401,9 @@ pub enum CallError {
     /// No answer in time.
     #[error("node {0} did not answer within {1:?}")]
     Timeout(NodeId, Duration),
-    /// The call failed on the way (the session ended).
+    /// The call failed on the way, or its answer could not be read.
     #[error("the call to node {0} failed: {1}")]
-    Failed(NodeId, String),
+    Failed(NodeId, CallFailure),
     /// The node is answering too many requests.
     #[error("node {0} is busy")]
     Busy(NodeId),
@@ -415,6 +418,33 @@ pub enum CallError {
         /// This node's.
         ours: u16,
     },
+}
+
+/// How a call failed on the way ([`CallError::Failed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CallFailure {
+    /// The session to the node ended before its answer came.
+    #[error("the session ended")]
+    SessionEnded,
+    /// The node's RPC actor was gone when the request was sent to it.
+    #[error("its RPC actor was gone")]
+    ActorGone,
+    /// The actor called is not an RPC actor (another program's actor in warden's group).
+    #[error("the actor called is not an RPC actor")]
+    NotRpcActor,
+    /// The node answered "not understood": it could not decode the request (or encode its
+    /// answer).
+    #[error("the node could not decode the request (or encode its answer)")]
+    NotUnderstood,
+    /// The answer did not decode.
+    #[error("undecodable reply: {detail}")]
+    UndecodableReply {
+        /// What the decoder said.
+        detail: String,
+    },
+    /// An answer of another kind than the request asks for.
+    #[error("an answer of the wrong kind")]
+    WrongKind,
 }
 
 /// Calls node `target` with `request`, waiting at most `timeout`.
@@ -452,8 +482,11 @@ async fn call_cell(
     match actor.call(|port| RpcMsg::Call(payload, port), Some(timeout)).await {
         Ok(ractor::rpc::CallResult::Success(bytes)) => reply_of(target, &bytes),
         Ok(ractor::rpc::CallResult::Timeout) => Err(CallError::Timeout(target, timeout)),
-        Ok(ractor::rpc::CallResult::SenderError) => Err(CallError::Failed(target, "the session ended".into())),
-        Err(e) => Err(CallError::Failed(target, e.to_string())),
+        Ok(ractor::rpc::CallResult::SenderError) => Err(CallError::Failed(target, CallFailure::SessionEnded)),
+        Err(ractor::MessagingErr::InvalidActorType) => Err(CallError::Failed(target, CallFailure::NotRpcActor)),
+        Err(ractor::MessagingErr::SendErr(_) | ractor::MessagingErr::ChannelClosed) => {
+            Err(CallError::Failed(target, CallFailure::ActorGone))
+        }
     }
 }
 
@@ -498,7 +531,7 @@ impl Connection {
 }
 
 fn unexpected(target: NodeId) -> CallError {
-    CallError::Failed(target, "an answer of the wrong kind".into())
+    CallError::Failed(target, CallFailure::WrongKind)
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
@@ -589,9 +622,11 @@ mod tests {
         assert!(matches!(reply_of(4, &old), Err(CallError::Version { theirs: 0, .. })));
         assert!(matches!(reply_of(4, &encode(&Reply::Busy)), Err(CallError::Busy(4))));
         // This version's header alone: the request was not understood.
-        assert!(
-            matches!(reply_of(4, &framed(&[])), Err(CallError::Failed(4, why)) if why.contains("could not decode"))
-        );
+        assert!(matches!(reply_of(4, &framed(&[])), Err(CallError::Failed(4, CallFailure::NotUnderstood))));
+        assert!(matches!(
+            reply_of(4, &framed(&[0xC1])),
+            Err(CallError::Failed(4, CallFailure::UndecodableReply { .. }))
+        ));
     }
 
     #[test]
@@ -603,6 +638,14 @@ mod tests {
                 assert!(d.to_string().contains("node 3"), "{d}");
             }
             other => panic!("decoded as {other:?}"),
+        }
+        // A call that failed on the way crosses as its type too.
+        for failure in [CallFailure::SessionEnded, CallFailure::UndecodableReply { detail: "eof".into() }] {
+            let declined = Declined::LeaderUnreachable { leader: 3, error: CallError::Failed(3, failure) };
+            match round_trip(&Reply::Joined(Err(NotDone::Failed(declined.clone())))) {
+                Reply::Joined(Err(NotDone::Failed(d))) => assert_eq!(d, declined),
+                other => panic!("decoded as {other:?}"),
+            }
         }
     }
 
