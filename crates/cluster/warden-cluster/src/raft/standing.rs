@@ -11,8 +11,10 @@
 //! leader is down, it asks openraft to stand (`Trigger::elect`) at [`stand_at`]: the lease and
 //! [`STAND_MARGIN`] after the last append it took from that leader, plus [`STAND_STAGGER`] for
 //! each surviving voter with a smaller id, so that the survivors do not all stand at once and
-//! split the vote. Just before it stands it checks again ([`still_due`]): no append came since
-//! from any leader, the leader is still unknown or the lost one, the peer is still down.
+//! split the vote. Just before it stands it reviews the plan ([`review`]): no append came
+//! from another leader, openraft knows no other leader, the peer is still down; an append from
+//! the lost leader handled after the plan was made (on its way when the session closed) moves
+//! the stand to the lease after that one.
 //!
 //! This decides only *when* a node asks to stand. The election itself (votes, terms, the log
 //! check) and its retries are openraft's, and its own timer still runs as the fallback: a node
@@ -87,26 +89,73 @@ pub fn stand_at(
     Some((contact.at + VOTER_LEASE + STAND_MARGIN + STAND_STAGGER * rank).max(now))
 }
 
-/// Whether a node that planned to stand after losing `lost` still should: nothing was heard
-/// from any leader since the contact the plan was made from, openraft knows no other leader,
-/// this node is not leading or already standing, and the transport still has `lost` down.
-pub fn still_due(
+/// Why a planned early stand was dropped ([`review`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// An append came from another leader since the plan was made.
+    NewLeaderHeard,
+    /// openraft names another leader.
+    OtherLeader,
+    /// This node is no longer a follower: it stands or leads already (or left the group).
+    NotFollower,
+    /// The transport has the lost node up again.
+    PeerUp,
+}
+
+/// What a node that planned to stand after losing `lost` does when its plan is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Stand now.
+    Stand,
+    /// An append from `lost` was handled after the plan was made (it was on its way when the
+    /// session closed): wait until this later moment, planned from that append.
+    Wait(Instant, Contact),
+    /// Leave it to openraft.
+    Drop(Dropped),
+}
+
+/// Reviews a plan made from contact `planned_from` at `now`: stand if nothing was heard from
+/// another leader since, openraft knows no other leader, this node is still a follower and the
+/// transport still has `lost` down; wait longer if a later append from `lost` itself came
+/// meanwhile (never standing sooner than [`stand_at`] allows after the last one).
+#[allow(clippy::too_many_arguments)] // each is one fact the rule reads; a struct would only name them twice
+pub fn review(
+    me: NodeId,
+    lost: NodeId,
     planned_from: Contact,
     contact_now: Option<Contact>,
-    lost: NodeId,
+    voters: &BTreeSet<NodeId>,
     current_leader: Option<NodeId>,
     state: ServerState,
     lost_is_down: bool,
-) -> bool {
-    contact_now == Some(planned_from)
-        && current_leader.is_none_or(|l| l == lost)
-        && state == ServerState::Follower
-        && lost_is_down
+    now: Instant,
+) -> Step {
+    if !lost_is_down {
+        return Step::Drop(Dropped::PeerUp);
+    }
+    let contact = contact_now.unwrap_or(planned_from);
+    if contact.leader != lost {
+        return Step::Drop(Dropped::NewLeaderHeard);
+    }
+    if current_leader.is_some_and(|l| l != lost) {
+        return Step::Drop(Dropped::OtherLeader);
+    }
+    if state != ServerState::Follower {
+        return Step::Drop(Dropped::NotFollower);
+    }
+    if contact != planned_from {
+        match stand_at(me, lost, Some(contact), voters, now) {
+            Some(at) if at > now => return Step::Wait(at, contact),
+            Some(_) => {}
+            None => return Step::Drop(Dropped::NotFollower),
+        }
+    }
+    Step::Stand
 }
 
 /// Carries the rules out for node `me`: on each `Down` the transport reports, plans with
-/// [`stand_at`], waits, checks with [`still_due`], reports [`Phase::Stand`] and asks openraft
-/// to stand. Ends when the transport or Raft stops.
+/// [`stand_at`], waits, reviews the plan ([`review`]), reports [`Phase::Stand`] and asks
+/// openraft to stand. Ends when the transport or Raft stops.
 pub(crate) async fn run(me: NodeId, raft: Raft, view: NodeView, contact: LastContact, events: Events) {
     let mut downs = view.subscribe();
     loop {
@@ -123,15 +172,30 @@ pub(crate) async fn run(me: NodeId, raft: Raft, view: NodeView, contact: LastCon
             let lost = membership.nodes().find(|(_, n)| n.name == peer).map(|(id, _)| *id);
             (lost, membership.voter_ids().collect::<BTreeSet<NodeId>>())
         };
-        let (Some(lost), Some(from)) = (lost, contact.get()) else { continue };
-        let Some(at) = stand_at(me, lost, Some(from), &voters, Instant::now()) else { continue };
-        tokio::time::sleep_until(at.into()).await;
-        let (leader, state) = {
-            let metrics = raft.metrics();
-            let m = metrics.borrow();
-            (m.current_leader, m.state)
+        let (Some(lost), Some(mut from)) = (lost, contact.get()) else {
+            tracing::debug!(target: "warden::cluster", node = me, %peer, ?lost, "a peer is down: no early stand (not a member, or no leader heard)");
+            continue;
         };
-        if !still_due(from, contact.get(), lost, leader, state, !view.live_peers().contains(&peer)) {
+        let Some(mut at) = stand_at(me, lost, Some(from), &voters, Instant::now()) else {
+            tracing::debug!(target: "warden::cluster", node = me, lost, last_leader = from.leader, "a peer is down: no early stand (not the leader last heard, or not a voter)");
+            continue;
+        };
+        let step = loop {
+            tokio::time::sleep_until(at.into()).await;
+            let (leader, state) = {
+                let metrics = raft.metrics();
+                let m = metrics.borrow();
+                (m.current_leader, m.state)
+            };
+            let down = !view.live_peers().contains(&peer);
+            match review(me, lost, from, contact.get(), &voters, leader, state, down, Instant::now()) {
+                // Each wait needs a later append from the lost node, and that node is down.
+                Step::Wait(later, newer) => (at, from) = (later, newer),
+                step => break step,
+            }
+        };
+        if let Step::Drop(why) = step {
+            tracing::debug!(target: "warden::cluster", node = me, lost, ?why, "not standing early");
             continue;
         }
         events.send(ClusterEvent::Phase { step: Phase::Stand, detail: lost.to_string() });
@@ -184,20 +248,41 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_is_dropped_when_a_leader_was_heard_or_the_node_is_no_longer_a_follower() {
+    fn a_plan_is_dropped_when_another_leader_is_heard_or_the_node_is_no_longer_a_follower() {
         let t0 = Instant::now();
+        let group = voters(&[1, 2, 3]);
         let from = Contact { leader: 2, at: t0 };
-        assert!(still_due(from, Some(from), 2, Some(2), ServerState::Follower, true));
-        assert!(still_due(from, Some(from), 2, None, ServerState::Follower, true));
-        // The old leader came back (an append from it), or a new one was heard.
-        let later = Contact { leader: 2, at: t0 + Duration::from_millis(100) };
-        assert!(!still_due(from, Some(later), 2, Some(2), ServerState::Follower, true));
-        assert!(!still_due(from, Some(Contact { leader: 3, ..later }), 2, Some(3), ServerState::Follower, true));
-        // openraft names another leader, or this node already stands or leads.
-        assert!(!still_due(from, Some(from), 2, Some(3), ServerState::Follower, true));
-        assert!(!still_due(from, Some(from), 2, None, ServerState::Candidate, true));
-        assert!(!still_due(from, Some(from), 2, None, ServerState::Leader, true));
+        let due = t0 + VOTER_LEASE + STAND_MARGIN;
+        let review_at =
+            |now: Option<Contact>, leader, state, down| review(1, 2, from, now, &group, leader, state, down, due);
+        assert_eq!(review_at(Some(from), Some(2), ServerState::Follower, true), Step::Stand);
+        assert_eq!(review_at(Some(from), None, ServerState::Follower, true), Step::Stand);
+        // A new leader was heard; openraft names another; this node already stands or leads.
+        let other = Some(Contact { leader: 3, at: t0 + Duration::from_millis(100) });
+        assert_eq!(review_at(other, Some(3), ServerState::Follower, true), Step::Drop(Dropped::NewLeaderHeard));
+        assert_eq!(review_at(Some(from), Some(3), ServerState::Follower, true), Step::Drop(Dropped::OtherLeader));
+        assert_eq!(review_at(Some(from), None, ServerState::Candidate, true), Step::Drop(Dropped::NotFollower));
+        assert_eq!(review_at(Some(from), None, ServerState::Leader, true), Step::Drop(Dropped::NotFollower));
         // The transport has the peer up again.
-        assert!(!still_due(from, Some(from), 2, Some(2), ServerState::Follower, false));
+        assert_eq!(review_at(Some(from), Some(2), ServerState::Follower, false), Step::Drop(Dropped::PeerUp));
+    }
+
+    #[test]
+    fn a_late_append_from_the_lost_leader_moves_the_stand_after_its_lease() {
+        // An append on its way when the session closed was handled after the plan was made:
+        // the stand waits for the lease after that one (seen in a run: the first survivor
+        // dropped its plan and waited for openraft's timer, a failover of 1.8 s).
+        let t0 = Instant::now();
+        let group = voters(&[1, 2, 3]);
+        let from = Contact { leader: 2, at: t0 };
+        let late = Contact { leader: 2, at: t0 + Duration::from_millis(30) };
+        let due = t0 + VOTER_LEASE + STAND_MARGIN;
+        let later = late.at + VOTER_LEASE + STAND_MARGIN;
+        assert_eq!(
+            review(1, 2, from, Some(late), &group, Some(2), ServerState::Follower, true, due),
+            Step::Wait(later, late)
+        );
+        // Reviewed again then, from that append: stand.
+        assert_eq!(review(1, 2, late, Some(late), &group, Some(2), ServerState::Follower, true, later), Step::Stand);
     }
 }
