@@ -21,9 +21,10 @@
 //!
 //! A request of this version that does not decode (a damaged payload) is answered with this
 //! version's header and no body, which no encoded value is: the caller fails the call at once
-//! ([`CallError::Failed`] with [`CallFailure::NotUnderstood`]) instead of waiting out its deadline. The RPC actor logs refused and
-//! undecodable requests at most once per [`WARN_EVERY`] each, with the number it did not log
-//! ([`WarnGate`]): a peer of another version sends heartbeats and votes many times a second.
+//! ([`CallError::Failed`] with [`CallFailure::NotUnderstood`]) instead of waiting out its
+//! deadline. The RPC actor logs refused and undecodable requests at most once per
+//! [`WARN_EVERY`] each, with the number it did not log ([`WarnGate`]): a peer of another
+//! version sends heartbeats and votes many times a second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -378,13 +379,24 @@ async fn serve(raft: Raft, handler: Arc<dyn Handler>, contact: &LastContact, req
             // handled it, so never earlier than openraft's own record of it.
             if let (Some(leader), Ok(resp)) = (leader, &answer) {
                 if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
-                    contact.heard(leader, std::time::Instant::now());
+                    contact.heard(leader);
                 }
             }
             Reply::Append(answer)
         }
         Request::Vote(r) => Reply::Vote(raft.vote(r).await),
-        Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+        Request::Snapshot(r) => {
+            let vote = r.vote;
+            let answer = raft.install_snapshot(r).await;
+            // A snapshot chunk is a leader's contact as much as an append is (accepted when
+            // this node's vote is now the leader's).
+            if let Ok(resp) = &answer {
+                if vote.committed && resp.vote == vote {
+                    contact.heard(vote.leader_id.node_id);
+                }
+            }
+            Reply::Snapshot(answer)
+        }
         Request::Propose(batch) => Reply::Proposed(handler.propose(batch).await),
         Request::ReadIndex => Reply::ReadIndex(handler.read_index().await),
         Request::Join { id, member } => Reply::Joined(handler.join(id, member).await),

@@ -55,14 +55,17 @@ pub struct Contact {
     pub at: Instant,
 }
 
-/// Where the RPC actor records each append it hands to openraft (cheap to clone).
+/// Where the RPC actor records each append (or snapshot chunk) openraft took from a leader
+/// (cheap to clone).
 #[derive(Debug, Clone, Default)]
 pub struct LastContact(Arc<Mutex<Option<Contact>>>);
 
 impl LastContact {
-    /// Records an append from `leader` that openraft has just handled.
-    pub fn heard(&self, leader: NodeId, at: Instant) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Contact { leader, at });
+    /// Records an append from `leader` that openraft has just handled. The time is read under
+    /// the lock, so requests handled at once never move it back.
+    pub fn heard(&self, leader: NodeId) {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *last = Some(Contact { leader, at: Instant::now() });
     }
 
     /// The last one, if any since this process started.
