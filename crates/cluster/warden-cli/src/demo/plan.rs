@@ -235,8 +235,10 @@ pub struct Targets {
     pub partitions: bool,
 }
 
-/// The protocol steps a node reports.
-pub const STEPS: [&str; 5] = ["leader", "grant", "handoff", "evict", "stand"];
+/// The names of the protocol steps a node reports (the cluster's `Phase`s), for messages.
+fn steps() -> String {
+    warden_cluster::Phase::ALL.map(|p| p.as_str()).join(", ")
+}
 
 /// Parses a plan written as a list (not `chaos` / `none`), and checks it keeps a majority.
 pub fn parse_list(text: &str, targets: &Targets) -> Result<Vec<Fault>, PlanError> {
@@ -311,9 +313,9 @@ pub fn parse_list(text: &str, targets: &Targets) -> Result<Vec<Fault>, PlanError
             "leave" => (Action::Leave(node(2, &format!("@{}", targets.key_singleton))?), 3),
             "stop-at" => {
                 let n = node(2, "@leader")?;
-                let step = arg(3).ok_or_else(|| err(format!("stop-at needs a step: {}", STEPS.join(", "))))?;
-                if !STEPS.contains(&step) {
-                    return Err(err(format!("{step:?} is not a step ({})", STEPS.join(", "))));
+                let step = arg(3).ok_or_else(|| err(format!("stop-at needs a step: {}", steps())))?;
+                if !warden_cluster::Phase::ALL.iter().any(|p| p.as_str() == step) {
+                    return Err(err(format!("{step:?} is not a step ({})", steps())));
                 }
                 (Action::StopAt(n, step.to_string(), hold(4, 2000)?), 5)
             }

@@ -99,8 +99,10 @@ pub enum Dropped {
     NewLeaderHeard,
     /// openraft names another leader.
     OtherLeader,
-    /// This node is no longer a follower: it stands or leads already (or left the group).
+    /// This node is no longer a follower: it stands or leads already.
     NotFollower,
+    /// This node is no longer a voter.
+    NotVoter,
     /// The transport has the lost node up again.
     PeerUp,
 }
@@ -111,49 +113,50 @@ pub enum Step {
     /// Stand now.
     Stand,
     /// An append from `lost` was handled after the plan was made (it was on its way when the
-    /// session closed): wait until this later moment, planned from that append.
-    Wait(Instant, Contact),
+    /// session closed): wait until the lease after that one.
+    Wait(Instant),
     /// Leave it to openraft.
     Drop(Dropped),
 }
 
-/// Reviews a plan made from contact `planned_from` at `now`: stand if nothing was heard from
-/// another leader since, openraft knows no other leader, this node is still a follower and the
-/// transport still has `lost` down; wait longer if a later append from `lost` itself came
-/// meanwhile (never standing sooner than [`stand_at`] allows after the last one).
-#[allow(clippy::too_many_arguments)] // each is one fact the rule reads; a struct would only name them twice
-pub fn review(
-    me: NodeId,
-    lost: NodeId,
-    planned_from: Contact,
-    contact_now: Option<Contact>,
-    voters: &BTreeSet<NodeId>,
-    current_leader: Option<NodeId>,
-    state: ServerState,
-    lost_is_down: bool,
-    now: Instant,
-) -> Step {
-    if !lost_is_down {
+/// What a node sees when its plan is due: its last contact, and what openraft and the
+/// transport say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The last append it took from a leader.
+    pub contact: Contact,
+    /// The leader openraft names.
+    pub leader: Option<NodeId>,
+    /// Its own state.
+    pub state: ServerState,
+    /// Whether the transport still has the lost node down.
+    pub lost_is_down: bool,
+}
+
+/// Reviews, at `now`, a plan to stand after losing `lost`: stand if nothing was heard from
+/// another leader, openraft knows no other leader, this node is still a follower and a voter,
+/// and the transport still has `lost` down; wait if a later append from `lost` itself came
+/// meanwhile (so that the stand is never sooner than [`stand_at`] allows after the last one).
+/// A wait needs such an append, and none arrives once `lost`'s session has closed: at most
+/// the requests in flight then (`network::MAX_CONCURRENT_REQUESTS`) bound the waits.
+pub fn review(me: NodeId, lost: NodeId, seen: Seen, voters: &BTreeSet<NodeId>, now: Instant) -> Step {
+    if !seen.lost_is_down {
         return Step::Drop(Dropped::PeerUp);
     }
-    let contact = contact_now.unwrap_or(planned_from);
-    if contact.leader != lost {
+    if seen.contact.leader != lost {
         return Step::Drop(Dropped::NewLeaderHeard);
     }
-    if current_leader.is_some_and(|l| l != lost) {
+    if seen.leader.is_some_and(|l| l != lost) {
         return Step::Drop(Dropped::OtherLeader);
     }
-    if state != ServerState::Follower {
+    if seen.state != ServerState::Follower {
         return Step::Drop(Dropped::NotFollower);
     }
-    if contact != planned_from {
-        match stand_at(me, lost, Some(contact), voters, now) {
-            Some(at) if at > now => return Step::Wait(at, contact),
-            Some(_) => {}
-            None => return Step::Drop(Dropped::NotFollower),
-        }
+    match stand_at(me, lost, Some(seen.contact), voters, now) {
+        Some(at) if at > now => Step::Wait(at),
+        Some(_) => Step::Stand,
+        None => Step::Drop(Dropped::NotVoter),
     }
-    Step::Stand
 }
 
 /// Carries the rules out for node `me`: on each `Down` the transport reports, plans with
@@ -168,19 +171,23 @@ pub(crate) async fn run(me: NodeId, raft: Raft, view: NodeView, contact: LastCon
             Ok(_) | Err(RecvError::Lagged(_)) => continue,
             Err(RecvError::Closed) => return,
         };
-        let (lost, voters) = {
+        let Some(from) = contact.get() else {
+            tracing::debug!(target: "warden::cluster", node = me, %peer, "a peer is down: no early stand (no leader heard yet)");
+            continue;
+        };
+        // Only the leader last heard matters; a name a wiped node left behind under another
+        // id is not it.
+        let (led, voters) = {
             let metrics = raft.metrics();
             let m = metrics.borrow();
             let membership = m.membership_config.membership();
-            let lost = membership.nodes().find(|(_, n)| n.name == peer).map(|(id, _)| *id);
-            (lost, membership.voter_ids().collect::<BTreeSet<NodeId>>())
+            let led = membership.nodes().any(|(id, n)| *id == from.leader && n.name == peer);
+            (led, membership.voter_ids().collect::<BTreeSet<NodeId>>())
         };
-        let (Some(lost), Some(mut from)) = (lost, contact.get()) else {
-            tracing::debug!(target: "warden::cluster", node = me, %peer, ?lost, "a peer is down: no early stand (not a member, or no leader heard)");
-            continue;
-        };
-        let Some(mut at) = stand_at(me, lost, Some(from), &voters, Instant::now()) else {
-            tracing::debug!(target: "warden::cluster", node = me, lost, last_leader = from.leader, "a peer is down: no early stand (not the leader last heard, or not a voter)");
+        let lost = from.leader;
+        let planned = if led { stand_at(me, lost, Some(from), &voters, Instant::now()) } else { None };
+        let Some(mut at) = planned else {
+            tracing::debug!(target: "warden::cluster", node = me, %peer, last_leader = lost, "a peer is down: no early stand (not the leader last heard, or not a voter)");
             continue;
         };
         let step = loop {
@@ -190,10 +197,15 @@ pub(crate) async fn run(me: NodeId, raft: Raft, view: NodeView, contact: LastCon
                 let m = metrics.borrow();
                 (m.current_leader, m.state)
             };
-            let down = !view.live_peers().contains(&peer);
-            match review(me, lost, from, contact.get(), &voters, leader, state, down, Instant::now()) {
-                // Each wait needs a later append from the lost node, and that node is down.
-                Step::Wait(later, newer) => (at, from) = (later, newer),
+            // The contact only ever moves on, so it is still there.
+            let seen = Seen {
+                contact: contact.get().unwrap_or(from),
+                leader,
+                state,
+                lost_is_down: !view.live_peers().contains(&peer),
+            };
+            match review(me, lost, seen, &voters, Instant::now()) {
+                Step::Wait(later) => at = later,
                 step => break step,
             }
         };
@@ -256,18 +268,20 @@ mod tests {
         let group = voters(&[1, 2, 3]);
         let from = Contact { leader: 2, at: t0 };
         let due = t0 + VOTER_LEASE + STAND_MARGIN;
-        let review_at =
-            |now: Option<Contact>, leader, state, down| review(1, 2, from, now, &group, leader, state, down, due);
-        assert_eq!(review_at(Some(from), Some(2), ServerState::Follower, true), Step::Stand);
-        assert_eq!(review_at(Some(from), None, ServerState::Follower, true), Step::Stand);
+        let seen = |contact, leader, state, lost_is_down| Seen { contact, leader, state, lost_is_down };
+        let at_due = |s: Seen| review(1, 2, s, &group, due);
+        assert_eq!(at_due(seen(from, Some(2), ServerState::Follower, true)), Step::Stand);
+        assert_eq!(at_due(seen(from, None, ServerState::Follower, true)), Step::Stand);
         // A new leader was heard; openraft names another; this node already stands or leads.
-        let other = Some(Contact { leader: 3, at: t0 + Duration::from_millis(100) });
-        assert_eq!(review_at(other, Some(3), ServerState::Follower, true), Step::Drop(Dropped::NewLeaderHeard));
-        assert_eq!(review_at(Some(from), Some(3), ServerState::Follower, true), Step::Drop(Dropped::OtherLeader));
-        assert_eq!(review_at(Some(from), None, ServerState::Candidate, true), Step::Drop(Dropped::NotFollower));
-        assert_eq!(review_at(Some(from), None, ServerState::Leader, true), Step::Drop(Dropped::NotFollower));
-        // The transport has the peer up again.
-        assert_eq!(review_at(Some(from), Some(2), ServerState::Follower, false), Step::Drop(Dropped::PeerUp));
+        let other = Contact { leader: 3, at: t0 + Duration::from_millis(100) };
+        assert_eq!(at_due(seen(other, Some(3), ServerState::Follower, true)), Step::Drop(Dropped::NewLeaderHeard));
+        assert_eq!(at_due(seen(from, Some(3), ServerState::Follower, true)), Step::Drop(Dropped::OtherLeader));
+        assert_eq!(at_due(seen(from, None, ServerState::Candidate, true)), Step::Drop(Dropped::NotFollower));
+        assert_eq!(at_due(seen(from, None, ServerState::Leader, true)), Step::Drop(Dropped::NotFollower));
+        // The transport has the peer up again; this node was removed from the voters.
+        assert_eq!(at_due(seen(from, Some(2), ServerState::Follower, false)), Step::Drop(Dropped::PeerUp));
+        let s = seen(from, Some(2), ServerState::Follower, true);
+        assert_eq!(review(1, 2, s, &voters(&[2, 3]), due), Step::Drop(Dropped::NotVoter));
     }
 
     #[test]
@@ -277,15 +291,12 @@ mod tests {
         // dropped its plan and waited for openraft's timer, a failover of 1.8 s).
         let t0 = Instant::now();
         let group = voters(&[1, 2, 3]);
-        let from = Contact { leader: 2, at: t0 };
         let late = Contact { leader: 2, at: t0 + Duration::from_millis(30) };
         let due = t0 + VOTER_LEASE + STAND_MARGIN;
         let later = late.at + VOTER_LEASE + STAND_MARGIN;
-        assert_eq!(
-            review(1, 2, from, Some(late), &group, Some(2), ServerState::Follower, true, due),
-            Step::Wait(later, late)
-        );
-        // Reviewed again then, from that append: stand.
-        assert_eq!(review(1, 2, late, Some(late), &group, Some(2), ServerState::Follower, true, later), Step::Stand);
+        let seen = Seen { contact: late, leader: Some(2), state: ServerState::Follower, lost_is_down: true };
+        assert_eq!(review(1, 2, seen, &group, due), Step::Wait(later));
+        // Reviewed again then: stand.
+        assert_eq!(review(1, 2, seen, &group, later), Step::Stand);
     }
 }
